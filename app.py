@@ -1,0 +1,157 @@
+"""Gradio app: faces in a photo or a webcam stream, their emotion, every class's probability, and why.
+
+    python app.py                           # the model in weights/
+    python app.py --model hf-hub:owner/name # or EMOTION_MODEL=hf-hub:owner/name python app.py
+
+Layout and wiring only; the work is in emotion/service.py.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from emotion import service  # noqa: E402
+from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, METHODS  # noqa: E402
+from emotion.images import MAX_FILE_BYTES, ImageError  # noqa: E402
+from emotion.model import EmotionModel, load_model  # noqa: E402
+
+log = logging.getLogger("app")
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+ABOUT = """# Explainable facial-emotion recognition
+Finds every face, says which of seven expressions it shows (angry, disgust, fear, happy, neutral, sad,
+surprise), draws all seven probabilities, and shows **why** with a heatmap of the pixels that drove the
+score. Pick another class under *Heatmap for* to ask "why not X?". A heatmap is evidence about the model,
+not about the person: expressions are not feelings, and the model makes mistakes (see its model card)."""
+README = Path(__file__).resolve().parent / "README.md"
+
+
+def api_doc() -> str:
+    """The README's "Call the API" section, so the app and the README show the same call."""
+    text = README.read_text() if README.is_file() else ""
+    start = text.find("## Call the API")
+    end = text.find("\n## ", start + 1)
+    return text[start:end].replace("## Call the API", "### API") if start >= 0 else ""
+
+
+class ImageInput(gr.Image):
+    """gr.Image that passes the upload's path on unopened, so emotion.images gives the error messages."""
+
+    def get_block_name(self) -> str:  # same front-end component as gr.Image
+        return "image"
+
+    def preprocess(self, payload):
+        if payload is None or (payload.url or "").startswith("data:"):
+            return super().preprocess(payload)
+        return payload.path
+
+
+def _user_error(e: Exception) -> gr.Error:
+    if isinstance(e, (ImageError, ValueError)):
+        return gr.Error(str(e), print_exception=False)
+    log.exception("analysis failed")
+    return gr.Error("Something went wrong while analysing this picture; the server is still running.")
+
+
+def build_demo(model: EmotionModel) -> gr.Blocks:
+    def on_photo(image, method, layer, explain_for, whole):
+        if image is None:
+            return None, [], None, "Upload a photo, paste one, or pick an example.", None
+        try:
+            v = service.photo(model, image, method, layer, explain_for, whole)
+        except Exception as e:  # a bad picture must not take the page down
+            err = _user_error(e)
+            return None, [], None, f"**Could not analyse this picture:** {err.message}", None
+        return v.annotated, v.panels, v.probabilities, v.status, v.result
+
+    def on_predict(image, method, layer, explain_for, whole):
+        try:
+            return service.predict(model, image, method, layer, explain_for, whole)
+        except Exception as e:
+            raise _user_error(e) from None
+
+    def on_frame(frame, state, method, layer):
+        try:
+            return service.live_frame(model, frame, state, method, layer)
+        except Exception as e:  # keep the stream alive through a bad frame
+            log.warning("webcam frame failed: %s", e)
+            return gr.skip(), gr.skip(), state
+
+    classes = [service.PREDICTED, *model.labels]
+    methods, layers = list(METHODS), list(LAYERS)
+    with gr.Blocks(title="Explainable facial-emotion recognition") as demo:
+        gr.Markdown(ABOUT)
+        with gr.Tab("Photo"):
+            with gr.Row():
+                with gr.Column(scale=2):
+                    image = ImageInput(type="filepath", sources=["upload", "clipboard"], label="Photo")
+                    explain_for = gr.Radio(classes, value=service.PREDICTED, label="Heatmap for (why not X?)")
+                    with gr.Row():
+                        method = gr.Dropdown(methods, value=DEFAULT_METHOD, label="Explanation method")
+                        layer = gr.Dropdown(layers, value=DEFAULT_LAYER, label="Layer it reads")
+                    whole = gr.Checkbox(False, label="The picture is one face (already cropped)")
+                    run = gr.Button("Analyse", variant="primary")
+                    gr.Examples(sorted(str(p) for p in EXAMPLES.glob("*.*")), inputs=[image])
+                with gr.Column(scale=3):
+                    status = gr.Markdown()
+                    annotated = gr.Image(label="Faces found", interactive=False, format="jpeg")
+                    panels = gr.Gallery(label="Each face: crop | heatmap | probabilities", columns=1,
+                                        height="auto", object_fit="contain", format="png")
+                    probs = gr.Label(num_top_classes=7, label="Probabilities (largest face)")
+                    result = gr.JSON(label="Result", open=False)
+                    gr.DeepLinkButton()
+            inputs = [image, method, layer, explain_for, whole]
+            outputs = [annotated, panels, probs, status, result]
+            gr.on([run.click, image.change, explain_for.change, method.change, layer.change, whole.change],
+                  on_photo, inputs, outputs, api_visibility="undocumented", trigger_mode="always_last")
+        with gr.Tab("Webcam (live)"):
+            gr.Markdown("Turn on the camera: every frame is labelled and explained. Labels are averaged over "
+                        "the last few frames; frames that arrive while one is being analysed are skipped.")
+            with gr.Row():
+                cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera")
+                live = gr.Image(label="Live: heatmap and label", interactive=False, format="jpeg")
+            with gr.Row():
+                live_method = gr.Dropdown(methods, value=DEFAULT_METHOD, label="Explanation method")
+                live_layer = gr.Dropdown(layers, value=DEFAULT_LAYER, label="Layer it reads")
+            live_probs = gr.Label(num_top_classes=7, label="Probabilities (largest face, smoothed)")
+            state = gr.State(None)  # a LiveState per session, made on the first frame
+            cam.stream(on_frame, [cam, state, live_method, live_layer], [live, live_probs, state],
+                       stream_every=0.1, time_limit=300, concurrency_limit=4, api_visibility="undocumented")
+        with gr.Tab("API"):
+            gr.Markdown(api_doc())
+            # the documented endpoint: same inputs, JSON out (hidden components, wired to /predict)
+            api_in = ImageInput(type="filepath", visible=False, label="image")
+            api_method = gr.Textbox(DEFAULT_METHOD, visible=False, label="method")
+            api_layer = gr.Textbox(DEFAULT_LAYER.split()[0], visible=False, label="layer")
+            api_for = gr.Textbox(service.PREDICTED, visible=False, label="heatmap_for")
+            api_whole = gr.Checkbox(False, visible=False, label="whole_image")
+            api_out = gr.JSON(visible=False, label="result")
+            api_btn = gr.Button(visible=False)
+            api_btn.click(on_predict, [api_in, api_method, api_layer, api_for, api_whole], api_out,
+                          api_name="predict", api_description="Faces, labels, probabilities and heatmaps "
+                          "for one image.")
+    demo.queue(default_concurrency_limit=2, max_size=64)
+    return demo
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="folder, local-dir:PATH or hf-hub:owner/name "
+                                                 "(default: $EMOTION_MODEL, else weights/)")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    model = load_model(args.model)
+    log.info("model %s (%s px, %s)", model.source, model.prep.size, ", ".join(model.labels))
+    build_demo(model).launch(server_name=args.host, server_port=args.port, max_file_size=MAX_FILE_BYTES,
+                             show_error=True)
+
+
+if __name__ == "__main__":
+    main()

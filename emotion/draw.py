@@ -1,0 +1,83 @@
+"""Pictures of an Analysis: the frame with labelled boxes, and one panel per face
+(face crop | heatmap over it | the seven probabilities as bars). OpenCV only, fast enough per webcam frame.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from emotion.explain import overlay
+from emotion.pipeline import Analysis, FaceResult
+
+# one colour per class (RGB), used for boxes and bars
+COLOURS = {"angry": (220, 50, 47), "disgust": (133, 153, 0), "fear": (108, 113, 196), "happy": (255, 190, 0),
+           "neutral": (147, 161, 161), "sad": (38, 139, 210), "surprise": (211, 54, 130)}
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _colour(label: str) -> tuple[int, int, int]:
+    return COLOURS.get(label, (0, 200, 0))
+
+
+def _text(img, text, org, scale, colour, thickness=1, bg=None):
+    (w, h), base = cv2.getTextSize(text, FONT, scale, thickness)
+    x, y = org
+    if bg is not None:
+        cv2.rectangle(img, (x, y - h - base), (x + w + 4, y + base), bg, -1)
+    cv2.putText(img, text, (x + 2, y), FONT, scale, colour, thickness, cv2.LINE_AA)
+
+
+def annotate(analysis: Analysis, heatmaps: bool = False,
+             probabilities: list[dict[str, float]] | None = None) -> np.ndarray:
+    """The analysed picture with each face boxed, numbered and labelled (RGB uint8).
+
+    `heatmaps` blends each face's heatmap over it (the webcam view); `probabilities` replaces each
+    face's own (the webcam's smoothed ones) for the label shown.
+    """
+    img = analysis.image.copy()
+    s = analysis.scale
+    thick = max(1, round(max(img.shape[:2]) / 400))
+    for i, face in enumerate(analysis.faces):
+        x0, y0, x1, y1 = (int(round(v * s)) for v in face.box)
+        probs = probabilities[i] if probabilities else face.probabilities
+        label = max(probs, key=probs.get)
+        if heatmaps:
+            _blend_heatmap(img, face)
+        colour = _colour(label)
+        cv2.rectangle(img, (x0, y0), (x1, y1), colour, thick)
+        text = f"{i + 1}: {label} {probs[label]:.0%}" if len(analysis.faces) > 1 else f"{label} {probs[label]:.0%}"
+        _text(img, text, (x0, max(14 * thick, y0 - 4)), 0.45 * thick, (255, 255, 255), thick, bg=colour)
+    return img
+
+
+def _blend_heatmap(img: np.ndarray, face: FaceResult) -> None:
+    """Blend the face's heatmap, in place, over the square the model saw (the part inside the picture)."""
+    h, w = img.shape[:2]
+    cx0, cy0, cx1, cy1 = face.crop_box
+    x0, y0, x1, y1 = max(0, cx0), max(0, cy0), min(w, cx1), min(h, cy1)
+    if x1 <= x0 or y1 <= y0:
+        return
+    hm = cv2.resize(face.heatmap, (cx1 - cx0, cy1 - cy0), interpolation=cv2.INTER_LINEAR)
+    img[y0:y1, x0:x1] = overlay(img[y0:y1, x0:x1], hm[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0], 0.6)
+
+
+def face_panel(face: FaceResult, index: int | None = None, side: int = 224) -> np.ndarray:
+    """[face crop | heatmap over the crop | probability bars], RGB uint8, `side` pixels high."""
+    crop = cv2.resize(face.crop, (side, side), interpolation=cv2.INTER_AREA if face.crop.shape[0] > side
+                      else cv2.INTER_LINEAR)
+    heat = overlay(crop, face.heatmap)
+    bars = np.full((side, side + 40, 3), 255, np.uint8)
+    names = list(face.probabilities)
+    row = (side - 30) / len(names)
+    title = f"{'#%d ' % index if index else ''}{face.label}; map: {face.explained}"
+    _text(bars, title, (4, 18), 0.45, (0, 0, 0))
+    for k, name in enumerate(names):
+        p = face.probabilities[name]
+        y = int(30 + k * row)
+        _text(bars, name, (2, y + int(row * 0.7)), 0.4, (0, 0, 0))
+        x_start, x_max = 72, side + 40 - 52
+        cv2.rectangle(bars, (x_start, y + 3), (x_start + int(p * (x_max - x_start)), y + int(row) - 3),
+                      _colour(name), -1)
+        _text(bars, f"{p:.0%}", (x_max + 2, y + int(row * 0.7)), 0.4, (0, 0, 0))
+    gap = np.full((side, 4, 3), 255, np.uint8)
+    return np.concatenate([crop, gap, heat, gap, bars], axis=1)

@@ -1,0 +1,85 @@
+"""Find faces offline with YuNet (the `yuface` package, weights compiled in) and cut square crops.
+
+yuface wants BGR uint8, slows down sharply above ~960 px and misses faces under ~48 px, so frames
+are scaled into [MIN_SIDE, DETECT_SIDE] for detection and the boxes scaled back.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+# yuface carries its own OpenMP runtime; keep it from spinning against torch's threads for the 2 cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import yuface  # noqa: E402
+
+DETECT_SIDE = 640  # longer side the detector sees at most
+MIN_SIDE = 320  # small pictures (e.g. a 48 px face crop) are enlarged to this first
+MIN_CONFIDENCE = 0.6
+MAX_FACES = 20  # the largest faces are kept; the app says when there were more
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the image's pixels (x1, y1 exclusive)
+    score: float  # detector confidence 0..1, 1.0 for a whole image taken as the face
+    landmarks: tuple[tuple[float, float], ...]  # right eye, left eye, nose tip, right and left mouth corner
+    whole_image: bool = False  # the picture was taken as the face, not found by the detector
+
+    @property
+    def size(self) -> int:
+        return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
+
+
+def detect_faces(rgb: np.ndarray, min_confidence: float = MIN_CONFIDENCE,
+                 detect_side: int = DETECT_SIDE) -> list[Detection]:
+    """All faces in an RGB image, largest first."""
+    h, w = rgb.shape[:2]
+    if min(h, w) < 8:
+        return []
+    s = min(detect_side / max(h, w), max(1.0, MIN_SIDE / max(h, w)))
+    small = rgb if s == 1.0 else cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))),
+                                            interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    bgr = np.ascontiguousarray(small[..., ::-1])
+    confs, boxes, marks = yuface.detect(bgr, conf=min_confidence)
+    faces = []
+    for c, b, m in zip(confs, boxes.astype(np.float32), marks.astype(np.float32)):
+        x, y, bw, bh = (b / s).tolist()
+        x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
+        x1, y1 = min(w, int(round(x + bw))), min(h, int(round(y + bh)))
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            continue
+        pts = tuple((float(m[i] / s), float(m[i + 1] / s)) for i in range(0, 10, 2))
+        faces.append(Detection((x0, y0, x1, y1), float(c) / 100 if c > 1 else float(c), pts))
+    faces.sort(key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+    return faces
+
+
+def whole_image_face(rgb: np.ndarray) -> Detection:
+    """Treat the whole picture as one face (for pictures that are already face crops, like FER2013's)."""
+    h, w = rgb.shape[:2]
+    return Detection((0, 0, w, h), 1.0, (), whole_image=True)
+
+
+def crop_box(det: Detection, margin: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """The square around a detection grown by `margin` of its size on each side (may leave the image)."""
+    if det.whole_image:
+        return det.box
+    x0, y0, x1, y1 = det.box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
+    half = side / 2
+    return int(round(cx - half)), int(round(cy - half)), int(round(cx + half)), int(round(cy + half))
+
+
+def cut(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Pixels inside `box`; parts outside the image are filled by repeating the edge."""
+    x0, y0, x1, y1 = box
+    h, w = rgb.shape[:2]
+    inside = rgb[max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
+    pad = (max(0, -y0), max(0, y1 - h), max(0, -x0), max(0, x1 - w))
+    if any(pad) and inside.size:
+        inside = cv2.copyMakeBorder(inside, *pad, cv2.BORDER_REPLICATE)
+    return np.ascontiguousarray(inside)

@@ -1,0 +1,145 @@
+"""Turn whatever a user sends into an RGB uint8 array, or a plain-language `ImageError`.
+
+Handles: empty, corrupt, truncated and non-image files; declared sizes past `MAX_PIXELS` (decompression
+bombs) refused before decoding; EXIF rotation; animated images (first frame); grey, palette, RGBA/LA
+(composited on white), CMYK, 16-bit and float images; very large photos (JPEGs decoded at reduced
+scale, then everything scaled so its longer side is at most `WORK_SIDE`).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+MAX_FILE_BYTES = 25 * 1024 * 1024  # the app's upload limit too
+MAX_PIXELS = 150_000_000  # a 12000 x 12000 photo passes; larger declared sizes are refused unread
+WORK_SIDE = 1920  # analysis resolution: faces stay well above the detector's ~48 px minimum
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a cut-off file is an error, not a grey half-image
+
+
+class ImageError(ValueError):
+    """The input is not an image we can analyse; str(e) is a message for the user."""
+
+
+@dataclass
+class Loaded:
+    rgb: np.ndarray  # H x W x 3 uint8, upright, at most WORK_SIDE on its longer side
+    original_size: tuple[int, int]  # (width, height) as decoded, after EXIF rotation
+    notes: list[str] = field(default_factory=list)  # things the user should know (first frame only, ...)
+
+    @property
+    def scale(self) -> float:
+        """Analysed size / original size."""
+        return self.rgb.shape[1] / self.original_size[0]
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    """Any PIL mode -> RGB uint8, keeping the look of the picture."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
+        return np.repeat(arr.astype(np.uint8)[..., None], 3, axis=2)
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, rgba)
+    return np.asarray(im.convert("RGB"))
+
+
+def _shrink(rgb: np.ndarray, max_side: int = WORK_SIDE) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    if max(h, w) <= max_side:
+        return np.ascontiguousarray(rgb)
+    s = max_side / max(h, w)
+    return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def load_image(source) -> Loaded:
+    """Decode a path, bytes, PIL image or numpy array. Raises ImageError with a message for the user."""
+    if source is None:
+        raise ImageError("No image was given.")
+    if isinstance(source, np.ndarray):
+        return Loaded(_shrink(_array_to_rgb(source)), (source.shape[1], source.shape[0]))
+    if isinstance(source, Image.Image):
+        return _from_pil(source)
+    if isinstance(source, (bytes, bytearray)):
+        import io
+
+        if not source:
+            raise ImageError("The file is empty.")
+        return _open(io.BytesIO(source), "the upload")
+    path = Path(os.fspath(source))
+    if not path.is_file():
+        raise ImageError(f"File not found: {path.name}")
+    size = path.stat().st_size
+    if size == 0:
+        raise ImageError(f"{path.name} is empty (0 bytes).")
+    if size > MAX_FILE_BYTES:
+        raise ImageError(f"{path.name} is {size / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES // 2**20} MB.")
+    with path.open("rb") as f:
+        return _open(f, path.name)
+
+
+def _open(fp, name: str) -> Loaded:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(fp)
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        if isinstance(e, UnidentifiedImageError):
+            raise ImageError(f"{name} is not an image, or not in a format we can read (JPEG, PNG, WebP, GIF, "
+                             "BMP, TIFF).") from None
+        raise ImageError(f"{name} declares a size too large to open safely.") from None
+    except OSError as e:
+        raise ImageError(f"{name} could not be read: {e}.") from None
+    return _from_pil(im, name)
+
+
+def _from_pil(im: Image.Image, name: str = "the image") -> Loaded:
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        raise ImageError(f"{name} is {w} x {h} pixels; the limit is {MAX_PIXELS / 1e6:.0f} megapixels.")
+    if w < 1 or h < 1:
+        raise ImageError(f"{name} has no pixels.")
+    notes = []
+    try:
+        if getattr(im, "n_frames", 1) > 1:
+            notes.append(f"{name} has {im.n_frames} frames; the first one was analysed.")
+            im.seek(0)
+        if im.format == "JPEG" and max(w, h) > 2 * WORK_SIDE:
+            im.draft("RGB", (w * WORK_SIDE // max(w, h), h * WORK_SIDE // max(w, h)))  # decode at 1/2..1/8 scale
+        im.load()
+        turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap width and height
+        upright = ImageOps.exif_transpose(im) or im
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        msg = str(e)
+        if "truncated" in msg or "broken data stream" in msg or "premature end" in msg.lower():
+            raise ImageError(f"{name} is truncated or corrupt: only part of the file arrived.") from None
+        raise ImageError(f"{name} is corrupt and could not be decoded ({msg}).") from None
+    return Loaded(_shrink(_to_rgb(upright)), (h, w) if turned else (w, h), notes)
+
+
+def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
+    if arr.size == 0 or arr.ndim not in (2, 3):
+        raise ImageError("The image array is empty or not an image.")
+    if arr.dtype != np.uint8:
+        a = arr.astype(np.float32)
+        hi = 1.0 if a.max() <= 1.0 else (255.0 if a.max() <= 255 else float(a.max()))
+        arr = np.clip(a / hi * 255, 0, 255).astype(np.uint8)
+    if arr.ndim == 2:
+        return np.repeat(arr[..., None], 3, axis=2)
+    if arr.shape[2] == 1:
+        return np.repeat(arr, 3, axis=2)
+    if arr.shape[2] == 4:
+        alpha = arr[..., 3:4].astype(np.float32) / 255
+        return (arr[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
+    return arr[..., :3]

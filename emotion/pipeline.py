@@ -1,0 +1,107 @@
+"""The one path from a picture to labelled, explained faces. The app, the API and the evaluation call it.
+
+    image --load_image--> upright RGB --detect_faces--> boxes --cut--> square crops
+          --prep.to_input--> batch --explain--> logits + one heatmap per face --> Analysis
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD, explain, resolve_layer
+from emotion.faces import MAX_FACES, MIN_CONFIDENCE, Detection, crop_box, cut, detect_faces, whole_image_face
+from emotion.images import Loaded, load_image
+from emotion.model import EmotionModel
+
+NO_FACE = ("No face found. Try a photo where the face is larger, frontal and well lit, or tick "
+           "\"the picture is one face\" for a photo that is already cropped to a face.")
+
+
+@dataclass
+class FaceResult:
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the original picture's pixels (after EXIF rotation)
+    detector_score: float
+    label: str
+    probabilities: dict[str, float]
+    explained: str  # the class the heatmap is for
+    heatmap: np.ndarray  # float32 0..1, model input size, over `crop`
+    crop: np.ndarray  # the RGB square the model saw (before resizing)
+    crop_box: tuple[int, int, int, int]  # that square in the analysed picture's pixels (may leave the picture)
+    landmarks: tuple[tuple[float, float], ...] = ()  # in the analysed picture's pixels
+
+    def to_json(self, with_heatmap: bool = True) -> dict:
+        out = {"box": list(self.box), "detector_score": round(self.detector_score, 3), "label": self.label,
+               "probabilities": {k: round(v, 5) for k, v in self.probabilities.items()},
+               "explained_class": self.explained}
+        if with_heatmap:
+            out["heatmap"] = np.round(self.heatmap, 3).tolist()
+        return out
+
+
+@dataclass
+class Analysis:
+    image: np.ndarray  # the RGB picture analysed (upright, scaled to at most WORK_SIDE)
+    scale: float  # analysed size / original size
+    faces: list[FaceResult]
+    messages: list[str] = field(default_factory=list)
+    method: str = DEFAULT_METHOD
+    layer: str = DEFAULT_LAYER
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self, with_heatmap: bool = True) -> dict:
+        h, w = self.image.shape[:2]
+        return {"faces": [f.to_json(with_heatmap) for f in self.faces], "messages": self.messages,
+                "method": self.method, "layer": self.layer.split()[0],
+                "image_size": [round(w / self.scale), round(h / self.scale)]}
+
+
+def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
+            explain_class: str | None = None, whole_image: bool = False, max_faces: int = MAX_FACES,
+            min_confidence: float = MIN_CONFIDENCE, with_heatmaps: bool = True) -> Analysis:
+    """Find, classify and explain every face in `image` (path, bytes, PIL image or numpy array).
+
+    `explain_class` names the class every heatmap is for ("why not X?"); None explains each face's own
+    prediction. `with_heatmaps=False` (evaluation) skips the explanation and leaves heatmaps empty.
+    Raises `emotion.images.ImageError` for input that is not a usable picture.
+    """
+    layer = resolve_layer(layer)
+    if explain_class is not None and explain_class not in model.labels:
+        raise ValueError(f"Unknown class {explain_class!r}; choose from {', '.join(model.labels)}.")
+    t = {"start": time.perf_counter()}
+    loaded: Loaded = image if isinstance(image, Loaded) else load_image(image)
+    rgb, messages = loaded.rgb, list(loaded.notes)
+    t["decode"] = time.perf_counter()
+    dets: list[Detection] = [whole_image_face(rgb)] if whole_image else detect_faces(rgb, min_confidence)
+    t["detect"] = time.perf_counter()
+    if not dets:
+        messages.append(NO_FACE)
+    elif len(dets) > max_faces:
+        messages.append(f"{len(dets)} faces found; the {max_faces} largest were analysed.")
+        dets = dets[:max_faces]
+    faces = []
+    if dets:
+        squares = [crop_box(d, model.prep.face_margin, rgb.shape) for d in dets]
+        crops = [cut(rgb, sq) for sq in squares]
+        x = model.prep.to_input(crops)
+        t["preprocess"] = time.perf_counter()
+        target = None if explain_class is None else model.labels.index(explain_class)
+        if with_heatmaps:
+            logits, maps = explain(model, x, [target] * len(crops), method, layer)
+            probs = model.predict(crops) if model.prep.tta_flip else logits.softmax(1).numpy()
+        else:
+            probs = model.predict(crops)
+            maps = np.zeros((len(crops), 0, 0), np.float32)
+        t["classify_explain"] = time.perf_counter()
+        for d, sq, crop, p, m in zip(dets, squares, crops, probs, maps):
+            label = model.labels[int(p.argmax())]
+            faces.append(FaceResult(
+                box=tuple(int(round(v / loaded.scale)) for v in d.box), detector_score=d.score, label=label,
+                probabilities={c: float(v) for c, v in zip(model.labels, p)},
+                explained=explain_class or label, heatmap=m, crop=crop, crop_box=sq, landmarks=d.landmarks))
+    stamps = list(t.items())
+    timings = {name: (stamps[i][1] - stamps[i - 1][1]) * 1000 for i, (name, _) in enumerate(stamps) if i}
+    timings["total"] = (stamps[-1][1] - stamps[0][1]) * 1000
+    return Analysis(rgb, loaded.scale, faces, messages, method, layer, timings)
+

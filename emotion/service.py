@@ -1,0 +1,75 @@
+"""What the app's events and API endpoints do, free of Gradio layout: inputs in, displayable results out.
+
+`app.py` wires these to components; tests and other front ends can call them directly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from emotion.draw import annotate, face_panel
+from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD
+from emotion.live import LiveState
+from emotion.model import EmotionModel
+from emotion.pipeline import Analysis, analyse
+
+PREDICTED = "predicted class"  # the "heatmap for" choice that explains each face's own prediction
+
+
+def _explain_class(choice: str | None) -> str | None:
+    return None if not choice or choice == PREDICTED else choice
+
+
+@dataclass
+class PhotoView:
+    annotated: np.ndarray | None  # the picture with labelled boxes
+    panels: list[tuple[np.ndarray, str]]  # per face: (crop | heatmap | bars) image, caption
+    probabilities: dict[str, float] | None  # of the first (largest) face, for gr.Label
+    status: str  # markdown: what was found, and any message for the user
+    result: dict  # the API's JSON (without heatmaps)
+
+
+def photo(model: EmotionModel, image, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
+          explain_for: str | None = PREDICTED, whole_image: bool = False) -> PhotoView:
+    """Analyse an uploaded picture for display. Raises ImageError / ValueError with a user message."""
+    a = analyse(image, model, method=method, layer=layer, explain_class=_explain_class(explain_for),
+                whole_image=whole_image)
+    panels = [(face_panel(f, i + 1), _caption(i, f)) for i, f in enumerate(a.faces)]
+    return PhotoView(annotate(a), panels, a.faces[0].probabilities if a.faces else None, status(a),
+                     a.to_json(with_heatmap=False))
+
+
+def _caption(i: int, face) -> str:
+    top = face.probabilities[face.label]
+    empty = " (no positive evidence for this class anywhere)" if float(face.heatmap.max()) <= 0 else ""
+    return f"Face {i + 1}: {face.label} {top:.0%}; heatmap for {face.explained}{empty}"
+
+
+def status(a: Analysis) -> str:
+    n = len(a.faces)
+    lines = []
+    if n:
+        found = ", ".join(f"**{i + 1}.** {f.label} ({f.probabilities[f.label]:.0%})" for i, f in enumerate(a.faces))
+        lines.append(f"{n} face{'s' if n > 1 else ''}: {found}. Heatmaps: {a.method} at {a.layer.split()[0]}.")
+    lines += [f"_{m}_" for m in a.messages]
+    return "\n\n".join(lines)
+
+
+def predict(model: EmotionModel, image, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
+            explain_for: str | None = PREDICTED, whole_image: bool = False) -> dict:
+    """The API's answer: every face's box, label, seven probabilities and heatmap (model input size, 0..1)."""
+    a = analyse(image, model, method=method, layer=layer, explain_class=_explain_class(explain_for),
+                whole_image=whole_image)
+    return a.to_json(with_heatmap=True)
+
+
+def live_frame(model: EmotionModel, frame: np.ndarray | None, state: LiveState | None,
+               method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER):
+    """One webcam frame -> (frame with heatmaps and smoothed labels, smoothed probabilities, state)."""
+    state = state or LiveState()
+    if frame is None:
+        return None, None, state
+    a = analyse(frame, model, method=method, layer=layer)
+    smoothed = state.update(a, model.labels)
+    return annotate(a, heatmaps=True, probabilities=smoothed), (smoothed[0] if smoothed else None), state

@@ -1,0 +1,188 @@
+"""Generated test data: tiny data sets in every supported layout, and awkward variants of a real photo.
+
+Class identity is written into the pixels (grey level 20 + 30 * class index), so a test can check that
+each layout's labels arrive as the right class names.
+"""
+from __future__ import annotations
+
+import csv
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from emotion.model import CLASSES
+from train.data import FER_CSV_LABELS, RAFDB_LABELS
+
+ROOT = Path(__file__).resolve().parent.parent
+PORTRAIT = ROOT / "examples" / "astronaut.jpg"
+SECOND_PORTRAIT = ROOT / "examples" / "grace_hopper.jpg"
+NO_FACE = ROOT / "examples" / "cat_no_face.jpg"
+RAF_NUMBER = {name: number for number, name in RAFDB_LABELS.items()}
+
+
+def grey_level(class_index: int) -> int:
+    return 20 + 30 * class_index
+
+
+def class_image(class_index: int, size: int = 48, seed: int = 0, colour: bool = False) -> Image.Image:
+    """A flat image of the class's grey level with a little noise and a face-like blob."""
+    rng = np.random.default_rng(seed)
+    a = np.full((size, size), grey_level(class_index), np.float32) + rng.normal(0, 3, (size, size))
+    yy, xx = np.mgrid[:size, :size]
+    a[(yy - size * 0.7) ** 2 + ((xx - size / 2) * 0.5) ** 2 < (size * 0.1) ** 2] += 15  # a "mouth"
+    a = np.clip(a, 0, 255).astype(np.uint8)
+    img = Image.fromarray(a)
+    return img.convert("RGB") if colour else img
+
+
+def make_fer2013_folders(root: Path, per_class: int = 3) -> Path:
+    for c, name in enumerate(CLASSES):
+        for split, prefix, n in (("train", "Training", per_class), ("test", "PublicTest", 2), ("test", "PrivateTest", 2)):
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                class_image(c, seed=i).save(d / f"{prefix}_{c * 100 + i}.jpg", quality=95)
+    return root
+
+
+def make_fer2013_csv(root: Path, per_class: int = 3) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / "fer2013.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["emotion", "pixels", "Usage"])
+        for name in CLASSES:
+            c = CLASSES.index(name)
+            for usage, n in (("Training", per_class), ("PublicTest", 2), ("PrivateTest", 2)):
+                for i in range(n):
+                    pixels = np.asarray(class_image(c, seed=i)).flatten()
+                    w.writerow([FER_CSV_LABELS.index(name), " ".join(map(str, pixels)), usage])
+    return root
+
+
+def make_rafdb_basic(root: Path, per_class: int = 3) -> Path:
+    """Official layout: basic/EmoLabel/list_patition_label.txt and basic/Image/aligned/*_aligned.jpg."""
+    basic = root / "basic"
+    (basic / "EmoLabel").mkdir(parents=True, exist_ok=True)
+    (basic / "Image" / "aligned").mkdir(parents=True, exist_ok=True)
+    lines, k = [], 0
+    for split, n in (("train", per_class), ("test", 2)):
+        for c, name in enumerate(CLASSES):
+            for i in range(n):
+                k += 1
+                stem = f"{split}_{k:05d}"
+                class_image(c, size=100, seed=i, colour=True).save(basic / "Image" / "aligned" / f"{stem}_aligned.jpg",
+                                                                 quality=95)
+                lines.append(f"{stem}.jpg {RAF_NUMBER[name]}")
+    (basic / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def make_rafdb_kaggle(root: Path, per_class: int = 3) -> Path:
+    """Kaggle layout: DATASET/{train,test}/1..7/*.jpg with {train,test}_labels.csv beside DATASET."""
+    for split, n in (("train", per_class), ("test", 2)):
+        rows = []
+        for c, name in enumerate(CLASSES):
+            number = RAF_NUMBER[name]
+            d = root / "DATASET" / split / str(number)
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                fname = f"{split}_{c}_{i}_aligned.jpg"
+                class_image(c, size=100, seed=i, colour=True).save(d / fname, quality=95)
+                rows.append((fname, number))
+        with (root / f"{split}_labels.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["image", "label"])
+            w.writerows(rows)
+    return root
+
+
+def make_class_folders(root: Path, per_class: int = 4, names=None) -> Path:
+    """Generic `<class>/<image>` layout, with other spellings of class names where given."""
+    for c, name in enumerate(names or CLASSES):
+        d = root / name
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            class_image(c, size=64, seed=i, colour=True).save(d / f"img_{i}.png")
+    return root
+
+
+# ---------------------------------------------------------------- awkward pictures
+def portrait() -> Image.Image:
+    return Image.open(PORTRAIT).convert("RGB")
+
+
+def ten_faces() -> Image.Image:
+    """A 5 x 2 grid of the two shipped portraits' faces (with some shoulders): ten faces."""
+    a = portrait().crop((128, 10, 318, 240)).resize((190, 230))
+    b = Image.open(SECOND_PORTRAIT).convert("RGB").crop((130, 60, 400, 390)).resize((190, 230))
+    grid = Image.new("RGB", (5 * 200, 2 * 240), "white")
+    for k in range(10):
+        grid.paste(a if k % 2 == 0 else b, ((k % 5) * 200 + 5, (k // 5) * 240 + 5))
+    return grid
+
+
+def exif_rotated(path: Path) -> Path:
+    """The portrait stored lying on its side, with EXIF orientation 6 saying 'turn me upright'."""
+    img = portrait().transpose(Image.Transpose.ROTATE_90)  # stored pixels: turned left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # view rotated 90 degrees clockwise
+    img.save(path, exif=exif, quality=92)
+    return path
+
+
+def png_with_declared_size(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG file whose header claims width x height (a decompression bomb's calling card)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 1024)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+def awkward_files(tmp: Path) -> dict[str, Path]:
+    """Every bad or odd input the app must survive, written to `tmp`."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    p = portrait()
+    files = {}
+    files["empty"] = tmp / "empty.jpg"
+    files["empty"].write_bytes(b"")
+    files["text_as_jpg"] = tmp / "notes.jpg"
+    files["text_as_jpg"].write_text("this is not an image\n" * 20)
+    files["one_pixel"] = tmp / "one.png"
+    Image.new("RGB", (1, 1), "red").save(files["one_pixel"])
+    files["grey"] = tmp / "grey.png"
+    p.convert("L").save(files["grey"])
+    files["rgba"] = tmp / "rgba.png"
+    rgba = p.convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(files["rgba"])
+    files["cmyk"] = tmp / "cmyk.jpg"
+    p.convert("CMYK").save(files["cmyk"], quality=92)
+    files["sixteen_bit"] = tmp / "sixteen.png"
+    Image.fromarray((np.asarray(p.convert("L")).astype(np.uint16) * 257)).save(files["sixteen_bit"])
+    files["exif_rotated"] = exif_rotated(tmp / "rotated.jpg")
+    files["no_face"] = NO_FACE
+    files["ten_faces"] = tmp / "ten.jpg"
+    ten_faces().save(files["ten_faces"], quality=92)
+    files["truncated"] = tmp / "truncated.jpg"
+    buf = PORTRAIT.read_bytes()
+    files["truncated"].write_bytes(buf[: len(buf) // 2])
+    files["bomb_header"] = png_with_declared_size(tmp / "bomb.png", 60000, 60000)
+    files["gif_animated"] = tmp / "anim.gif"
+    frames = [p.resize((256, 256)), Image.new("RGB", (256, 256), "blue")]
+    frames[0].save(files["gif_animated"], save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return files
+
+
+def huge_jpeg(path: Path, side: int = 12000) -> Path:
+    """A side x side JPEG with the portrait in its middle (written once; ~3 s)."""
+    if not path.exists():
+        big = Image.new("RGB", (side, side), (200, 200, 200))
+        big.paste(portrait().resize((2048, 2048)), (side // 2 - 1024, side // 2 - 1024))
+        big.save(path, quality=80)
+    return path

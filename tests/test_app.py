@@ -1,0 +1,114 @@
+"""The real app: `python app.py` on a free port, called through gradio_client as the README shows."""
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from emotion import service
+from emotion.live import LiveState
+from emotion.model import CLASSES
+from tests import fixtures as fx
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "app.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=fx.ROOT, stdout=out,
+                                stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail("app.py exited:\n" + log.read_text())
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail("app.py did not start:\n" + log.read_text())
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def readme_api_snippet() -> str:
+    text = (fx.ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    return next(b for b in blocks if 'api_name="/predict"' in b)
+
+
+def test_readme_api_call_works_against_the_live_server(server, capsys):
+    code = readme_api_snippet().replace('"http://127.0.0.1:7860/"', repr(server))
+    code = code.replace('"face.jpg"', repr(str(fx.PORTRAIT)))
+    scope = {}
+    exec(code, scope)  # exactly what the README tells users to run
+    result = scope["result"]
+    assert len(result["faces"]) == 1
+    face = result["faces"][0]
+    assert set(face["probabilities"]) == set(CLASSES)
+    assert sum(face["probabilities"].values()) == pytest.approx(1, abs=1e-3)
+    assert face["label"] in CLASSES and len(face["box"]) == 4
+    hm = np.array(face["heatmap"])
+    assert hm.ndim == 2 and hm.shape[0] == hm.shape[1] and 0 <= hm.min() and hm.max() <= 1
+    assert face["label"] in capsys.readouterr().out
+
+
+def test_api_options_and_no_face(server):
+    c = Client(server, verbose=False)
+    r = c.predict(handle_file(str(fx.NO_FACE)), "Grad-CAM", "layer4", "predicted class", False, api_name="/predict")
+    assert r["faces"] == [] and "No face found" in r["messages"][0]
+    r = c.predict(handle_file(str(fx.SECOND_PORTRAIT)), "HiResCAM", "layer3", "surprise", False,
+                  api_name="/predict")
+    assert r["faces"][0]["explained_class"] == "surprise" and r["method"] == "HiResCAM" and r["layer"] == "layer3"
+    with pytest.raises(AppError, match="Unknown explanation method"):
+        c.predict(handle_file(str(fx.PORTRAIT)), "Magic-CAM", "layer4", "predicted class", False,
+                  api_name="/predict")
+
+
+def test_bad_files_get_messages_and_the_server_keeps_serving(server, tmp_path):
+    files = fx.awkward_files(tmp_path)
+    c = Client(server, verbose=False)
+    for name, message in (("text_as_jpg", "not an image"), ("empty", "empty"), ("truncated", "truncated"),
+                          ("bomb_header", "pixels")):
+        with pytest.raises(AppError, match=message):
+            c.predict(handle_file(str(files[name])), "Grad-CAM", "layer4", "predicted class", False,
+                      api_name="/predict")
+    for name, n in (("one_pixel", 0), ("cmyk", 1), ("sixteen_bit", 1), ("exif_rotated", 1), ("gif_animated", 1),
+                    ("ten_faces", 10)):
+        r = c.predict(handle_file(str(files[name])), "Grad-CAM", "layer4", "predicted class", False,
+                      api_name="/predict")
+        assert len(r["faces"]) == n, name
+    r = c.predict(handle_file(str(fx.PORTRAIT)), "Grad-CAM", "layer4", "predicted class", False, api_name="/predict")
+    assert len(r["faces"]) == 1
+
+
+def test_webcam_frames_are_smoothed(model):
+    frame = np.asarray(fx.portrait())
+    state = None
+    seen = []
+    for k in range(4):
+        img, probs, state = service.live_frame(model, frame if k != 2 else frame[:, ::-1].copy(), state)
+        assert img.shape == frame.shape and set(probs) == set(CLASSES)
+        seen.append(probs)
+    assert isinstance(state, LiveState) and state.frames == 4 and len(state.tracks) == 1
+    # a steady face keeps a steady smoothed label; probabilities move only part of the way each frame
+    assert seen[0] == pytest.approx(seen[1], abs=1e-5)
+    img, probs, state = service.live_frame(model, np.zeros((480, 640, 3), np.uint8), state)
+    assert probs is None and state.tracks == []

@@ -1,0 +1,109 @@
+"""Every data-set layout: labels arrive as the right classes, a short real training run, an evaluation."""
+import json
+
+import pytest
+import torch
+
+from emotion.model import CLASSES, load_model
+from tests import fixtures as fx
+from train import data as D
+from train import evaluate, train
+
+LAYOUTS = {
+    # name: (maker, --dataset, train split, evaluation split)
+    "fer2013_folders": (fx.make_fer2013_folders, "fer2013", "train", "private_test"),
+    "fer2013_csv": (fx.make_fer2013_csv, "fer2013", "train", "public_test"),
+    "rafdb_basic": (fx.make_rafdb_basic, "rafdb", "train", "test"),
+    "rafdb_kaggle": (fx.make_rafdb_kaggle, "rafdb", "train", "test"),
+    "class_folders": (fx.make_class_folders, "folder", None, None),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_layout_labels_are_the_right_classes(tmp_path, layout):
+    maker, dataset, train_split, eval_split = LAYOUTS[layout]
+    root = maker(tmp_path / layout)
+    for split in {train_split, eval_split}:
+        s = D.load_split(dataset, root, split, size=32)
+        assert len(s) > 0 and s.images.dtype == torch.uint8 and s.images.shape[1:] == (1, 32, 32)
+        # the grey level written into each picture says which class it was generated for
+        levels = s.images.float().mean((1, 2, 3))
+        expected = torch.tensor([fx.grey_level(int(c)) for c in s.labels], dtype=torch.float)
+        assert torch.all((levels - expected).abs() < 8), f"{layout}/{split}: labels do not match pictures"
+        assert set(s.labels.tolist()) == set(range(len(CLASSES)))
+
+
+def test_fer2013_splits_are_disjoint(tmp_path):
+    root = fx.make_fer2013_folders(tmp_path / "fer")
+    public = D.list_split("fer2013", root, "public_test")
+    private = D.list_split("fer2013", root, "private_test")
+    assert len(public) == len(private) == 2 * len(CLASSES)
+    assert not {str(p) for p, _ in public} & {str(p) for p, _ in private}
+    assert all("PublicTest_" in str(p) for p, _ in public)
+
+
+def test_rafdb_numbers_map_to_names():
+    # RAF-DB: 1 surprise, 2 fear, 3 disgust, 4 happiness, 5 sadness, 6 anger, 7 neutral
+    assert [D.RAFDB_LABELS[i] for i in range(1, 8)] == ["surprise", "fear", "disgust", "happy", "sad", "angry",
+                                                          "neutral"]
+    assert D.class_index("Happiness") == CLASSES.index("happy") and D.class_index("contempt") is None
+
+
+def test_bad_data_paths_say_what_is_wrong(tmp_path):
+    with pytest.raises(D.DatasetError, match="not found"):
+        D.list_split("fer2013", tmp_path / "nowhere", "train")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(D.DatasetError):
+        D.list_split("rafdb", tmp_path / "empty", "train")
+    with pytest.raises(D.DatasetError, match="split"):
+        D.list_split("fer2013", tmp_path / "empty", "validation")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_train_then_evaluate(tmp_path, layout):
+    maker, dataset, train_split, eval_split = LAYOUTS[layout]
+    root = maker(tmp_path / layout, per_class=4)
+    out, run = tmp_path / "model", tmp_path / "run"
+    args = ["--dataset", dataset, "--data", str(root), "--out", str(out), "--run-dir", str(run), "--size", "32",
+            "--epochs", "2", "--batch-size", "8", "--threads", "2", "--no-progress"]
+    if train_split:
+        args += ["--train-split", train_split]
+    best = train.main(args)
+    assert 0 <= best["accuracy"] <= 1 and best["epoch"] in (1, 2)
+    # the folder is a timm Hub model that the app can load
+    files = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "README.md"} <= files
+    assert not files & {"pytorch_model.bin", "model.pt"}
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["architecture"] == "resnet50" and cfg["num_classes"] == 7 and cfg["label_names"] == list(CLASSES)
+    assert cfg["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    assert len((run / "log.jsonl").read_text().splitlines()) == 2
+    m = load_model(out, fallback=False)
+    assert m.prep.size == 32 and m.labels == CLASSES
+
+    # resume continues after the last finished epoch
+    resumed = train.main(["--resume", str(run / "last.pt"), "--no-progress"])
+    assert resumed["epoch"] in (1, 2)
+
+    ev = tmp_path / "eval"
+    eval_args = ["--weights", str(out), "--data", str(root), "--dataset", dataset, "--out", str(ev),
+                 "--no-progress", "--card"]
+    if eval_split:
+        eval_args += ["--split", eval_split]
+    metrics = evaluate.main(eval_args)
+    saved = json.loads((ev / "metrics.json").read_text())
+    for key in ("accuracy", "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "n"):
+        assert key in saved
+    assert saved["n"] == metrics["n"] == sum(map(sum, saved["confusion_matrix"])) > 0
+    assert set(saved["per_class_accuracy"]) == set(CLASSES)
+    correct = sum(saved["confusion_matrix"][i][i] for i in range(7))
+    assert saved["accuracy"] == pytest.approx(correct / saved["n"])
+    assert (ev / "confusion_matrix.png").stat().st_size > 1000
+    assert "## Results" in (out / "README.md").read_text()
+
+
+def test_class_weights_keep_mean_one_and_favour_rare_classes():
+    counts = [100, 10, 100, 400, 100, 100, 100]
+    w = train.class_weights(counts, "sqrt")
+    assert (w * torch.tensor(counts, dtype=torch.float)).sum() / sum(counts) == pytest.approx(1.0)
+    assert w[1] > w[0] > w[3]

@@ -1,0 +1,86 @@
+"""Bad and odd pictures: each gets a sensible result or a clear ImageError, never a crash."""
+import numpy as np
+import pytest
+
+from emotion.images import WORK_SIDE, ImageError, load_image
+from emotion.pipeline import NO_FACE, analyse
+from tests import fixtures as fx
+
+# expected outcome per file: an error message (regex) or the number of faces
+EXPECTED = {
+    "empty": "empty",
+    "text_as_jpg": "not an image",
+    "truncated": "truncated or corrupt",
+    "bomb_header": "60000 x 60000 pixels",
+    "one_pixel": 0,
+    "no_face": 0,
+    "grey": 1,
+    "rgba": 1,
+    "cmyk": 1,
+    "sixteen_bit": 1,
+    "exif_rotated": 1,
+    "gif_animated": 1,
+    "ten_faces": 10,
+}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return fx.awkward_files(tmp_path_factory.mktemp("awkward"))
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_awkward_input(model, files, name):
+    expected = EXPECTED[name]
+    if isinstance(expected, str):
+        with pytest.raises(ImageError, match=expected):
+            analyse(files[name], model)
+        return
+    a = analyse(files[name], model)
+    assert len(a.faces) == expected
+    if expected == 0:
+        assert NO_FACE in a.messages
+
+
+def test_colour_modes_agree_with_the_original(model, files):
+    base = analyse(fx.PORTRAIT, model).faces[0]
+    for name in ("grey", "cmyk", "sixteen_bit"):  # the model sees grey: these must read the same face
+        f = analyse(files[name], model).faces[0]
+        assert f.label == base.label, name
+        assert abs(f.probabilities[f.label] - base.probabilities[base.label]) < 0.15, name
+
+
+def test_exif_rotation_is_applied(model, files):
+    loaded = load_image(files["exif_rotated"])
+    assert loaded.rgb.shape[:2] == (512, 512)
+    upright = analyse(fx.PORTRAIT, model).faces[0]
+    turned = analyse(files["exif_rotated"], model).faces[0]
+    assert turned.label == upright.label
+    assert np.abs(np.array(turned.box) - np.array(upright.box)).max() < 12  # same place, not turned
+
+
+def test_animated_gif_uses_first_frame(files):
+    loaded = load_image(files["gif_animated"])
+    assert "first one was analysed" in loaded.notes[0]
+
+
+def test_huge_photo_is_scaled_down(model, tmp_path_factory):
+    path = fx.huge_jpeg(tmp_path_factory.mktemp("huge") / "huge.jpg")
+    loaded = load_image(path)
+    assert max(loaded.rgb.shape[:2]) == WORK_SIDE and loaded.original_size == (12000, 12000)
+    a = analyse(path, model)
+    assert len(a.faces) == 1
+    x0, y0, x1, y1 = a.faces[0].box  # in the original 12000 px frame
+    assert 4976 < (x0 + x1) / 2 < 7024 and 4976 < (y0 + y1) / 2 < 7024
+
+
+def test_arrays_of_any_kind(model):
+    rgb = np.asarray(fx.portrait())
+    assert len(analyse(rgb, model).faces) == 1
+    assert len(analyse(rgb.mean(2), model).faces) == 1  # float grey
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    assert len(analyse(rgba, model).faces) == 1
+    with pytest.raises(ImageError):
+        analyse(np.zeros((0, 0, 3), np.uint8), model)
+    with pytest.raises(ImageError, match="No image"):
+        analyse(None, model)

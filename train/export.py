@@ -1,0 +1,136 @@
+"""Write a model folder in timm's Hub format, and its model card.
+
+    weights/
+      config.json        architecture, num_classes, label_names, pretrained_cfg (+ our `preprocess` block)
+      model.safetensors  fp16 tensors (no pickle anywhere)
+      results.json       how it was trained and what each evaluation measured
+      README.md          the model card, rendered from results.json
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from timm.models._hub import save_config_for_hf
+
+from emotion.model import CLASSES, CONFIG_FILE, WEIGHTS_FILE, Preprocess
+
+RESULTS_FILE = "results.json"
+
+
+def save_model(net: torch.nn.Module, out: str | Path, prep: Preprocess, training: dict | None = None,
+               fp16: bool = True) -> Path:
+    """Save weights and config; keep `training` facts for the card. Returns the folder."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dtype = torch.float16 if fp16 else torch.float32
+    tensors = {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+               for k, v in net.state_dict().items()}
+    save_file(tensors, out / WEIGHTS_FILE, metadata={"format": "pt"})
+    data_config = {"input_size": (3, prep.size, prep.size), "mean": prep.mean, "std": prep.std,
+                   "interpolation": "bicubic", "crop_pct": 1.0, "crop_mode": "center"}
+    save_config_for_hf(net, out / CONFIG_FILE, model_config={"label_names": list(CLASSES),
+                                                             "preprocess": prep.to_config()},
+                       data_config=data_config)
+    # a training run may reuse a folder: keep only reconstruction arguments that matter at inference
+    cfg = json.loads((out / CONFIG_FILE).read_text())
+    for k in ("drop_rate", "drop_path_rate", "pretrained"):
+        cfg.get("model_args", {}).pop(k, None)
+    if not cfg.get("model_args"):
+        cfg.pop("model_args", None)
+    # the ImageNet recipe's provenance does not describe these weights
+    for k in ("tag", "license", "origin_url", "paper_ids", "paper_name", "notes", "hf_hub_id"):
+        cfg["pretrained_cfg"].pop(k, None)
+    cfg["pretrained_cfg"]["description"] = "Facial-expression classifier (7 classes), see README.md"
+    (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
+    if training is not None:
+        write_card(out, training)
+    return out
+
+
+def load_results(out: str | Path) -> dict:
+    f = Path(out) / RESULTS_FILE
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def write_card(out: str | Path, training: dict | None = None, evaluation: tuple[str, dict] | None = None,
+               note: str | None = None) -> Path:
+    """Update results.json with new training facts, an evaluation (name, metrics) or a note; render README.md."""
+    out = Path(out)
+    results = load_results(out)
+    if training is not None:
+        results["training"] = training
+        results["evaluations"] = {}  # a new model: earlier evaluations no longer apply
+    if evaluation is not None:
+        name, metrics = evaluation
+        results.setdefault("evaluations", {})[name] = metrics
+    if note is not None:
+        results["note"] = note
+    (out / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    (out / "README.md").write_text(render_card(results, json.loads((out / CONFIG_FILE).read_text())))
+    return out
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def render_card(results: dict, config: dict) -> str:
+    tr = results.get("training", {})
+    recipe = tr.get("recipe", {})
+    size = config["pretrained_cfg"]["input_size"][-1]
+    dataset = recipe.get("dataset", "unknown")
+    lines = [
+        "---",
+        "library_name: timm",
+        "pipeline_tag: image-classification",
+        "license: other",
+        "tags: [image-classification, timm, facial-expression-recognition, emotion, grad-cam]",
+        f"datasets: [{dataset}]",
+        "---",
+        "",
+        f"# Facial-emotion classifier: timm ResNet50, {size}x{size} {'grey' if config['preprocess']['grayscale'] else 'colour'}",
+        "",
+        "Seven classes: " + ", ".join(config.get("label_names", CLASSES)) + ". "
+        "Input: one face crop, as found by the app's face detector (the box grown by "
+        f"{config['preprocess']['face_margin']:.0%} on each side), resized to {size}x{size}.",
+        "",
+    ]
+    if results.get("note"):
+        lines += [f"> {results['note']}", ""]
+    evals = results.get("evaluations", {})
+    if evals:
+        lines += ["## Results", "",
+                  "| evaluation | n | accuracy | mean-class accuracy | " + " | ".join(CLASSES) + " |",
+                  "|---|---|---|---|" + "---|" * len(CLASSES)]
+        for name, m in evals.items():
+            pc = m["per_class_accuracy"]
+            lines.append(f"| {name} | {m['n']} | {_pct(m['accuracy'])} | {_pct(m['mean_class_accuracy'])} | "
+                         + " | ".join(_pct(pc.get(c)) for c in CLASSES) + " |")
+        lines += ["", "Reproduce with `python -m train.evaluate --weights weights --data PATH --dataset fer2013 "
+                  "--split private_test --out eval/private_test` (see the project README).", ""]
+    if tr:
+        lines += ["## Training", "",
+                  f"Trained from {'ImageNet weights' if recipe.get('pretrained') else 'scratch (no ImageNet weights)'} "
+                  f"on {tr.get('train_images')} images of {dataset} ({tr.get('val_split')} used to pick the epoch: "
+                  f"best epoch {tr.get('best_epoch')}, accuracy {_pct(tr.get('val_metrics', {}).get('accuracy'))}).",
+                  "", "Recipe: " + ", ".join(f"`{k}={v}`" for k, v in recipe.items()) + ".", "",
+                  "Class counts in training: " + ", ".join(f"{k} {v}" for k, v in tr.get("class_counts", {}).items())
+                  + f". The loss weights classes by `{recipe.get('balance')}` of their frequency so that disgust "
+                  "and fear are not drowned out.", ""]
+        if tr.get("history"):
+            lines += ["| epoch | train loss | val accuracy | val mean-class accuracy |", "|---|---|---|---|"]
+            lines += [f"| {h['epoch']} | {h['train_loss']} | {_pct(h['val_accuracy'])} | "
+                      f"{_pct(h['val_mean_class_accuracy'])} |" for h in tr["history"]]
+            lines.append("")
+    lines += [
+        "## Intended use and limits", "",
+        "For explaining and auditing facial-expression recognition (with the Grad-CAM heatmaps of the app), "
+        "not for decisions about people. An expression is not an emotion: the model reads posed or caught "
+        "expressions in the style of its training data (FER2013: web images, mostly frontal, grey, 48x48). "
+        "Accuracy differs by class (see the table) and is untested by age, gender or skin tone here; audit "
+        "it on your own population before relying on it.", "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,217 @@
+"""Train the timm ResNet50 emotion classifier and write it to a model folder (timm Hub format).
+
+    python -m train --dataset fer2013 --data ../shared/datasets/fer2013 --out weights
+    python -m train --dataset rafdb --data RAF-DB/basic --size 96 --color --pretrained --out weights
+    python -m train --resume runs/fer2013/last.pt  # continues where the checkpoint stopped
+
+The whole training split is read into memory once (on the GPU when there is one) and augmented there
+batch by batch, so the GPU never waits on image decoding. Every epoch is scored on the validation split
+(FER2013 PublicTest); the best epoch is what ends up in --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from emotion.model import CLASSES, Preprocess, create_net
+from train import data as D
+from train.augment import augment, normalize
+from train.export import save_model, write_card
+from train.metrics import scores
+
+VAL_SPLIT = {"fer2013": "public_test", "rafdb": "test", "folder": "val"}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=["fer2013", "rafdb", "folder"], default="fer2013")
+    p.add_argument("--data", default="../shared/datasets/fer2013", help="data set root (or fer2013.csv)")
+    p.add_argument("--train-split", default=None, help="default: train (folder: root/train if present, else root)")
+    p.add_argument("--val-split", default=None, help="default: public_test (fer2013), test (rafdb), val (folder)")
+    p.add_argument("--out", default="weights", help="model folder to write (config.json, model.safetensors, README.md)")
+    p.add_argument("--run-dir", default=None, help="checkpoints and log (default runs/<dataset>)")
+    p.add_argument("--size", type=int, default=64, help="input side in pixels")
+    p.add_argument("--color", action="store_true", help="keep colour (default: grey, as FER2013)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--opt", choices=["adamw", "sgd"], default="adamw")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate for batch 256, scaled linearly (default: adamw 2e-3, sgd 0.1)")
+    p.add_argument("--weight-decay", type=float, default=None, help="default: adamw 0.05, sgd 5e-4")
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--balance", choices=["none", "sqrt", "inverse"], default="sqrt",
+                   help="class weights in the loss: none, 1/sqrt(frequency), or 1/frequency")
+    p.add_argument("--drop-rate", type=float, default=0.3, help="dropout before the classifier")
+    p.add_argument("--drop-path", type=float, default=0.05, help="stochastic depth")
+    p.add_argument("--pretrained", action="store_true", help="start from timm's ImageNet weights (needs internet)")
+    p.add_argument("--tta-flip", action="store_true", help="average with the mirrored face at test time (app too)")
+    p.add_argument("--limit", type=int, default=None, help="use a random subset of N training images")
+    p.add_argument("--val-limit", type=int, default=None)
+    p.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes, keeping the best")
+    p.add_argument("--resume", default=None, help="checkpoint (last.pt) to continue from")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def class_weights(counts: list[int], mode: str) -> torch.Tensor:
+    counts = torch.tensor(counts, dtype=torch.float).clamp(min=1)
+    w = {"none": torch.ones_like(counts), "sqrt": counts.rsqrt(), "inverse": 1 / counts}[mode]
+    return w / (w * counts).sum() * counts.sum()  # mean weight per sample stays 1
+
+
+@torch.no_grad()
+def evaluate(net, split: D.Split, prep: Preprocess, device, batch_size=512) -> dict:
+    net.eval()
+    probs = []
+    for i in range(0, len(split), batch_size):
+        x = normalize(split.images[i:i + batch_size].to(device), prep.mean, prep.std)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = net(x).float()
+            if prep.tta_flip:
+                logits = (logits + net(torch.flip(x, dims=[3])).float()) / 2
+        probs.append(logits.softmax(1).cpu())
+    net.train()
+    return scores(split.labels.numpy(), torch.cat(probs).argmax(1).numpy())
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    ckpt = None
+    if args.resume:
+        ckpt = torch.load(args.resume, map_location="cpu", weights_only=True)  # tensors and plain data only
+        resumed = vars(args)
+        args = argparse.Namespace(**{**ckpt["args"], "resume": args.resume, "time_limit": resumed["time_limit"],
+                                     "device": resumed["device"], "no_progress": resumed["no_progress"]})
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    run_dir = Path(args.run_dir or f"runs/{args.dataset}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    # ---- data: everything in memory, on the training device
+    t0 = time.time()
+    gray = not args.color
+    train_set = D.load_split(args.dataset, args.data, args.train_split, args.size, gray, args.limit, args.seed)
+    val_split = args.val_split or VAL_SPLIT[args.dataset]
+    try:
+        val = D.load_split(args.dataset, args.data, val_split, args.size, gray, args.val_limit, args.seed)
+    except D.DatasetError:
+        train_set, val = D.split_off(train_set, 0.1, args.seed)
+        val_split = "10% held out of train"
+    x_all = train_set.images.float().div(255)
+    mean = tuple([round(x_all.mean().item(), 4)] * 3) if gray else tuple(x_all.mean((0, 2, 3)).tolist())
+    std = tuple([round(x_all.std().item(), 4)] * 3) if gray else tuple(x_all.std((0, 2, 3)).tolist())
+    del x_all
+    prep = Preprocess(size=args.size, mean=mean, std=std, grayscale=gray,
+                      native_size=D.native_size(args.dataset, args.data, args.train_split), tta_flip=args.tta_flip)
+    images, labels = train_set.images.to(device), train_set.labels.to(device)
+    print(f"data: {len(train_set)} train / {len(val)} val ({val_split}) images at {args.size}px in "
+          f"{time.time() - t0:.0f}s; classes {dict(zip(CLASSES, train_set.class_counts()))}")
+
+    # ---- model, optimiser, schedule
+    net = create_net(len(CLASSES), pretrained=args.pretrained, drop_rate=args.drop_rate,
+                     drop_path_rate=args.drop_path).to(device, memory_format=torch.channels_last)
+    weights = class_weights(train_set.class_counts(), args.balance).to(device)
+    adamw = args.opt == "adamw"
+    args.lr = args.lr or (2e-3 if adamw else 0.1)
+    args.weight_decay = args.weight_decay if args.weight_decay is not None else (0.05 if adamw else 5e-4)
+    lr = args.lr * args.batch_size / 256
+    groups = [{"params": [p for p in net.parameters() if p.ndim > 1], "weight_decay": args.weight_decay},
+              {"params": [p for p in net.parameters() if p.ndim <= 1], "weight_decay": 0.0}]  # no decay on BN/bias
+    opt = (torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999)) if adamw
+           else torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True))
+    steps_per_epoch = len(train_set) // args.batch_size
+    total, warmup = args.epochs * steps_per_epoch, int(args.warmup_epochs * steps_per_epoch)
+
+    def lr_at(step):  # linear warm-up, then cosine to zero
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    start_epoch, best, history = 0, {"accuracy": -1.0}, []
+    if ckpt:
+        net.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        start_epoch, best, history = ckpt["epoch"] + 1, ckpt["best"], ckpt["history"]
+        print(f"resumed from {args.resume} at epoch {start_epoch}")
+
+    # ---- training loop
+    deadline = time.time() + args.time_limit * 60 if args.time_limit else None
+    log_file = run_dir / "log.jsonl"
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, args.epochs):
+        net.train()
+        t_epoch, seen, loss_sum = time.time(), 0, torch.zeros((), device=device)
+        order = torch.randperm(len(train_set), device=device)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", disable=args.no_progress,
+                   leave=False)
+        for i in bar:
+            idx = order[i * args.batch_size:(i + 1) * args.batch_size]
+            x = augment(images[idx], prep.mean, prep.std)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits = net(x)
+            loss = F.cross_entropy(logits.float(), labels[idx], weight=weights,
+                                   label_smoothing=args.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            seen += len(idx)
+            loss_sum += loss.detach() * len(idx)
+            if i % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr_at(step):.4f}")
+            if args.no_progress and i % 50 == 49:  # a heartbeat for logs of long runs
+                acc = (logits.argmax(1) == labels[idx]).float().mean().item()
+                print(f"  step {i + 1}/{steps_per_epoch} loss {loss.item():.3f} batch accuracy {acc:.2f} "
+                      f"lr {lr_at(step):.5f}", flush=True)
+        train_time = time.time() - t_epoch
+        m = evaluate(net, val, prep, device)
+        row = {"epoch": epoch + 1, "train_loss": round(loss_sum.item() / max(seen, 1), 4),
+               "val_accuracy": round(m["accuracy"], 4), "val_mean_class_accuracy": round(m["mean_class_accuracy"], 4),
+               "images_per_s": round(seen / train_time, 1), "epoch_s": round(time.time() - t_epoch, 1)}
+        history.append(row)
+        with log_file.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+        if m["accuracy"] > best["accuracy"]:
+            best = {**m, "epoch": epoch + 1}
+            save_model(net, args.out, prep, training=_training_facts(args, train_set, val_split, best, history))
+        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "best": best,
+                    "history": history, "args": vars(args)}, run_dir / "last.pt")
+        if deadline and time.time() > deadline:
+            print(f"time limit reached after epoch {epoch + 1}")
+            break
+    # the card of the best epoch, with the full curve
+    write_card(args.out, _training_facts(args, train_set, val_split, best, history))
+    print(f"best {val_split} accuracy {best['accuracy']:.4f} (mean-class {best['mean_class_accuracy']:.4f}) "
+          f"at epoch {best['epoch']}; model in {args.out}")
+    return best
+
+
+def _training_facts(args, train_set, val_split, best, history) -> dict:
+    """What the model card says about how the model was made."""
+    keep = ("dataset", "size", "color", "epochs", "batch_size", "opt", "lr", "weight_decay", "warmup_epochs",
+            "label_smoothing", "balance", "drop_rate", "drop_path", "pretrained", "tta_flip", "limit", "seed")
+    return {"recipe": {k: getattr(args, k) for k in keep}, "train_images": len(train_set),
+            "class_counts": dict(zip(CLASSES, train_set.class_counts())), "val_split": val_split,
+            "best_epoch": best.get("epoch"), "val_metrics": {k: v for k, v in best.items() if k != "epoch"},
+            "history": history}
+
+
+if __name__ == "__main__":
+    main()
