@@ -8,6 +8,7 @@ scale, then everything scaled so its longer side is at most `WORK_SIDE`).
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ MAX_PIXELS = 150_000_000  # a 12000 x 12000 photo passes; larger declared sizes 
 WORK_SIDE = 1920  # analysis resolution: faces stay well above the detector's ~48 px minimum
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a cut-off file is an error, not a grey half-image
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL warns past this (an error for us) and refuses at twice it
 
 
 class ImageError(ValueError):
@@ -98,7 +100,10 @@ def _open(fp, name: str) -> Loaded:
         if isinstance(e, UnidentifiedImageError):
             raise ImageError(f"{name} is not an image, or not in a format we can read (JPEG, PNG, WebP, GIF, "
                              "BMP, TIFF).") from None
-        raise ImageError(f"{name} declares a size too large to open safely.") from None
+        declared = re.search(r"\((\d+) pixels\)", str(e))
+        size = f" ({int(declared.group(1)) / 1e6:,.0f} megapixels)" if declared else ""
+        raise ImageError(f"{name} declares a size too large to open safely{size}; the limit is "
+                         f"{MAX_PIXELS / 1e6:.0f} megapixels.") from None
     except OSError as e:
         raise ImageError(f"{name} could not be read: {e}.") from None
     return _from_pil(im, name)

@@ -11,7 +11,7 @@ EXPECTED = {
     "empty": "empty",
     "text_as_jpg": "not an image",
     "truncated": "truncated or corrupt",
-    "bomb_header": "60000 x 60000 pixels",
+    "bomb_header": "3,600 megapixels",
     "one_pixel": 0,
     "no_face": 0,
     "grey": 1,
