@@ -1,11 +1,6 @@
 """The real app: `python app.py` on a free port, called through gradio_client as the README shows."""
 import re
-import socket
-import subprocess
-import sys
-import time
 
-import httpx
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
@@ -15,37 +10,6 @@ from emotion import service
 from emotion.live import LiveState
 from emotion.model import CLASSES
 from tests import fixtures as fx
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "app.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=fx.ROOT, stdout=out,
-                                stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail("app.py exited:\n" + log.read_text())
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(1)
-    else:
-        proc.kill()
-        pytest.fail("app.py did not start:\n" + log.read_text())
-    yield url
-    proc.terminate()
-    proc.wait(10)
 
 
 def readme_api_snippet() -> str:
