@@ -1,8 +1,14 @@
 """Class-activation heatmaps through pytorch-grad-cam: which part of the face drove a class score.
 
 `explain()` runs one CAM method on a batch of faces and returns, in the same forward pass, the model's
-logits and one heatmap (0..1, at the model's input size) per face for the class asked about. The CAM
-objects register hooks on the shared network, so it runs under the model's lock.
+logits and one heatmap (0..1, at the model's input size) per face for the class asked about.
+
+Grad-CAM, the default, takes a direct path (`gradcam`): the network runs without autograd up to the
+layer read, and only the part above it is differentiated, with respect to that layer's activations alone
+(no gradient reaches the weights or the input). It gives pytorch-grad-cam's GradCAM map to float
+precision (tests/test_explain.py checks it) at the cost of little more than the forward pass, and keeps
+no state, so requests run side by side. The other methods go through pytorch-grad-cam, whose hooks live
+on the shared network, so they run one at a time under the model's lock.
 """
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import numpy as np
 import torch
 from pytorch_grad_cam import (EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, RandomCAM,
                               XGradCAM)
-from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.image import scale_cam_image, show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from emotion.model import EmotionModel
@@ -28,13 +34,14 @@ METHODS = {
 CONTROL_METHODS = {"Random": RandomCAM}  # a map with no information, the baseline faithfulness is judged against
 DEFAULT_METHOD = "Grad-CAM"
 
-# Where the heatmap is read. The last block sees the most abstract features at the coarsest grid
-# (input / 32); earlier stages give finer but less class-specific maps.
+# Where the heatmap is read: the output of a ResNet stage (its last block). The last stage sees the most
+# abstract features at the coarsest grid (input / 32); earlier stages give finer, less class-specific maps.
 LAYERS = {
     "layer4 (last block, 1/32)": lambda net: net.layer4[-1],
     "layer3 (1/16)": lambda net: net.layer3[-1],
     "layer2 (1/8)": lambda net: net.layer2[-1],
 }
+STAGES = ("layer1", "layer2", "layer3", "layer4")
 DEFAULT_LAYER = "layer4 (last block, 1/32)"
 
 
@@ -58,6 +65,8 @@ def explain(model: EmotionModel, x: torch.Tensor, classes: list[int | None], met
     cam_cls = {**METHODS, **CONTROL_METHODS}.get(method)
     if cam_cls is None:
         raise ValueError(f"Unknown explanation method {method!r}; choose from {', '.join(METHODS)}.")
+    if cam_cls is GradCAM:
+        return gradcam(model.net, x, classes, layer)
     net = model.net
     target_layer = LAYERS[resolve_layer(layer)](net)
     with model.lock, torch.enable_grad(), cam_cls(model=net, target_layers=[target_layer]) as cam:
@@ -73,6 +82,37 @@ def explain(model: EmotionModel, x: torch.Tensor, classes: list[int | None], met
         logits = cam.outputs.detach()
         net.zero_grad(set_to_none=True)  # drop the weight gradients the backward pass left behind
     return logits, maps.astype(np.float32)
+
+
+def gradcam(net: torch.nn.Module, x: torch.Tensor, classes: list[int | None],
+            layer: str = DEFAULT_LAYER) -> tuple[torch.Tensor, np.ndarray]:
+    """Grad-CAM of a timm ResNet in one forward pass: logits and maps, as `explain` returns them.
+
+    Grad-CAM weighs each channel k of the layer's activations A by the mean over positions of
+    d(score of class c) / dA_k, sums, keeps the positive part, and pytorch-grad-cam then scales each map to
+    0..1 and resizes it to the input: the same steps here, on the same activations.
+    """
+    stage = resolve_layer(layer).split()[0]
+    upto = STAGES.index(stage)
+    with torch.no_grad():  # below the layer read nothing needs a gradient
+        a = net.maxpool(net.act1(net.bn1(net.conv1(x))))
+        for name in STAGES[: upto + 1]:
+            a = getattr(net, name)(a)
+    a = a.detach().requires_grad_(True)
+    with torch.enable_grad():
+        h = a
+        for name in STAGES[upto + 1:]:
+            h = getattr(net, name)(h)
+        logits = net.forward_head(h)
+        predicted = logits.argmax(1)
+        target = torch.tensor([int(p) if c is None else int(c) for c, p in zip(classes, predicted)])
+        score = logits.gather(1, target.view(-1, 1)).sum()
+        (grads,) = torch.autograd.grad(score, a)  # with respect to the activations only
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    cam = (weights * a.detach()).sum(1).clamp_(min=0).numpy()
+    # pytorch-grad-cam scales per layer (0..1, resized), then again after averaging its layers: so do we
+    maps = scale_cam_image(scale_cam_image(cam, (x.shape[-1], x.shape[-2])))
+    return logits.detach(), maps
 
 
 def overlay(rgb: np.ndarray, heatmap: np.ndarray, weight: float = 0.5) -> np.ndarray:

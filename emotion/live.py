@@ -35,6 +35,7 @@ class Track:
 class LiveState:
     tracks: list[Track] = field(default_factory=list)
     frames: int = 0
+    timings_ms: dict[str, float] = field(default_factory=dict)  # stages of the last frame (for the benchmark)
 
     def update(self, analysis: Analysis, labels: tuple[str, ...]) -> list[dict[str, float]]:
         """Smoothed probabilities for each face of this frame (same order as analysis.faces)."""

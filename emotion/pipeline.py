@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD, explain, resolve_layer
-from emotion.faces import MAX_FACES, MIN_CONFIDENCE, Detection, crop_box, cut, detect_faces, whole_image_face
+from emotion.faces import DETECT_SIDE, MAX_FACES, MIN_CONFIDENCE, Detection, crop_box, cut, detect_faces, whole_image_face
 from emotion.images import Loaded, load_image
 from emotion.model import EmotionModel
 
@@ -59,11 +59,13 @@ class Analysis:
 
 def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
             explain_class: str | None = None, whole_image: bool = False, max_faces: int = MAX_FACES,
-            min_confidence: float = MIN_CONFIDENCE, with_heatmaps: bool = True) -> Analysis:
+            min_confidence: float = MIN_CONFIDENCE, with_heatmaps: bool = True,
+            detect_side: int = DETECT_SIDE) -> Analysis:
     """Find, classify and explain every face in `image` (path, bytes, PIL image or numpy array).
 
     `explain_class` names the class every heatmap is for ("why not X?"); None explains each face's own
     prediction. `with_heatmaps=False` (evaluation) skips the explanation and leaves heatmaps empty.
+    `detect_side` is the longer side the face detector sees (smaller is faster, but misses small faces).
     Raises `emotion.images.ImageError` for input that is not a usable picture.
     """
     layer = resolve_layer(layer)
@@ -73,7 +75,7 @@ def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: 
     loaded: Loaded = image if isinstance(image, Loaded) else load_image(image)
     rgb, messages = loaded.rgb, list(loaded.notes)
     t["decode"] = time.perf_counter()
-    dets: list[Detection] = [whole_image_face(rgb)] if whole_image else detect_faces(rgb, min_confidence)
+    dets: list[Detection] = [whole_image_face(rgb)] if whole_image else detect_faces(rgb, min_confidence, detect_side)
     t["detect"] = time.perf_counter()
     if not dets:
         messages.append(NO_FACE)

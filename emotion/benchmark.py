@@ -1,0 +1,177 @@
+"""Time the webcam path on this CPU: per stage and end to end, the app's pipeline against a plain one.
+
+    python -m emotion.benchmark --json bench.json [--frames 100] [--threads 2] [--model weights]
+
+Frames are 640x480, made from the project's own example photos: one face, and ten faces. Per frame:
+(a) baseline: detect, crop, predict, then pytorch-grad-cam's GradCAM for the predicted class (a second
+    pass with a backward through the whole network), overlay, JPEG encode as Gradio does;
+(b) app: `emotion.service.live_frame` (what the webcam stream calls) and the same encode.
+Prints p50/p95 per stage, end to end, their ratio, the ResNet forward pass alone (the floor), and peak
+memory; writes them to --json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def one_face_frame() -> np.ndarray:
+    from PIL import Image
+
+    photo = Image.open(EXAMPLES / "astronaut.jpg").convert("RGB").resize((480, 480))
+    frame = Image.new("RGB", (640, 480), (40, 40, 40))
+    frame.paste(photo, (80, 0))
+    return np.asarray(frame)
+
+
+def ten_face_frame() -> np.ndarray:
+    from PIL import Image
+
+    a = Image.open(EXAMPLES / "astronaut.jpg").convert("RGB").crop((128, 10, 318, 240)).resize((124, 150))
+    b = Image.open(EXAMPLES / "grace_hopper.jpg").convert("RGB").crop((130, 60, 400, 390)).resize((124, 150))
+    frame = Image.new("RGB", (640, 480), (40, 40, 40))
+    for k in range(10):
+        frame.paste(a if k % 2 == 0 else b, (4 + (k % 5) * 127, 60 + (k // 5) * 200))
+    return np.asarray(frame)
+
+
+def stats(values: list[float]) -> dict:
+    v = np.asarray(values)
+    return {"p50": round(float(np.percentile(v, 50)), 2), "p95": round(float(np.percentile(v, 95)), 2)}
+
+
+def baseline_frame(model, frame, encode) -> dict:
+    """The straightforward way: predict, then GradCAM as a separate hooked forward and full backward."""
+    import torch
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from emotion.explain import overlay
+    from emotion.faces import crop_box, cut, detect_faces
+
+    t = [time.perf_counter()]
+    dets = detect_faces(frame)
+    t.append(time.perf_counter())
+    squares = [crop_box(d, model.prep.face_margin, frame.shape) for d in dets]
+    crops = [cut(frame, s) for s in squares]
+    probs = model.predict(crops)
+    t.append(time.perf_counter())
+    x = model.prep.to_input(crops)
+    with torch.enable_grad(), GradCAM(model=model.net, target_layers=[model.net.layer4[-1]]) as cam:
+        maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(p.argmax())) for p in probs])
+    model.net.zero_grad(set_to_none=True)
+    t.append(time.perf_counter())
+    out = frame.copy()
+    h, w = frame.shape[:2]
+    for (x0, y0, x1, y1), m in zip(squares, maps):
+        cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+        out[cy0:cy1, cx0:cx1] = overlay(out[cy0:cy1, cx0:cx1], m)
+    t.append(time.perf_counter())
+    encode(out)
+    t.append(time.perf_counter())
+    names = ("detect", "classify", "explain", "draw", "encode")
+    ms = {n: (t[i + 1] - t[i]) * 1000 for i, n in enumerate(names)}
+    ms["total"] = (t[-1] - t[0]) * 1000
+    return ms
+
+
+def app_frame(model, frame, state, encode) -> tuple[dict, object]:
+    from emotion import service
+
+    t0 = time.perf_counter()
+    img, _, state = service.live_frame(model, frame, state)
+    t1 = time.perf_counter()
+    encode(img)
+    t2 = time.perf_counter()
+    ms = dict(state.timings_ms)
+    ms["encode"] = (t2 - t1) * 1000
+    ms["total"] = (t2 - t0) * 1000
+    return ms, state
+
+
+def forward_floor(model, runs: int) -> dict:
+    import torch
+
+    x = model.prep.to_input([np.zeros((96, 96, 3), np.uint8)])
+    times = []
+    with torch.inference_mode():
+        for i in range(runs + 5):
+            t = time.perf_counter()
+            model.net(x)
+            if i >= 5:
+                times.append((time.perf_counter() - t) * 1000)
+    return stats(times)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m emotion.benchmark", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", default=None, help="write the figures here")
+    p.add_argument("--frames", type=int, default=100, help="timed frames per case (after 5 warm-up frames)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--model", default=None)
+    args = p.parse_args(argv)
+
+    import torch
+    import gradio as gr
+
+    torch.set_num_threads(args.threads)
+    from emotion.model import load_model
+
+    model = load_model(args.model)
+    jpeg = gr.Image(format="jpeg", render=False)  # what the app's live output does with a frame
+    encode = jpeg.postprocess
+    one, ten = one_face_frame(), ten_face_frame()
+
+    def run(fn, frame, n):
+        rows, state = [], None
+        for i in range(n + 5):
+            if fn is app_frame:
+                ms, state = app_frame(model, frame, state, encode)
+            else:
+                ms = baseline_frame(model, frame, encode)
+            if i >= 5:
+                rows.append(ms)
+        return {k: stats([r[k] for r in rows]) for k in rows[0]}
+
+    floor = forward_floor(model, args.frames)
+    base = run(baseline_frame, one, args.frames)
+    app = run(app_frame, one, args.frames)
+    app_ten = run(app_frame, ten, max(20, args.frames // 4))
+    base_ten = run(baseline_frame, ten, max(10, args.frames // 10))
+    result = {
+        "end_to_end_ms_p50": app["total"]["p50"], "end_to_end_ms_p95": app["total"]["p95"],
+        "baseline_end_to_end_ms_p50": base["total"]["p50"], "baseline_end_to_end_ms_p95": base["total"]["p95"],
+        "speedup_p50": round(base["total"]["p50"] / app["total"]["p50"], 2),
+        "ten_faces_ms_p50": app_ten["total"]["p50"], "ten_faces_ms_p95": app_ten["total"]["p95"],
+        "baseline_ten_faces_ms_p50": base_ten["total"]["p50"],
+        "forward_floor_ms_p50": floor["p50"], "forward_floor_ms_p95": floor["p95"],
+        "stages": {"app": app, "baseline": base, "app_ten_faces": app_ten, "baseline_ten_faces": base_ten},
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "threads": args.threads, "input_size": model.prep.size, "frames": args.frames,
+        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    }
+    print(f"input {model.prep.size}px, {args.threads} threads; ResNet50 forward alone (the floor): "
+          f"p50 {floor['p50']} ms, p95 {floor['p95']} ms")
+    for name, table in (("baseline, 1 face", base), ("app, 1 face", app), ("app, 10 faces", app_ten),
+                        ("baseline, 10 faces", base_ten)):
+        print(f"{name:>20}: " + ", ".join(f"{k} {v['p50']}/{v['p95']}" for k, v in table.items()) + " (ms p50/p95)")
+    print(f"end to end, 1 face: app p50 {result['end_to_end_ms_p50']} ms, p95 {result['end_to_end_ms_p95']} ms; "
+          f"baseline p50 {result['baseline_end_to_end_ms_p50']} ms; {result['speedup_p50']}x faster. "
+          f"10 faces: p50 {result['ten_faces_ms_p50']} ms. Peak memory {result['peak_rss_mb']} MB.")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

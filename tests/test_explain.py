@@ -1,0 +1,47 @@
+"""The fast Grad-CAM path gives exactly pytorch-grad-cam's GradCAM map: speed must not change the explanation."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from emotion.explain import LAYERS, explain, gradcam
+from emotion.faces import crop_box, cut, detect_faces
+from tests import fixtures as fx
+
+
+@pytest.fixture(scope="module")
+def faces(model):
+    crops = []
+    for path in (fx.PORTRAIT, fx.SECOND_PORTRAIT):
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        det = detect_faces(rgb)[0]
+        crops.append(cut(rgb, crop_box(det, model.prep.face_margin, rgb.shape)))
+    crops.append(np.random.default_rng(0).integers(0, 255, (90, 90, 3), dtype=np.uint8))  # not a face at all
+    return model.prep.to_input(crops)
+
+
+def reference(model, x, classes, layer):
+    with torch.enable_grad(), GradCAM(model=model.net, target_layers=[LAYERS[layer](model.net)]) as cam:
+        targets = None if classes is None else [ClassifierOutputTarget(c) for c in classes]
+        maps = cam(input_tensor=x, targets=targets)
+        logits = cam.outputs.detach()
+    model.net.zero_grad(set_to_none=True)
+    return logits, maps
+
+
+@pytest.mark.parametrize("layer", list(LAYERS))
+@pytest.mark.parametrize("classes", [None, [0, 3, 6], [1, 1, 1], [5, 2, 4]])
+def test_fast_gradcam_equals_pytorch_grad_cam(model, faces, layer, classes):
+    ref_logits, ref_maps = reference(model, faces, classes, layer)
+    logits, maps = gradcam(model.net, faces, classes or [None] * len(faces), layer)
+    assert torch.allclose(logits, ref_logits, atol=1e-4)
+    assert maps.shape == ref_maps.shape == (3, model.prep.size, model.prep.size)
+    assert np.abs(maps - ref_maps).max() < 1e-4
+
+
+def test_explain_uses_the_fast_path_and_leaves_no_gradients(model, faces):
+    logits, maps = explain(model, faces, [None, 2, None], "Grad-CAM")
+    assert maps.shape[0] == 3 and torch.allclose(logits.softmax(1).sum(1), torch.ones(3))
+    assert all(p.grad is None for p in model.net.parameters())
