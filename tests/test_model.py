@@ -83,3 +83,20 @@ def test_env_var_picks_the_model(saved, monkeypatch):
     _, folder = saved
     monkeypatch.setenv(M.ENV_VAR, str(folder))
     assert load_model().source == str(folder)
+
+
+def test_weights_split_into_small_pieces_and_join_back(saved, tmp_path):
+    from safetensors.torch import load_file
+
+    from train import shards
+
+    _, folder = saved
+    pieces = shards.split(folder, tmp_path / "pieces", max_mb=15)
+    assert len(pieces) >= 3 and all(p.stat().st_size < 16 * 2**20 for p in pieces)
+    joined = shards.join(tmp_path / "pieces", tmp_path / "joined")
+    a, b = load_file(folder / "model.safetensors"), load_file(joined)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert load_model(tmp_path / "joined", fallback=False).labels == CLASSES
+    pieces[1].unlink()
+    with pytest.raises(Exception):
+        shards.join(tmp_path / "pieces", tmp_path / "again")

@@ -31,11 +31,14 @@ def save_model(net: torch.nn.Module, out: str | Path, prep: Preprocess, training
     save_file(tensors, out / WEIGHTS_FILE, metadata={"format": "pt"})
     data_config = {"input_size": (3, prep.size, prep.size), "mean": prep.mean, "std": prep.std,
                    "interpolation": "bicubic", "crop_pct": 1.0, "crop_mode": "center"}
-    save_config_for_hf(net, out / CONFIG_FILE, model_config={"label_names": list(CLASSES),
-                                                             "preprocess": prep.to_config()},
-                       data_config=data_config)
-    # a training run may reuse a folder: keep only reconstruction arguments that matter at inference
+    model_config = {"label_names": list(CLASSES), "preprocess": prep.to_config()}
+    try:
+        save_config_for_hf(net, out / CONFIG_FILE, model_config=model_config, data_config=data_config)
+    except TypeError:  # older timm (e.g. on a GPU machine) has no data_config: set the same fields ourselves
+        save_config_for_hf(net, out / CONFIG_FILE, model_config=model_config)
     cfg = json.loads((out / CONFIG_FILE).read_text())
+    cfg["pretrained_cfg"].update({k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()})
+    # keep only the reconstruction arguments that matter at inference
     for k in ("drop_rate", "drop_path_rate", "pretrained"):
         cfg.get("model_args", {}).pop(k, None)
     if not cfg.get("model_args"):
