@@ -64,24 +64,31 @@ class Preprocess:
         }
 
     def to_input(self, crops: list[np.ndarray]) -> torch.Tensor:
-        """RGB uint8 crops (any size) -> normalised float batch N x 3 x size x size (channels_last).
-
-        A crop is first brought to `native_size` (area averaging, as when the data set was made) and
-        then scaled to `size` the way the training images were, so a sharp webcam face looks like
-        the low-resolution faces the model learned from.
-        """
+        """RGB uint8 crops (any size) -> normalised float batch N x 3 x size x size (channels_last)."""
         out = np.empty((len(crops), self.size, self.size, 3), np.float32)
         for i, crop in enumerate(crops):
-            img = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY) if self.grayscale else crop
-            if self.native_size and min(img.shape[:2]) > self.native_size:
-                img = cv2.resize(img, (self.native_size, self.native_size), interpolation=cv2.INTER_AREA)
-            interp = cv2.INTER_CUBIC if img.shape[0] < self.size else cv2.INTER_AREA
-            img = cv2.resize(img, (self.size, self.size), interpolation=interp)
+            img = face_pixels(crop, self.size, self.grayscale, self.native_size)
             out[i] = img[..., None] if img.ndim == 2 else img
         x = torch.from_numpy(out).permute(0, 3, 1, 2)  # N,3,H,W view over NHWC memory: channels_last
         mean = torch.tensor(self.mean).view(1, 3, 1, 1) * 255.0
         std = torch.tensor(self.std).view(1, 3, 1, 1) * 255.0
         return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def face_pixels(rgb: np.ndarray, size: int, grayscale: bool = True, native_size: int | None = None) -> np.ndarray:
+    """An RGB uint8 face crop as the model's pixels: grey (H x W) or RGB, `size` x `size`, uint8.
+
+    Training (train/data.py) and the app both go through here, so they resize the same way. A crop larger
+    than `native_size` is first brought down to it (area averaging, as when the data set was made), so a
+    sharp webcam face looks like the low-resolution faces the model learned from.
+    """
+    img = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if grayscale else rgb
+    if native_size and min(img.shape[:2]) > native_size:
+        img = cv2.resize(img, (native_size, native_size), interpolation=cv2.INTER_AREA)
+    if img.shape[:2] != (size, size):
+        interp = cv2.INTER_CUBIC if img.shape[0] < size else cv2.INTER_AREA
+        img = cv2.resize(img, (size, size), interpolation=interp)
+    return img
 
 
 @dataclass

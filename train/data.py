@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from emotion.model import CLASSES
+from emotion.model import CLASSES, face_pixels
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 # FER2013's integer labels (fer2013.csv) and RAF-DB's 1..7, as names in our vocabulary.
@@ -156,16 +156,14 @@ def list_split(dataset: str, root: str | Path, split: str | None) -> list[tuple[
 
 # ---------------------------------------------------------------- loading into memory
 def _read(source: object, size: int, grayscale: bool) -> np.ndarray:
+    """One picture as C x size x size uint8, resized exactly as the app resizes a face crop."""
     if isinstance(source, np.ndarray):
         img = Image.fromarray(source)
     else:
         with Image.open(source) as f:
             img = ImageOps.exif_transpose(f)
             img.load()
-    img = img.convert("L" if grayscale else "RGB")
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BICUBIC)
-    arr = np.asarray(img)
+    arr = face_pixels(np.asarray(img.convert("RGB")), size, grayscale)
     return arr[None] if grayscale else arr.transpose(2, 0, 1)
 
 
