@@ -1,0 +1,259 @@
+"""Honest explanations: region shares, faithfulness against random maps, and the audit report's numbers."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from emotion import regions as R
+from emotion.faithfulness import face_faithfulness, faithfulness, judge
+from emotion.images import load_image
+from emotion.model import CLASSES, EmotionModel, Preprocess, create_net, load_model
+from emotion.pipeline import analyse
+from tests import fixtures as fx
+from train import audit
+from train.data import list_split
+from train.export import save_model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """32 px inputs gain nothing from a second thread, and lose a lot when another process holds the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# a frontal face in a 100 x 100 crop: eyes 40 px apart
+MARKS = ((30.0, 40.0), (70.0, 40.0), (50.0, 60.0), (35.0, 78.0), (65.0, 78.0))
+FACE_BOX = (15, 10, 85, 98)
+CROP = (0, 0, 100, 100)
+
+
+def blob(points, size=50, crop=CROP):
+    """A heatmap over `crop` with unit mass on the pixel holding each picture point."""
+    h = np.zeros((size, size), np.float32)
+    x0, y0, x1, y1 = crop
+    for x, y in points:
+        h[int((y - y0) / (y1 - y0) * size), int((x - x0) / (x1 - x0) * size)] += 1
+    return h
+
+
+def test_region_shares_of_hand_built_maps():
+    cases = {"eyes_brows": [(30, 36)], "mouth": [(50, 80)], "nose": [(50, 56)], "rest_of_face": [(22, 65)],
+             "outside_face": [(2, 2)]}
+    for region, pts in cases.items():
+        s = R.region_shares(blob(pts), CROP, MARKS, FACE_BOX)
+        assert s[region] == pytest.approx(1.0), (region, s)
+    s = R.region_shares(blob([(50, 80), (2, 2), (2, 97), (70, 40)]), CROP, MARKS, FACE_BOX)
+    assert s == pytest.approx({"eyes_brows": 0.25, "nose": 0.0, "mouth": 0.25, "rest_of_face": 0.0,
+                               "outside_face": 0.5})
+    # any map: shares sum to 1 and masks partition the crop
+    rnd = np.random.default_rng(0).random((64, 64))
+    assert sum(R.region_shares(rnd, CROP, MARKS, FACE_BOX).values()) == pytest.approx(1.0)
+    masks = R.region_masks(64, CROP, MARKS, FACE_BOX)
+    assert np.array_equal(sum(m.astype(int) for m in masks.values()), np.ones((64, 64), int))
+    # the crop square may sit anywhere in the picture (and leave it): only relative positions matter
+    moved = tuple((x + 500, y - 20) for x, y in MARKS)
+    box = (FACE_BOX[0] + 500, FACE_BOX[1] - 20, FACE_BOX[2] + 500, FACE_BOX[3] - 20)
+    assert R.region_shares(rnd, (500, -20, 600, 80), moved, box) == pytest.approx(
+        R.region_shares(rnd, CROP, MARKS, FACE_BOX))
+    assert R.region_shares(np.zeros((8, 8)), CROP, MARKS, FACE_BOX) == {k: 0.0 for k in R.REGIONS}
+
+
+def test_template_for_faces_without_landmarks():
+    crop = (0, 0, 48, 48)
+    marks, box = R.template(crop)
+    assert marks[0][0] < marks[1][0] and marks[2][1] < marks[3][1]  # right eye left of left eye, nose above mouth
+    rnd = np.random.default_rng(1).random((32, 32))
+    assert R.region_shares(rnd, crop) == pytest.approx(R.region_shares(rnd, crop, marks, box))
+    mouth = ((marks[3][0] + marks[4][0]) / 2, marks[3][1])
+    assert R.region_shares(blob([mouth], 48, crop), crop)["mouth"] == pytest.approx(1.0)
+    chart = R.region_chart(R.region_shares(rnd, crop), title="regions")
+    assert chart.dtype == np.uint8 and chart.shape == (130, 260, 3) and (chart < 255).any()
+    tinted = R.draw_regions(np.full((48, 48, 3), 128, np.uint8))
+    assert tinted.shape == (48, 48, 3) and len({tuple(p) for p in tinted.reshape(-1, 3)}) >= 4
+
+
+class PatchNet(torch.nn.Module):
+    """Class 0's logit reads only the mean of channel 0 over an 8 x 8 patch; `features` (the layer the
+    random maps come from) sees only channels 1-2, so random maps know nothing about the patch."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Conv2d(2, 8, 3, padding=1)
+
+    def forward(self, x):
+        self.features(x[:, 1:])
+        logit = 4 * (x[:, 0, 4:12, 4:12].mean((1, 2)) - 1)
+        return torch.cat([logit[:, None], torch.zeros(len(x), len(CLASSES) - 1)], 1)
+
+
+def test_a_map_of_the_informative_pixels_beats_random_maps():
+    torch.manual_seed(0)
+    model = EmotionModel(net=PatchNet().eval(), labels=CLASSES, prep=Preprocess(size=32), source="synthetic")
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.3
+    x[:, :, 4:12, 4:12] = 2.0
+    oracle = np.zeros((32, 32), np.float32)
+    oracle[4:12, 4:12] = 1
+    layer = model.net.features
+    good = faithfulness(model, x, oracle, 0, n_random=10, seed=3, layer=layer)
+    assert good["base_probability"] == pytest.approx(np.exp(4) / (np.exp(4) + 6), abs=1e-4)
+    assert good["beats_random"] == 10 and good["level"] == "good"
+    assert good["verdict"] == "This map explains the prediction better than 10 of 10 random maps."
+    assert good["score"] > 0.5 and good["score"] > max(good["random_scores"]) and good["margin"] > 0
+    wrong = np.zeros((32, 32), np.float32)
+    wrong[20:, 20:] = 1  # far from the patch
+    bad = faithfulness(model, x, wrong, "angry", n_random=10, seed=3, layer=layer)
+    assert bad["random_scores"] == good["random_scores"]  # same seed, same controls
+    assert bad["beats_random"] <= 2 and bad["level"] == "chance" and "don't trust" in bad["verdict"]
+    again = faithfulness(model, x, oracle, 0, n_random=10, seed=3, layer=layer)
+    assert {k: v for k, v in again.items() if k != "ms"} == {k: v for k, v in good.items() if k != "ms"}
+    other = faithfulness(model, x, oracle, 0, n_random=10, seed=4, layer=layer)
+    assert other["random_scores"] != good["random_scores"]
+    # removing pixels moves another class's probability the other way: its map is judged, not trusted
+    assert faithfulness(model, x, oracle, 3, n_random=4, seed=3, layer=layer)["score"] < 0
+    assert judge(0.3, [0.1] * 10)[1] == "good" and judge(0.3, [0.1] * 7 + [0.5] * 3)[1] == "weak"
+    assert judge(0.004, [0.001] * 10)[1] == "untestable"  # nothing moves: nothing to tell maps apart by
+
+
+def test_randomisation_leaves_nothing_when_nothing_is_randomised(tiny_model):
+    rnd = np.random.default_rng(0).random((16, 16))
+    assert audit.rank_correlation(rnd, rnd) == pytest.approx(1.0)
+    assert np.isnan(audit.rank_correlation(rnd, np.zeros((16, 16))))
+    same = audit.randomised_copy(tiny_model, ())
+    changed = audit.randomised_copy(tiny_model, ("fc",))
+    for name, p in tiny_model.net.fc.named_parameters():
+        assert torch.equal(p, dict(same.net.fc.named_parameters())[name])
+        assert not torch.equal(p, dict(changed.net.fc.named_parameters())[name])
+
+
+def test_group_gap_by_hand():
+    y_true = np.zeros(40, int)
+    y_pred = np.r_[np.zeros(20, int), np.zeros(10, int), np.ones(10, int)]  # a: 100 %, b: 50 %
+    groups = np.array(["a"] * 20 + ["b"] * 20)
+    gap = audit.group_gap(y_true, y_pred, groups, 7, n_boot=300, min_size=5, seed=0)
+    acc = gap["accuracy_gap"]
+    assert acc["gap"] == pytest.approx(0.5) and (acc["best"], acc["worst"]) == ("a", "b")
+    assert acc["ci95"][0] <= 0.5 <= acc["ci95"][1] and acc["p_value"] < 0.01
+    assert audit.group_gap(y_true, y_pred, groups, 7, 100, min_size=30, seed=0)["compared_groups"] == []
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, data):
+    """A random ResNet50 at 32 px whose classifier is solved (least squares on its features) to give the
+    generated pictures their labels, except every third, which it confidently puts in the next class."""
+    _, items, _, _ = data
+    torch.manual_seed(0)
+    net = create_net().eval()
+    prep = Preprocess(size=32)
+    x = prep.to_input([load_image(p).rgb for p, _ in items])
+    wanted = torch.tensor([c if k % 3 else (c + 1) % len(CLASSES) for k, (_, c) in enumerate(items)])
+    with torch.no_grad():
+        feats = net.forward_head(net.forward_features(x), pre_logits=True).double()
+        a = torch.cat([feats, torch.ones(len(feats), 1, dtype=torch.float64)], 1)
+        t = torch.full((len(feats), len(CLASSES)), -1.0, dtype=torch.float64)
+        t[torch.arange(len(feats)), wanted] = 3.0
+        w = torch.linalg.lstsq(a, t).solution
+        net.fc.weight.copy_(w[:-1].T.float())
+        net.fc.bias.copy_(w[-1].float())
+    folder = save_model(net, tmp_path_factory.mktemp("tiny") / "model", prep, training={})
+    return load_model(folder, fallback=False)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = fx.make_class_folders(tmp_path_factory.mktemp("audit_data") / "faces", per_class=2)
+    items = list_split("folder", root, None)
+    groups = {}
+    rows = []
+    for k, (path, _) in enumerate(items):
+        g = {"gender": "f" if k % 2 else "m", "age": ["young", "old", "mid"][k % 3]}
+        groups[str(path)] = g
+        key = str(path) if k % 2 else path.relative_to(root).as_posix()  # both ways of naming a file
+        rows.append([key, g["gender"], g["age"]])
+    csv_path = root.parent / "groups.csv"
+    with csv_path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "gender", "age"])
+        w.writerows(rows)
+    return root, items, groups, csv_path
+
+
+def test_audit_numbers_match_a_hand_computation(tiny_model, data, tmp_path):
+    root, items, groups, csv_path = data
+    out = tmp_path / "report"
+    s = audit.run_audit(tiny_model, items, out, data_root=root, dataset="folder", faithfulness_limit=2,
+                        sanity_limit=2, n_random=4, n_mistakes=3, groups=csv_path, bootstrap=100, min_group_size=3,
+                        progress=False, sanity_stages=((), ("fc", "layer4")), layer="layer3")
+    # every file of the report is there, and summary.json is what run_audit returned
+    for name in ("report.html", "summary.json", "confusion_matrix.png", "maps_true_class.png",
+                 "maps_predicted_class.png", "regions_per_class.png", "faithfulness.png", "sanity.png",
+                 "regions_per_group.png"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "summary.json").read_text())["accuracy"] == pytest.approx(s["accuracy"])
+
+    # predictions and region shares recomputed face by face through the pipeline
+    y, pred, shares = [], [], []
+    for path, label in items:
+        f = analyse(path, tiny_model, whole_image=True, layer="layer3").faces[0]
+        y.append(label)
+        pred.append(CLASSES.index(f.label))
+        shares.append(R.face_region_shares(f) if f.heatmap.any() else None)  # empty maps have no shares
+        assert shares[-1] is None or sum(shares[-1].values()) == pytest.approx(1.0)
+    y, pred = np.array(y), np.array(pred)
+    assert s["n"] == len(items) and s["accuracy"] == pytest.approx(np.mean(y == pred))
+    recalls = [np.mean(pred[y == c] == c) for c in range(7) if (y == c).any()]
+    assert s["mean_class_accuracy"] == pytest.approx(np.mean(recalls))
+    assert 0 < np.mean(y == pred) < 1  # some right, some wrong
+    assert sum(s["region_shares"]["flat_map"].values()) == pytest.approx(1.0)
+    assert s["region_shares"]["flat_map"]["outside_face"] == pytest.approx(
+        R.region_shares(np.ones((64, 64)), (0, 0, 64, 64))["outside_face"], abs=0.01)  # the template's area
+    assert s["outside_face_share"] == pytest.approx(np.mean([sh["outside_face"] for sh in shares if sh]), abs=1e-6)
+    for c, name in enumerate(CLASSES):
+        mine = [sh for sh, t in zip(shares, y) if t == c and sh]
+        assert s["region_shares"]["per_true_class"][name]["mouth"] == pytest.approx(np.mean([m["mouth"] for m in mine]))
+
+    # fairness per group, by hand
+    fair = s["fairness"]
+    assert fair["matched"] == len(items) and fair["unmatched"] == 0
+    for attr in ("gender", "age"):
+        accs = {}
+        for gname in {g[attr] for g in groups.values()}:
+            idx = np.array([groups[str(p)][attr] == gname for p, _ in items])
+            accs[gname] = np.mean(y[idx] == pred[idx])
+            got = fair["attributes"][attr]["groups"][gname]
+            assert got["n"] == idx.sum() and got["accuracy"] == pytest.approx(accs[gname])
+        assert fair["attributes"][attr]["accuracy_gap"]["gap"] == pytest.approx(max(accs.values()) - min(accs.values()))
+
+    # faithfulness: one figure per method and the random control; the sanity check's identity is exact
+    assert set(s["faithfulness"]) == set(audit.METHODS) | {"random"}
+    assert all(np.isfinite(v) for v in s["faithfulness"].values())
+    assert s["faithfulness_detail"]["Grad-CAM"]["n"] == 2
+    assert s["sanity"]["nothing"]["mean_rank_correlation"] == pytest.approx(1.0)
+    assert s["sanity_rank_correlation"] == s["sanity"]["fc+layer4"]["mean_rank_correlation"]
+    assert "Fairness" in (out / "report.html").read_text()
+
+
+def test_audit_cli_without_groups(tiny_model, data, tmp_path, capsys):
+    root, _, _, _ = data
+    out = tmp_path / "cli"
+    s = audit.main(["--weights", tiny_model.source, "--data", str(root), "--dataset", "folder", "--limit", "6",
+                    "--faithfulness-limit", "1", "--sanity-limit", "1", "--methods", "grad-cam", "--n-random", "3",
+                    "--mistakes", "2", "--layer", "layer3", "--out", str(out), "--no-progress"])
+    assert s["n"] == 6 and s["fairness"] is None
+    assert set(s["faithfulness"]) == {"Grad-CAM", "random"}
+    for key in ("accuracy", "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "faithfulness",
+                "sanity_rank_correlation", "outside_face_share", "fairness"):
+        assert key in json.loads((out / "summary.json").read_text())
+    assert "No groups file" in (out / "report.html").read_text()
+    assert "report:" in capsys.readouterr().out
+
+
+def test_face_faithfulness_on_a_pipeline_face(tiny_model):
+    face = analyse(fx.class_image(3, size=48, colour=True), tiny_model, whole_image=True, layer="layer3").faces[0]
+    r = face_faithfulness(tiny_model, face, layer="layer3", n_random=3, seed=1)
+    assert r["target"] == face.explained and 0 <= r["beats_random"] <= 3 and len(r["random_scores"]) == 3
+    assert r["level"] in ("good", "weak", "chance", "untestable") and r["verdict"]

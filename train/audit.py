@@ -1,0 +1,748 @@
+"""Audit a model on a labelled split: accuracy, where its heatmaps look, whether they can be trusted, fairness.
+
+    python -m train.audit --weights weights --data ../shared/datasets/fer2013 --dataset fer2013 \\
+        --split public_test --out audit/fer2013_public_test [--groups groups.csv] [--limit N]
+
+Every image goes through `emotion.pipeline.analyse`, as in the app (the picture taken whole as the face,
+or with --detect-faces the largest face found). Writes OUT/report.html (open it in a browser; its
+pictures are the PNGs beside it) and OUT/summary.json:
+
+- accuracy, mean-class accuracy, per-class accuracy, confusion matrix (train/metrics.py);
+- the average heatmap per true and per predicted class, over that class's average face;
+- the most confident mistakes, with the map for the predicted class and the map for the true class
+  ("why not the true class?");
+- the share of heatmap mass on eyes and brows, nose, mouth, rest of face and outside the face
+  (emotion/regions.py), overall, per class and per group;
+- faithfulness (emotion/faithfulness.py) of every CAM method and of RandomCAM on a subset
+  (--faithfulness-limit): the drop of the predicted class's probability when each map's top pixels are
+  removed, and how often a method beats 90 % of random maps;
+- a sanity check (Adebayo et al. 2018, model randomisation): the heatmaps after re-initialising the top
+  layers (fc, then fc and layer4), compared with the trained model's by Spearman rank correlation on a
+  subset (--sanity-limit). A map that still looks the same explains the picture, not the model;
+- fairness, with --groups CSV (column `image`: a file name, a path relative to --data or an absolute
+  path; then one column per attribute, e.g. gender, race, age): accuracy, mean-class accuracy and region
+  shares per group, and for each attribute the largest gap between groups with a bootstrap 95 %
+  interval and a permutation p-value.
+
+The report holds pictures of the data set's faces: keep OUT outside version control (audit/ is ignored).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import html
+import json
+import random
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+from tqdm import tqdm
+
+from emotion.explain import (
+    DEFAULT_LAYER,
+    DEFAULT_METHOD,
+    METHODS,
+    explain,
+    overlay,
+    resolve_layer,
+)
+from emotion.faithfulness import N_RANDOM, faithfulness_many
+from emotion.images import ImageError
+from emotion.model import EmotionModel, load_model
+from emotion.pipeline import analyse
+from emotion.regions import (
+    REGION_COLOURS,
+    REGION_LABELS,
+    REGIONS,
+    draw_regions,
+    face_region_areas,
+    face_region_shares,
+)
+from train.data import list_split
+from train.evaluate import DEFAULT_SPLIT, plot_confusion
+from train.metrics import scores
+
+SANITY_STAGES = (("fc",), ("fc", "layer4"))  # cascading re-initialisation, top layer first
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m train.audit", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default="weights", help="model folder, local-dir:PATH or hf-hub:owner/name")
+    p.add_argument("--data", required=True)
+    p.add_argument("--dataset", choices=["fer2013", "rafdb", "folder"], default="fer2013")
+    p.add_argument("--split", default=None, help="fer2013: train, public_test, private_test; rafdb: train, test")
+    p.add_argument("--groups", default=None, help="CSV: image, then one column per attribute (fairness)")
+    p.add_argument("--detect-faces", action="store_true", help="find the face first (uncropped photos)")
+    p.add_argument("--method", default=DEFAULT_METHOD, help="CAM method of the main heatmaps")
+    p.add_argument("--layer", default=DEFAULT_LAYER, help="layer4, layer3 or layer2")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), help="methods compared for faithfulness")
+    p.add_argument("--limit", type=int, default=None, help="a fixed random subset of N images")
+    p.add_argument("--faithfulness-limit", type=int, default=200, help="images for the faithfulness test (0: skip)")
+    p.add_argument("--sanity-limit", type=int, default=100, help="images for the randomisation test (0: skip)")
+    p.add_argument("--n-random", type=int, default=N_RANDOM, help="random maps per face in the faithfulness test")
+    p.add_argument("--mistakes", type=int, default=12, help="how many confident mistakes to show")
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples for the fairness intervals")
+    p.add_argument("--min-group-size", type=int, default=10, help="smaller groups are shown but not compared")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", default="audit", help="folder for report.html, summary.json and the figures")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def _method_name(name: str) -> str:
+    for m in METHODS:
+        if m.lower() == name.lower():
+            return m
+    raise SystemExit(f"Unknown method {name!r}; choose from {', '.join(METHODS)}.")
+
+
+# ---------------------------------------------------------------- groups
+def read_groups(path: str | Path) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """(attribute names, {image key: {attribute: group}}) from a CSV whose first column is the image."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or len(reader.fieldnames) < 2:
+            raise SystemExit(f"{path}: needs a header with an image column and at least one attribute column.")
+        image_col, attributes = reader.fieldnames[0], reader.fieldnames[1:]
+        rows = {row[image_col].strip(): {a: (row[a] or "").strip() for a in attributes} for row in reader}
+    return attributes, rows
+
+
+def match_groups(sources: list[str], rows: dict[str, dict[str, str]], root: str | Path) -> list[dict | None]:
+    """Each source's row: by its path as given, its path relative to `root`, or its file name."""
+    root = Path(root)
+    by_name: dict[str, dict] = {}
+    for key, row in rows.items():
+        by_name.setdefault(Path(key).name, row)
+    out = []
+    for s in sources:
+        p = Path(s)
+        try:
+            rel = p.relative_to(root).as_posix()
+        except ValueError:
+            rel = None
+        out.append(rows.get(s) or (rows.get(rel) if rel else None) or by_name.get(p.name))
+    return out
+
+
+def _accuracies(correct: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy and mean-class accuracy of each row of `correct`/`y` (B x n): vectorised over resamples."""
+    acc = correct.mean(1)
+    recalls = []
+    for c in range(n_classes):
+        den = (y == c).sum(1)
+        num = (correct & (y == c)).sum(1)
+        recalls.append(np.where(den > 0, num / np.maximum(den, 1), np.nan))
+    with np.errstate(all="ignore"):
+        mca = np.nanmean(np.stack(recalls, 1), 1)
+    return acc, mca
+
+
+def group_gap(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, n_classes: int, n_boot: int,
+              min_size: int, seed: int) -> dict:
+    """Largest gap between groups (accuracy and mean-class accuracy) with bootstrap CI and permutation p."""
+    names = [g for g in sorted(set(groups.tolist())) if (groups == g).sum() >= min_size]
+    if len(names) < 2:
+        return {"compared_groups": names, "note": f"fewer than two groups with at least {min_size} images"}
+    keep = np.isin(groups, names)
+    y, correct, g = y_true[keep], (y_true == y_pred)[keep], groups[keep]
+    rng = np.random.default_rng(seed)
+
+    def per_group(labels_of_images, resample: bool):
+        """Accuracy and mean-class accuracy of each compared group (rows: resamples, columns: groups)."""
+        accs, mcas = [], []
+        for name in names:
+            idx = np.flatnonzero(labels_of_images == name)
+            idx = idx[rng.integers(0, len(idx), (n_boot, len(idx)))] if resample else idx[None]
+            a, m = _accuracies(correct[idx], y[idx], n_classes)
+            accs.append(a)
+            mcas.append(m)
+        return np.stack(accs, 1), np.stack(mcas, 1)
+
+    acc, mca = per_group(g, False)
+    boot_acc, boot_mca = per_group(g, True)
+    # permutation: shuffle the group labels (no real difference); how often is the gap as large?
+    perm_acc, perm_mca = [], []
+    for _ in range(max(200, n_boot // 2)):
+        a, m = per_group(rng.permutation(g), False)
+        perm_acc.append(np.ptp(a))
+        perm_mca.append(np.nanmax(m) - np.nanmin(m))
+
+    def summarise(obs, boot, perm):
+        obs = obs[0]
+        hi, lo = int(np.nanargmax(obs)), int(np.nanargmin(obs))
+        gap = float(obs[hi] - obs[lo])
+        b = np.nanmax(boot, 1) - np.nanmin(boot, 1)
+        return {"gap": gap, "best": names[hi], "worst": names[lo],
+                "ci95": [float(np.nanpercentile(b, 2.5)), float(np.nanpercentile(b, 97.5))],
+                "p_value": float((np.sum(np.asarray(perm) >= gap - 1e-12) + 1) / (len(perm) + 1))}
+
+    return {"compared_groups": names, "accuracy_gap": summarise(acc, boot_acc, perm_acc),
+            "mean_class_accuracy_gap": summarise(mca, boot_mca, perm_mca)}
+
+
+# ---------------------------------------------------------------- sanity check
+def randomised_copy(model: EmotionModel, layers: tuple[str, ...], seed: int = 0) -> EmotionModel:
+    """A copy of the model with the named top-level modules (e.g. fc, layer4) re-initialised."""
+    with model.lock:
+        net = copy.deepcopy(model.net)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for name in layers:
+            for m in getattr(net, name).modules():
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+                if hasattr(m, "reset_running_stats"):
+                    m.reset_running_stats()
+    return EmotionModel(net=net.eval(), labels=model.labels, prep=model.prep, source=f"{model.source} "
+                        f"(randomised: {', '.join(layers) or 'nothing'})", config=model.config)
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman correlation of two maps' pixels; NaN when either map is constant."""
+    a, b = np.ravel(a), np.ravel(b)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+# ---------------------------------------------------------------- figures
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _grey_rgb(img: np.ndarray) -> np.ndarray:
+    g = np.clip(img, 0, 255).astype(np.uint8)
+    return np.repeat(g[..., None], 3, 2)
+
+
+def _upscale(rgb: np.ndarray, side: int = 128) -> np.ndarray:
+    return cv2.resize(rgb, (side, side), interpolation=cv2.INTER_CUBIC)
+
+
+def plot_class_maps(faces, maps, counts, labels, path: Path, title: str) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(labels), figsize=(2 * len(labels), 2.5), dpi=100)
+    for k, ax in enumerate(np.atleast_1d(axes)):
+        ax.axis("off")
+        if counts[k]:
+            face = _upscale(_grey_rgb(faces[k] / counts[k]))
+            ax.imshow(overlay(face, maps[k] / counts[k]))
+        ax.set_title(f"{labels[k]} (n={counts[k]})", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_mistakes(mistakes, path: Path) -> None:
+    plt = _plt()
+    n = len(mistakes)
+    cols = 3
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, 3 * cols, figsize=(2 * 3 * cols, 2.3 * rows), dpi=90, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for k, m in enumerate(mistakes):
+        r, c = divmod(k, cols)
+        crop = _upscale(m["crop"])
+        for j, (img, t) in enumerate(((crop, f"true {m['true']}"),
+                                      (overlay(crop, m["map_pred"]), f"map: {m['pred']} {m['confidence']:.0%}"),
+                                      (overlay(crop, m["map_true"]), f"map: {m['true']} {m['p_true']:.0%}"))):
+            ax = axes[r, 3 * c + j]
+            ax.imshow(img)
+            ax.set_title(t, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_region_bars(tables: list[tuple[str, dict[str, dict[str, float]]]], path: Path) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 0.45 * max(len(t[1]) for t in tables) + 1.4),
+                             dpi=100, squeeze=False)
+    for ax, (title, table) in zip(axes[0], tables):
+        names = list(table)
+        left = np.zeros(len(names))
+        for region in REGIONS:
+            vals = np.array([table[n].get(region, 0.0) for n in names])
+            ax.barh(names, vals, left=left, color=np.array(REGION_COLOURS[region]) / 255, label=REGION_LABELS[region])
+            for y, (l, v) in enumerate(zip(left, vals)):
+                if v >= 0.07:
+                    ax.text(l + v / 2, y, f"{v:.0%}", ha="center", va="center", fontsize=7, color="white")
+            left += vals
+        ax.set_xlim(0, 1)
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=10)
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(REGIONS), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.35 / fig.get_size_inches()[1], 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_faithfulness(table: dict[str, dict], path: Path) -> None:
+    plt = _plt()
+    names = list(table)
+    means = [table[n]["mean_score"] for n in names]
+    errs = [1.96 * table[n]["sem"] for n in names]
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
+    colours = ["#93a1a1" if n == "random" else "#268bd2" for n in names]
+    ax.bar(names, means, yerr=errs, color=colours, capsize=3)
+    ax.axhline(table["random"]["mean_score"], color="#93a1a1", ls="--", lw=1)
+    ax.set_ylabel("mean drop of the class probability")
+    ax.set_title("Faithfulness: removing what each map highlights (higher = more faithful)", fontsize=10)
+    plt.setp(ax.get_xticklabels(), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_sanity(examples, stage_names, path: Path) -> None:
+    plt = _plt()
+    cols = 2 + len(stage_names)
+    fig, axes = plt.subplots(len(examples), cols, figsize=(1.9 * cols, 1.9 * len(examples) + 0.3), dpi=90,
+                             squeeze=False)
+    for r, ex in enumerate(examples):
+        crop = _upscale(ex["crop"])
+        panels = [(crop, "face"), (overlay(crop, ex["trained"]), "trained")]
+        panels += [(overlay(crop, m), f"{s}\nrho={rho:.2f}") for s, m, rho in zip(stage_names, ex["maps"], ex["rhos"])]
+        for c, (img, t) in enumerate(panels):
+            axes[r, c].imshow(img)
+            axes[r, c].axis("off")
+            axes[r, c].set_title(t, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- the audit
+def _mean_shares(rows: list[dict]) -> dict[str, float] | None:
+    rows = [r for r in rows if r is not None]
+    if not rows:
+        return None
+    return {k: float(np.mean([r[k] for r in rows])) for k in REGIONS}
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.1%}"
+
+
+def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | Path, *, data_root: str | Path = ".",
+              dataset: str = "folder", split: str | None = None, detect_faces: bool = False,
+              method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER, methods=tuple(METHODS),
+              faithfulness_limit: int = 200, sanity_limit: int = 100, n_random: int = N_RANDOM,
+              n_mistakes: int = 12, groups: str | Path | None = None, bootstrap: int = 1000,
+              min_group_size: int = 10, seed: int = 0, progress: bool = True,
+              sanity_stages=SANITY_STAGES) -> dict:
+    """Run every part of the audit on `items` ([(path or array, class index)]); write the report; return the summary."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    layer = resolve_layer(layer)
+    labels = list(model.labels)
+    n_classes = len(labels)
+    whole = not detect_faces
+    sources = [str(s) if not isinstance(s, np.ndarray) else f"{dataset}.csv:{split}:{i}"
+               for i, (s, _) in enumerate(items)]
+    rng = random.Random(seed)
+    timings: dict[str, float] = {}
+    size = model.prep.size
+
+    # ------------------------------------------------ 1. every image through the pipeline
+    t0 = time.perf_counter()
+    y_true, y_pred, conf, p_true, shares, areas = [], [], [], [], [], []
+    face_sum = {k: np.zeros((2, n_classes, size, size)) for k in ("face", "map")}
+    counts = np.zeros((2, n_classes), int)
+    mistakes_pool: list[tuple[float, int]] = []
+    no_face = unreadable = 0
+    kept_maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # for the subsets below: (crop, heatmap)
+    for i, (source, label) in enumerate(tqdm(items, desc="classify + explain", disable=not progress)):
+        y_true.append(label)
+        try:
+            a = analyse(source, model, method=method, layer=layer, whole_image=whole)
+            no_face += not a.faces
+        except ImageError:
+            unreadable += 1
+            a = None
+        if a is None or not a.faces:
+            y_pred.append(-1)
+            conf.append(0.0)
+            p_true.append(0.0)
+            shares.append(None)
+            continue
+        f = a.faces[0]
+        pred = labels.index(f.label)
+        y_pred.append(pred)
+        conf.append(f.probabilities[f.label])
+        p_true.append(f.probabilities[labels[label]])
+        s = face_region_shares(f, a.scale)
+        shares.append(s if sum(s.values()) > 0 else None)
+        areas.append(face_region_areas(f, a.scale))
+        grey = cv2.cvtColor(f.crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        grey = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA if grey.shape[0] > size else cv2.INTER_CUBIC)
+        for row, c in ((0, label), (1, pred)):
+            face_sum["face"][row, c] += grey
+            face_sum["map"][row, c] += f.heatmap
+            counts[row, c] += 1
+        if pred != label:
+            mistakes_pool.append((conf[-1], i))
+        kept_maps[i] = (np.uint8(np.clip(grey, 0, 255)), f.heatmap)
+    timings["classify_explain_s"] = time.perf_counter() - t0
+    n_images = len(items)
+    per_image_ms = timings["classify_explain_s"] / max(1, n_images) * 1000
+    print(f"classify + explain: {n_images} images in {timings['classify_explain_s']:.1f} s ({per_image_ms:.0f} ms each)")
+
+    y_true_a, y_pred_a = np.array(y_true), np.array(y_pred)
+    summary = scores(y_true_a, y_pred_a, labels)
+    summary.update({"dataset": dataset, "split": split, "detect_faces": detect_faces, "no_face": no_face,
+                    "unreadable": unreadable, "weights": model.source, "method": method, "layer": layer.split()[0]})
+    with_face = [i for i in range(n_images) if y_pred[i] >= 0]
+
+    plot_confusion(np.array(summary["confusion_matrix"]), labels, out / "confusion_matrix.png",
+                   f"accuracy {summary['accuracy']:.1%}, mean-class {summary['mean_class_accuracy']:.1%}")
+    plot_class_maps(face_sum["face"][0], face_sum["map"][0], counts[0], labels, out / "maps_true_class.png",
+                    f"{method} for the predicted class, averaged per TRUE class, over that class's average face")
+    plot_class_maps(face_sum["face"][1], face_sum["map"][1], counts[1], labels, out / "maps_predicted_class.png",
+                    f"{method} for the predicted class, averaged per PREDICTED class")
+
+    # ------------------------------------------------ 2. regions
+    region_all = _mean_shares(shares)
+    region_area = _mean_shares(areas)
+    region_true = {labels[c]: _mean_shares([shares[i] for i in range(n_images) if y_true[i] == c]) for c in range(n_classes)}
+    region_pred = {labels[c]: _mean_shares([shares[i] for i in range(n_images) if y_pred[i] == c]) for c in range(n_classes)}
+    region_true = {k: v for k, v in region_true.items() if v}
+    region_pred = {k: v for k, v in region_pred.items() if v}
+    if region_all:
+        plot_region_bars([("per true class", {**region_true, "ALL": region_all, "(flat map)": region_area}),
+                          ("per predicted class", region_pred)], out / "regions_per_class.png")
+        mean_face = face_sum["face"][0].sum(0) / max(1, counts[0].sum())
+        tmpl = _upscale(_grey_rgb(mean_face), 192)
+        cv2.imwrite(str(out / "regions_template.png"), cv2.cvtColor(draw_regions(tmpl), cv2.COLOR_RGB2BGR))
+    summary["region_shares"] = {"all": region_all, "per_true_class": region_true, "per_predicted_class": region_pred,
+                                "flat_map": region_area}
+    summary["outside_face_share"] = region_all["outside_face"] if region_all else None
+
+    # ------------------------------------------------ 3. confident mistakes
+    t0 = time.perf_counter()
+    mistakes = []
+    for confidence, i in sorted(mistakes_pool, reverse=True)[:n_mistakes]:
+        true_name = labels[y_true[i]]
+        a_true = analyse(items[i][0], model, method=method, layer=layer, whole_image=whole, explain_class=true_name)
+        crop, map_pred = kept_maps[i]
+        mistakes.append({"index": i, "source": sources[i], "true": true_name, "pred": labels[y_pred[i]],
+                         "confidence": confidence, "p_true": p_true[i], "crop": _grey_rgb(crop),
+                         "map_pred": map_pred, "map_true": a_true.faces[0].heatmap})
+    if mistakes:
+        plot_mistakes(mistakes, out / "mistakes.png")
+    summary["confident_mistakes"] = [{k: m[k] for k in ("source", "true", "pred", "confidence", "p_true")}
+                                     for m in mistakes]
+    timings["mistakes_s"] = time.perf_counter() - t0
+
+    # ------------------------------------------------ 4. faithfulness per method, against RandomCAM
+    t0 = time.perf_counter()
+    methods = [_method_name(m) for m in methods]
+    faith_idx = sorted(rng.sample(with_face, min(faithfulness_limit, len(with_face))))
+    per_method: dict[str, list[dict]] = {m: [] for m in methods}
+    random_scores: list[float] = []
+    for i in tqdm(faith_idx, desc="faithfulness", disable=not progress):
+        a = analyse(items[i][0], model, method=method, layer=layer, whole_image=whole)
+        f = a.faces[0]
+        x = model.prep.to_input([f.crop])
+        pred = labels.index(f.label)
+        maps = {}
+        for m in methods:
+            maps[m] = f.heatmap if m == method else explain(model, x, [pred], m, layer)[1][0]
+        res = faithfulness_many(model, x, maps, pred, n_random=n_random, seed=seed * 1_000_003 + i, layer=layer)
+        for m in methods:
+            per_method[m].append(res[m])
+        random_scores.append(res[methods[0]]["random_mean"])
+    faith_table: dict[str, dict] = {}
+    for m in methods:
+        rs = per_method[m]
+        if not rs:
+            continue
+        sc = np.array([r["score"] for r in rs])
+        margin = np.array([r["margin"] for r in rs])
+        faith_table[m] = {"mean_score": float(sc.mean()), "sem": float(sc.std(ddof=1) / np.sqrt(len(sc))) if len(sc) > 1 else 0.0,
+                          "mean_margin": float(margin.mean()),
+                          "margin_sem": float(margin.std(ddof=1) / np.sqrt(len(sc))) if len(sc) > 1 else 0.0,
+                          "mean_beats_random": float(np.mean([r["beats_random"] / max(1, r["n_random"]) for r in rs])),
+                          "share_good": float(np.mean([r["level"] == "good" for r in rs])),
+                          "share_chance": float(np.mean([r["level"] == "chance" for r in rs])),
+                          "share_untestable": float(np.mean([r["level"] == "untestable" for r in rs])), "n": len(rs)}
+    if random_scores:
+        rs = np.array(random_scores)
+        faith_table["random"] = {"mean_score": float(rs.mean()),
+                                 "sem": float(rs.std(ddof=1) / np.sqrt(len(rs))) if len(rs) > 1 else 0.0,
+                                 "mean_margin": 0.0, "margin_sem": 0.0,
+                                 "mean_beats_random": None, "share_good": None, "share_chance": None,
+                                 "share_untestable": None, "n": len(rs)}
+        plot_faithfulness(faith_table, out / "faithfulness.png")
+    summary["faithfulness"] = {m: v["mean_score"] for m, v in faith_table.items()}
+    summary["faithfulness_detail"] = faith_table
+    timings["faithfulness_s"] = time.perf_counter() - t0
+    if faith_idx:
+        print(f"faithfulness: {len(faith_idx)} images x {len(methods)} methods + {n_random} random maps in "
+              f"{timings['faithfulness_s']:.1f} s")
+
+    # ------------------------------------------------ 5. sanity check: randomise the top layers
+    t0 = time.perf_counter()
+    sanity_idx = sorted(rng.sample(with_face, min(sanity_limit, len(with_face))))
+    stage_names = ["+".join(s) if s else "nothing" for s in sanity_stages]
+    stage_rhos: dict[str, list[float]] = {s: [] for s in stage_names}
+    examples = {i: {"crop": _grey_rgb(kept_maps[i][0]), "trained": kept_maps[i][1], "maps": [], "rhos": []}
+                for i in sanity_idx[:4]}
+    for stage, name in zip(sanity_stages, stage_names):
+        if not sanity_idx:
+            break
+        rmodel = randomised_copy(model, stage, seed)
+        for i in tqdm(sanity_idx, desc=f"sanity: randomised {name}", disable=not progress):
+            a = analyse(items[i][0], rmodel, method=method, layer=layer, whole_image=whole,
+                        explain_class=labels[y_pred[i]])
+            rmap = a.faces[0].heatmap
+            rho = rank_correlation(kept_maps[i][1], rmap)
+            stage_rhos[name].append(rho)
+            if i in examples:
+                examples[i]["maps"].append(rmap)
+                examples[i]["rhos"].append(rho)
+    sanity = {}
+    for name, rhos in stage_rhos.items() if sanity_idx else ():
+        r = np.array(rhos, float)
+        ok = r[~np.isnan(r)]
+        sanity[name] = {"mean_rank_correlation": float(ok.mean()) if len(ok) else None,
+                        "mean_abs_rank_correlation": float(np.abs(ok).mean()) if len(ok) else None,
+                        "n": len(ok), "constant_maps": int(np.isnan(r).sum())}
+    summary["sanity"] = sanity
+    summary["sanity_rank_correlation"] = sanity[stage_names[-1]]["mean_rank_correlation"] if sanity else None
+    if examples and sanity_idx:
+        plot_sanity(list(examples.values()), stage_names, out / "sanity.png")
+    timings["sanity_s"] = time.perf_counter() - t0
+    if sanity_idx:
+        print(f"sanity check: {len(sanity_idx)} images x {len(stage_names)} randomisations in {timings['sanity_s']:.1f} s")
+
+    # ------------------------------------------------ 6. fairness
+    t0 = time.perf_counter()
+    fairness = None
+    if groups:
+        attributes, rows = read_groups(groups)
+        matched = match_groups(sources, rows, data_root)
+        fairness = {"groups_file": str(groups), "matched": int(sum(r is not None for r in matched)),
+                    "unmatched": int(sum(r is None for r in matched)), "attributes": {}}
+        for attr in attributes:
+            g = np.array([(r or {}).get(attr, "") for r in matched], dtype=object)
+            has = g != ""
+            per_group = {}
+            for name in sorted(set(g[has].tolist())):
+                idx = np.flatnonzero(g == name)
+                s = scores(y_true_a[idx], y_pred_a[idx], labels)
+                per_group[name] = {"n": s["n"], "accuracy": s["accuracy"],
+                                   "mean_class_accuracy": s["mean_class_accuracy"],
+                                   "per_class_accuracy": s["per_class_accuracy"],
+                                   "regions": _mean_shares([shares[i] for i in idx])}
+            gap = group_gap(y_true_a[has], y_pred_a[has], g[has].astype(str), n_classes, bootstrap, min_group_size,
+                            seed)
+            fairness["attributes"][attr] = {"groups": per_group, **gap}
+        region_tables = [(attr, {k: v["regions"] for k, v in a["groups"].items() if v["regions"]})
+                         for attr, a in fairness["attributes"].items()]
+        region_tables = [t for t in region_tables if t[1]]
+        if region_tables:
+            plot_region_bars(region_tables, out / "regions_per_group.png")
+    summary["fairness"] = fairness
+    timings["fairness_s"] = time.perf_counter() - t0
+
+    summary["settings"] = {"faithfulness_images": len(faith_idx), "sanity_images": len(sanity_idx),
+                           "n_random": n_random, "methods": methods, "seed": seed,
+                           "sanity_stages": stage_names, "min_group_size": min_group_size, "bootstrap": bootstrap}
+    summary["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    write_report(summary, out, n_mistakes=len(mistakes))
+    return summary
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(type(o).__name__)
+
+
+# ---------------------------------------------------------------- HTML
+def _table(header: list[str], rows: list[list]) -> str:
+    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{h}</tr>{body}</table>"
+
+
+def _img(out: Path, name: str, alt: str) -> str:
+    return f'<p><img src="{name}" alt="{html.escape(alt)}"></p>' if (out / name).is_file() else ""
+
+
+def write_report(s: dict, out: Path, n_mistakes: int = 0) -> Path:
+    support = np.array(s["confusion_matrix"]).sum(1)
+    parts = [f"""<!doctype html><html><head><meta charset="utf-8"><title>Model audit</title><style>
+body{{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}}
+table{{border-collapse:collapse;margin:.6em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
+th{{background:#f3f3f3}}td:first-child{{text-align:left}}img{{max-width:100%}}.note{{color:#555;font-size:.92em}}
+h2{{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}}</style></head><body>
+<h1>Model audit</h1>
+<p class="note">Model: {html.escape(str(s['weights']))}<br>Data: {html.escape(str(s['dataset']))}
+{html.escape(str(s['split']))}, {s['n']} images ({'largest face detected' if s['detect_faces'] else 'each picture taken as the face'};
+no face: {s['no_face']}, unreadable: {s['unreadable']}). Heatmaps: {html.escape(s['method'])} at {html.escape(s['layer'])}.</p>
+<h2>Accuracy</h2><p><b>Accuracy {s['accuracy']:.1%}</b>, mean-class accuracy {s['mean_class_accuracy']:.1%}.</p>"""]
+    parts.append(_table(["class", "accuracy", "n"], [[c, _pct(v), int(n)] for (c, v), n in
+                                                     zip(s["per_class_accuracy"].items(), support)]))
+    parts.append(_img(out, "confusion_matrix.png", "confusion matrix"))
+
+    parts.append("""<h2>Where the heatmaps look, per class</h2><p class="note">Each class's average face with the
+average heatmap (for the predicted class) of its images. Per true class: what the model looks at when it
+sees that emotion; per predicted class: what makes it say that emotion.</p>""")
+    parts.append(_img(out, "maps_true_class.png", "average heatmap per true class"))
+    parts.append(_img(out, "maps_predicted_class.png", "average heatmap per predicted class"))
+
+    parts.append("<h2>Face regions</h2>")
+    r = s["region_shares"]
+    if r["all"]:
+        parts.append(f"""<p>On average <b>{r['all']['outside_face']:.1%}</b> of the heatmap mass falls outside the
+face, {r['all']['eyes_brows']:.1%} on eyes and brows, {r['all']['nose']:.1%} on the nose,
+{r['all']['mouth']:.1%} on the mouth and {r['all']['rest_of_face']:.1%} on the rest of the face.
+For comparison, a flat map that looks everywhere equally would put {r['flat_map']['outside_face']:.1%} outside the
+face, {r['flat_map']['eyes_brows']:.1%} on eyes and brows and {r['flat_map']['mouth']:.1%} on the mouth (the regions'
+shares of the crop's area): only shares above these mean the model seeks a region out.</p>
+<p class="note">Regions come from the detector's five landmarks (eyes, nose tip, mouth corners) and face box;
+pictures taken whole as the face use a fixed landmark template measured on FER2013 (emotion/regions.py).
+The template regions over the average face:</p>""")
+        parts.append(_img(out, "regions_template.png", "regions"))
+        parts.append(_table(["true class"] + [REGION_LABELS[k] for k in REGIONS],
+                            [[c] + [_pct(v[k]) for k in REGIONS] for c, v in r["per_true_class"].items()]
+                            + [["all images"] + [_pct(r["all"][k]) for k in REGIONS],
+                               ["(flat map: area)"] + [_pct(r["flat_map"][k]) for k in REGIONS]]))
+        parts.append(_img(out, "regions_per_class.png", "region shares per class"))
+    else:
+        parts.append("<p>No heatmap had any mass.</p>")
+
+    parts.append("<h2>Most confident mistakes</h2>")
+    if n_mistakes:
+        parts.append("""<p class="note">Each: the face; the map for the class the model chose, with its
+probability; the map for the true class with its probability ("why not the true class?": what evidence
+for it the model found).</p>""")
+        parts.append(_img(out, "mistakes.png", "confident mistakes"))
+        parts.append(_table(["image", "true", "predicted", "confidence", "p(true)"],
+                            [[Path(m["source"]).name, m["true"], m["pred"], _pct(m["confidence"]), _pct(m["p_true"])]
+                             for m in s["confident_mistakes"]]))
+    else:
+        parts.append("<p>No mistakes.</p>")
+
+    parts.append("""<h2>Faithfulness: do the maps point at what the decision rests on?</h2><p class="note">
+Per image, the pixels each map ranks highest are taken away (blended into a blurred face, fully at the top
+of the map and less and less down to its median pixel), and the drop of the predicted class's probability is
+the map's score (emotion/faithfulness.py). "random" is RandomCAM: maps with the same look but random channel
+weights. A method is only worth showing if it clearly beats random. "good" = the map beat at least 90% of
+its image's random maps.</p>""")
+    ft = s["faithfulness_detail"]
+    if ft:
+        parts.append(_table(["method", "mean score", "95% CI ±", "minus random (same images)", "95% CI ±",
+                             "beats random (share)", "good", "chance", "untestable", "n"],
+                            [[m, f"{v['mean_score']:.4f}", f"{1.96 * v['sem']:.4f}", f"{v['mean_margin']:+.4f}",
+                              f"{1.96 * v['margin_sem']:.4f}", _pct(v["mean_beats_random"]),
+                              _pct(v["share_good"]), _pct(v["share_chance"]), _pct(v["share_untestable"]), v["n"]]
+                             for m, v in ft.items()]))
+        parts.append(_img(out, "faithfulness.png", "faithfulness"))
+    else:
+        parts.append("<p>Skipped.</p>")
+
+    parts.append("""<h2>Sanity check: model randomisation</h2><p class="note">After Adebayo et al. (2018): the top
+layers are re-initialised (cascading: first fc, then fc and layer4) and the map for the same class is
+computed again. If the maps of a model that knows nothing still correlate strongly with the trained
+model's, the method shows the picture's structure, not what the model learned. Spearman rank correlation
+of the pixels, averaged over images (close to 0 is good; constant maps, where it is undefined, are
+counted apart).</p>""")
+    if s["sanity"]:
+        parts.append(_table(["randomised", "mean rank correlation", "mean |rank correlation|", "n", "constant maps"],
+                            [[k, "n/a" if v["mean_rank_correlation"] is None else f"{v['mean_rank_correlation']:.3f}",
+                              "n/a" if v["mean_abs_rank_correlation"] is None else f"{v['mean_abs_rank_correlation']:.3f}",
+                              v["n"], v["constant_maps"]] for k, v in s["sanity"].items()]))
+        parts.append(_img(out, "sanity.png", "sanity check examples"))
+    else:
+        parts.append("<p>Skipped.</p>")
+
+    parts.append("<h2>Fairness</h2>")
+    fair = s["fairness"]
+    if not fair:
+        parts.append("""<p><b>No groups file was given, so nothing is known about how the model does for different
+groups of people.</b> Pass <code>--groups groups.csv</code> (a column <code>image</code>, then one column per
+attribute such as gender, race or age) to measure it. FER2013 ships no such labels.</p>""")
+    else:
+        parts.append(f"""<p class="note">Groups from {html.escape(fair['groups_file'])}: {fair['matched']} images
+matched, {fair['unmatched']} not (left out). The gap is the largest difference between two groups of an attribute
+(groups under {s['settings']['min_group_size']} images are shown but not compared); the interval is a 95% bootstrap
+interval of that gap (resampling images within each group); p is the share of random reassignments of the
+group labels giving a gap at least as large (small p: the gap is unlikely to be chance alone). The largest of
+several noisy gaps is above 0 even when the groups do not differ, so its interval rarely reaches 0: judge whether a
+gap is real by p, and its likely size by the interval.</p>""")
+        for attr, a in fair["attributes"].items():
+            parts.append(f"<h3>{html.escape(attr)}</h3>")
+            parts.append(_table(["group", "n", "accuracy", "mean-class accuracy"] + [REGION_LABELS[k] for k in REGIONS],
+                                [[g, v["n"], _pct(v["accuracy"]), _pct(v["mean_class_accuracy"])]
+                                 + [_pct(v["regions"][k]) if v["regions"] else "n/a" for k in REGIONS]
+                                 for g, v in a["groups"].items()]))
+            if "accuracy_gap" in a:
+                rows = []
+                for key, name in (("accuracy_gap", "accuracy"), ("mean_class_accuracy_gap", "mean-class accuracy")):
+                    gp = a[key]
+                    rows.append([name, f"{gp['gap']:.1%}", f"{gp['best']} vs {gp['worst']}",
+                                 f"{gp['ci95'][0]:.1%} to {gp['ci95'][1]:.1%}", f"{gp['p_value']:.3f}"])
+                parts.append(_table(["largest gap in", "gap", "between", "95% interval", "p"], rows))
+            else:
+                parts.append(f"<p>{html.escape(a.get('note', ''))}</p>")
+        parts.append(_img(out, "regions_per_group.png", "region shares per group"))
+
+    t = s["timings_s"]
+    parts.append(f"<h2>Run</h2><p class=\"note\">Timings (s): {html.escape(json.dumps(t))}. Settings: "
+                 f"{html.escape(json.dumps(s['settings']))}.</p></body></html>")
+    path = out / "report.html"
+    path.write_text("\n".join(parts))
+    return path
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.time()
+    model = load_model(args.weights, fallback=False)
+    split = args.split or DEFAULT_SPLIT[args.dataset]
+    items = list_split(args.dataset, args.data, split)
+    if args.limit and args.limit < len(items):
+        items = random.Random(args.seed).sample(items, args.limit)
+    summary = run_audit(model, items, args.out, data_root=args.data, dataset=args.dataset, split=split,
+                        detect_faces=args.detect_faces, method=_method_name(args.method), layer=args.layer,
+                        methods=args.methods, faithfulness_limit=args.faithfulness_limit,
+                        sanity_limit=args.sanity_limit, n_random=args.n_random, n_mistakes=args.mistakes,
+                        groups=args.groups, bootstrap=args.bootstrap, min_group_size=args.min_group_size,
+                        seed=args.seed, progress=not args.no_progress)
+    f = summary["faithfulness"]
+    print(f"accuracy {summary['accuracy']:.1%}, mean-class {summary['mean_class_accuracy']:.1%} (n={summary['n']})")
+    if f:
+        print("faithfulness (mean drop): " + ", ".join(f"{k} {v:.4f}" for k, v in f.items()))
+    if summary["sanity_rank_correlation"] is not None:
+        print(f"sanity rank correlation after randomising {summary['settings']['sanity_stages'][-1]}: "
+              f"{summary['sanity_rank_correlation']:.3f}")
+    if summary["outside_face_share"] is not None:
+        print(f"heatmap mass outside the face: {summary['outside_face_share']:.1%}")
+    print(f"report: {Path(args.out) / 'report.html'} (total {time.time() - t0:.0f} s)")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
