@@ -55,7 +55,7 @@ def baseline_frame(model, frame, encode) -> dict:
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from emotion.explain import overlay
+    from emotion.explain import DEFAULT_LAYER, LAYERS, overlay
     from emotion.faces import crop_box, cut, detect_faces
 
     t = [time.perf_counter()]
@@ -66,7 +66,8 @@ def baseline_frame(model, frame, encode) -> dict:
     probs = model.predict(crops)
     t.append(time.perf_counter())
     x = model.prep.to_input(crops)
-    with torch.enable_grad(), GradCAM(model=model.net, target_layers=[model.net.layer4[-1]]) as cam:
+    layer = LAYERS[DEFAULT_LAYER](model.net)  # the layer the app reads
+    with torch.enable_grad(), GradCAM(model=model.net, target_layers=[layer]) as cam:
         maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(p.argmax())) for p in probs])
     model.net.zero_grad(set_to_none=True)
     t.append(time.perf_counter())

@@ -61,8 +61,12 @@ def _blend_heatmap(img: np.ndarray, face: FaceResult) -> None:
     img[y0:y1, x0:x1] = overlay(img[y0:y1, x0:x1], hm[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0], 0.6)
 
 
-def face_panel(face: FaceResult, index: int | None = None, side: int = 224) -> np.ndarray:
-    """[face crop | heatmap over the crop | probability bars], RGB uint8, `side` pixels high."""
+def face_panel(face: FaceResult, index: int | None = None, side: int = 224,
+               extra: np.ndarray | None = None) -> np.ndarray:
+    """[face crop | heatmap over the crop | probability bars | `extra`], RGB uint8, `side` pixels high.
+
+    `extra` (any RGB picture, e.g. the region chart) is scaled to the panel's height and added on the right.
+    """
     crop = cv2.resize(face.crop, (side, side), interpolation=cv2.INTER_AREA if face.crop.shape[0] > side
                       else cv2.INTER_LINEAR)
     heat = overlay(crop, face.heatmap)
@@ -80,4 +84,8 @@ def face_panel(face: FaceResult, index: int | None = None, side: int = 224) -> n
                       _colour(name), -1)
         _text(bars, f"{p:.0%}", (x_max + 2, y + int(row * 0.7)), 0.4, (0, 0, 0))
     gap = np.full((side, 4, 3), 255, np.uint8)
-    return np.concatenate([crop, gap, heat, gap, bars], axis=1)
+    parts = [crop, gap, heat, gap, bars]
+    if extra is not None:
+        h, w = extra.shape[:2]
+        parts += [gap, cv2.resize(extra, (max(1, round(w * side / h)), side), interpolation=cv2.INTER_AREA)]
+    return np.concatenate(parts, axis=1)

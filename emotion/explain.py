@@ -42,7 +42,10 @@ LAYERS = {
     "layer2 (1/8)": lambda net: net.layer2[-1],
 }
 STAGES = ("layer1", "layer2", "layer3", "layer4")
-DEFAULT_LAYER = "layer4 (last block, 1/32)"
+# layer3 by default: at the 64 px input, layer4 is a 2x2 grid. On 600 FER2013 PublicTest faces (python -m
+# train.audit) layer3's Grad-CAM removed 0.120 of the class's probability against 0.054 for random maps
+# and put 19% of its mass outside the face; layer4's: 0.058 against 0.041, and 40% outside.
+DEFAULT_LAYER = "layer3 (1/16)"
 
 
 def resolve_layer(name: str) -> str:

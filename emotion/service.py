@@ -11,6 +11,8 @@ import numpy as np
 
 from emotion.draw import annotate, face_panel
 from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD
+from emotion.faithfulness import face_faithfulness
+from emotion.regions import REGION_LABELS, face_region_shares, region_chart
 from emotion.live import LiveState
 from emotion.model import EmotionModel
 from emotion.pipeline import Analysis, analyse
@@ -32,38 +34,62 @@ class PhotoView:
     result: dict  # the API's JSON (without heatmaps)
 
 
+def honesty(model: EmotionModel, a: Analysis) -> list[dict]:
+    """For each face: how faithful its heatmap is (against random maps) and where its mass lies."""
+    out = []
+    for face in a.faces:
+        f = face_faithfulness(model, face, layer=a.layer)
+        out.append({"faithfulness": {k: f[k] for k in ("score", "random_mean", "beats_random", "n_random",
+                                                        "level", "verdict")},
+                    "regions": face_region_shares(face, scale=a.scale)})
+    return out
+
+
 def photo(model: EmotionModel, image, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
           explain_for: str | None = PREDICTED, whole_image: bool = False) -> PhotoView:
     """Analyse an uploaded picture for display. Raises ImageError / ValueError with a user message."""
     a = analyse(image, model, method=method, layer=layer, explain_class=_explain_class(explain_for),
                 whole_image=whole_image)
-    panels = [(face_panel(f, i + 1), _caption(i, f)) for i, f in enumerate(a.faces)]
-    return PhotoView(annotate(a), panels, a.faces[0].probabilities if a.faces else None, status(a),
-                     a.to_json(with_heatmap=False))
+    checks = honesty(model, a)
+    panels = [(face_panel(f, i + 1, extra=region_chart(c["regions"], title="where the map lies")),
+               _caption(i, f, c)) for i, (f, c) in enumerate(zip(a.faces, checks))]
+    result = a.to_json(with_heatmap=False)
+    for face_json, c in zip(result["faces"], checks):
+        face_json.update(c)
+    return PhotoView(annotate(a), panels, a.faces[0].probabilities if a.faces else None, status(a, checks),
+                     result)
 
 
-def _caption(i: int, face) -> str:
+def _caption(i: int, face, check: dict) -> str:
     top = face.probabilities[face.label]
     empty = " (no positive evidence for this class anywhere)" if float(face.heatmap.max()) <= 0 else ""
-    return f"Face {i + 1}: {face.label} {top:.0%}; heatmap for {face.explained}{empty}"
+    regions = ", ".join(f"{REGION_LABELS[k]} {v:.0%}" for k, v in check["regions"].items())
+    return (f"Face {i + 1}: {face.label} {top:.0%}; heatmap for {face.explained}{empty}. "
+            f"{check['faithfulness']['verdict']} Map mass: {regions}.")
 
 
-def status(a: Analysis) -> str:
+def status(a: Analysis, checks: list[dict] | None = None) -> str:
     n = len(a.faces)
     lines = []
     if n:
         found = ", ".join(f"**{i + 1}.** {f.label} ({f.probabilities[f.label]:.0%})" for i, f in enumerate(a.faces))
         lines.append(f"{n} face{'s' if n > 1 else ''}: {found}. Heatmaps: {a.method} at {a.layer.split()[0]}.")
+        for i, c in enumerate(checks or []):
+            lines.append(f"Face {i + 1}, heatmap for {a.faces[i].explained}: {c['faithfulness']['verdict']}")
     lines += [f"_{m}_" for m in a.messages]
     return "\n\n".join(lines)
 
 
 def predict(model: EmotionModel, image, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
             explain_for: str | None = PREDICTED, whole_image: bool = False) -> dict:
-    """The API's answer: every face's box, label, seven probabilities and heatmap (model input size, 0..1)."""
+    """The API's answer: every face's box, label, seven probabilities, heatmap (model input size, 0..1),
+    the heatmap's faithfulness against random maps, and its share on each facial region."""
     a = analyse(image, model, method=method, layer=layer, explain_class=_explain_class(explain_for),
                 whole_image=whole_image)
-    return a.to_json(with_heatmap=True)
+    result = a.to_json(with_heatmap=True)
+    for face_json, c in zip(result["faces"], honesty(model, a)):
+        face_json.update(c)
+    return result
 
 
 def live_frame(model: EmotionModel, frame: np.ndarray | None, state: LiveState | None,

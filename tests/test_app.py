@@ -32,6 +32,10 @@ def test_readme_api_call_works_against_the_live_server(server, capsys):
     hm = np.array(face["heatmap"])
     assert hm.ndim == 2 and hm.shape[0] == hm.shape[1] and 0 <= hm.min() and hm.max() <= 1
     assert face["label"] in capsys.readouterr().out
+    f = face["faithfulness"]
+    assert 0 <= f["beats_random"] <= f["n_random"] == 10 and f["verdict"]
+    assert set(face["regions"]) == {"eyes_brows", "nose", "mouth", "rest_of_face", "outside_face"}
+    assert sum(face["regions"].values()) == pytest.approx(1, abs=1e-3)
 
 
 def test_api_options_and_no_face(server):
