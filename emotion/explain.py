@@ -6,9 +6,10 @@ logits and one heatmap (0..1, at the model's input size) per face for the class 
 Grad-CAM, the default, takes a direct path (`gradcam`): the network runs without autograd up to the
 layer read, and only the part above it is differentiated, with respect to that layer's activations alone
 (no gradient reaches the weights or the input). It gives pytorch-grad-cam's GradCAM map to float
-precision (tests/test_explain.py checks it) at the cost of little more than the forward pass, and keeps
-no state, so requests run side by side. The other methods go through pytorch-grad-cam, whose hooks live
-on the shared network, so they run one at a time under the model's lock.
+precision (tests/test_explain.py checks it) at the cost of little more than the forward pass. The other
+methods go through pytorch-grad-cam, whose hooks live on the shared network: every forward pass, the direct
+one included, therefore runs under the model's lock, or another request's hooks would record its
+activations (the load test caught exactly that).
 """
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ def explain(model: EmotionModel, x: torch.Tensor, classes: list[int | None], met
     if cam_cls is None:
         raise ValueError(f"Unknown explanation method {method!r}; choose from {', '.join(METHODS)}.")
     if cam_cls is GradCAM:
-        return gradcam(model.net, x, classes, layer)
+        with model.lock:
+            return gradcam(model.net, x, classes, layer)
     net = model.net
     target_layer = LAYERS[resolve_layer(layer)](net)
     with model.lock, torch.enable_grad(), cam_cls(model=net, target_layers=[target_layer]) as cam:

@@ -85,3 +85,23 @@ def test_pictures_of_the_result(model):
     assert not np.array_equal(live[y0:y1, x0:x1], framed[y0:y1, x0:x1])  # heatmap blended into the face
     panel = face_panel(a.faces[0], 1)
     assert panel.shape[0] == 224 and panel.shape[1] > 3 * 224 and panel.dtype == np.uint8
+
+
+def test_concurrent_requests_never_share_state(model):
+    """Grad-CAM, a hooked method and the faithfulness check at once on one model: each answer is its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from emotion import service
+
+    jobs = [(fx.PORTRAIT, "Grad-CAM"), (fx.SECOND_PORTRAIT, "Grad-CAM++"), (np.asarray(fx.ten_faces()), "Grad-CAM"),
+            (fx.SECOND_PORTRAIT, "Grad-CAM")] * 2
+    reference = [service.predict(model, img, method) for img, method in jobs[:4]]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda job: service.predict(model, *job), jobs))
+    for k, got in enumerate(answers):
+        want = reference[k % 4]
+        assert len(got["faces"]) == len(want["faces"])
+        for g, w in zip(got["faces"], want["faces"]):
+            assert g["probabilities"] == pytest.approx(w["probabilities"], abs=1e-4)
+            assert np.abs(np.array(g["heatmap"]) - np.array(w["heatmap"])).max() < 1e-3
+            assert g["faithfulness"]["score"] == pytest.approx(w["faithfulness"]["score"], abs=1e-4)
