@@ -103,7 +103,7 @@ def build_demo(model: EmotionModel) -> gr.Blocks:
                 with gr.Column(scale=3):
                     status = gr.Markdown()
                     annotated = gr.Image(label="Faces found", interactive=False, format="jpeg")
-                    panels = gr.Gallery(label="Each face: crop | heatmap | probabilities", columns=1,
+                    panels = gr.Gallery(label="Each face: crop | heatmap | probabilities | where the map lies", columns=1,
                                         height="auto", object_fit="contain", format="png")
                     probs = gr.Label(num_top_classes=7, label="Probabilities (largest face)")
                     result = gr.JSON(label="Result", open=False)

@@ -122,7 +122,7 @@ def upload_portrait(page: Page) -> str:
     predicted = re.search(ANY_CLASS, status.inner_text()).group(0)
     probs = block(page, "Probabilities (largest face)")
     expect(probs.get_by_test_id("label-output-value")).to_have_text(predicted)
-    expect(block(page, "Each face: crop | heatmap | probabilities").locator("img")).to_have_count(1)
+    expect(block(page, "Each face: crop | heatmap | probabilities | where the map lies").locator("img")).to_have_count(1)
     return predicted
 
 
@@ -134,7 +134,7 @@ def test_upload_shows_label_probabilities_and_heatmap(page):
     assert {m.get_attribute("aria-label") for m in probs.locator("meter").all()} == set(CLASSES)
     faces = block(page, "Faces found").locator("img")
     assert wait_loaded(faces)[0] > 0
-    panel = block(page, "Each face: crop | heatmap | probabilities").locator("img")
+    panel = block(page, "Each face: crop | heatmap | probabilities | where the map lies").locator("img")
     expect(panel).to_have_attribute("alt", re.compile(rf"^Face 1: {predicted} \d+%; heatmap for {predicted}"))
     width, height = wait_loaded(panel)
     assert width > 2 * height  # crop | heatmap | bars, side by side
@@ -146,7 +146,7 @@ def test_upload_shows_label_probabilities_and_heatmap(page):
 def test_why_not_another_class_redraws_the_heatmap(page):
     predicted = upload_portrait(page)
     other = "surprise" if predicted != "surprise" else "happy"
-    panel = block(page, "Each face: crop | heatmap | probabilities").locator("img")
+    panel = block(page, "Each face: crop | heatmap | probabilities | where the map lies").locator("img")
     before = panel.get_attribute("src")
 
     block(page, "Heatmap for (why not X?)").get_by_label(other, exact=True).check()
