@@ -28,7 +28,7 @@ def _explain_class(choice: str | None) -> str | None:
 @dataclass
 class PhotoView:
     annotated: np.ndarray | None  # the picture with labelled boxes
-    panels: list[tuple[np.ndarray, str]]  # per face: (crop | heatmap | bars) image, caption
+    panels: list[tuple[np.ndarray, str]]  # per face: (crop | heatmap | bars | regions) image, caption
     probabilities: dict[str, float] | None  # of the first (largest) face, for gr.Label
     status: str  # markdown: what was found, and any message for the user
     result: dict  # the API's JSON (without heatmaps)
@@ -45,17 +45,24 @@ def honesty(model: EmotionModel, a: Analysis) -> list[dict]:
     return out
 
 
-def photo(model: EmotionModel, image, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
-          explain_for: str | None = PREDICTED, whole_image: bool = False) -> PhotoView:
-    """Analyse an uploaded picture for display. Raises ImageError / ValueError with a user message."""
+def _checked(model: EmotionModel, image, method, layer, explain_for, whole_image,
+             with_heatmap: bool) -> tuple[Analysis, list[dict], dict]:
+    """analyse(), the honesty checks of every face, and the JSON answer with those checks in it."""
     a = analyse(image, model, method=method, layer=layer, explain_class=_explain_class(explain_for),
                 whole_image=whole_image)
     checks = honesty(model, a)
-    panels = [(face_panel(f, i + 1, extra=region_chart(c["regions"], title="where the map lies")),
-               _caption(i, f, c)) for i, (f, c) in enumerate(zip(a.faces, checks))]
-    result = a.to_json(with_heatmap=False)
+    result = a.to_json(with_heatmap=with_heatmap)
     for face_json, c in zip(result["faces"], checks):
         face_json.update(c)
+    return a, checks, result
+
+
+def photo(model: EmotionModel, image, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
+          explain_for: str | None = PREDICTED, whole_image: bool = False) -> PhotoView:
+    """Analyse an uploaded picture for display. Raises ImageError / ValueError with a user message."""
+    a, checks, result = _checked(model, image, method, layer, explain_for, whole_image, with_heatmap=False)
+    panels = [(face_panel(f, i + 1, extra=region_chart(c["regions"], title="where the map lies")),
+               _caption(i, f, c)) for i, (f, c) in enumerate(zip(a.faces, checks))]
     return PhotoView(annotate(a), panels, a.faces[0].probabilities if a.faces else None, status(a, checks),
                      result)
 
@@ -84,12 +91,7 @@ def predict(model: EmotionModel, image, method: str = DEFAULT_METHOD, layer: str
             explain_for: str | None = PREDICTED, whole_image: bool = False) -> dict:
     """The API's answer: every face's box, label, seven probabilities, heatmap (model input size, 0..1),
     the heatmap's faithfulness against random maps, and its share on each facial region."""
-    a = analyse(image, model, method=method, layer=layer, explain_class=_explain_class(explain_for),
-                whole_image=whole_image)
-    result = a.to_json(with_heatmap=True)
-    for face_json, c in zip(result["faces"], honesty(model, a)):
-        face_json.update(c)
-    return result
+    return _checked(model, image, method, layer, explain_for, whole_image, with_heatmap=True)[2]
 
 
 def live_frame(model: EmotionModel, frame: np.ndarray | None, state: LiveState | None,
