@@ -56,12 +56,12 @@ def baseline_frame(model, frame, encode) -> dict:
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     from emotion.explain import DEFAULT_LAYER, LAYERS, overlay
-    from emotion.faces import crop_box, cut, detect_faces
+    from emotion.faces import cut, detect_faces
 
     t = [time.perf_counter()]
     dets = detect_faces(frame)
     t.append(time.perf_counter())
-    squares = [crop_box(d, model.prep.face_margin, frame.shape) for d in dets]
+    squares = [model.prep.square(d, frame.shape) for d in dets]
     crops = [cut(frame, s) for s in squares]
     probs = model.predict(crops)
     t.append(time.perf_counter())

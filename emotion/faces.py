@@ -63,15 +63,55 @@ def whole_image_face(rgb: np.ndarray) -> Detection:
     return Detection((0, 0, w, h), 1.0, (), whole_image=True)
 
 
-def crop_box(det: Detection, margin: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """The square around a detection grown by `margin` of its size on each side (may leave the image)."""
+# The framing of FER2013's faces, measured with this detector on 574 PublicTest pictures (emotion.regions'
+# template): the eyes are 0.355 of the picture's side apart and their midpoint lies 0.366 of the way down.
+FER_EYE_DISTANCE, FER_EYE_LINE = 0.355, 0.366
+# Below this eye distance for its box width, a face is turned (the eyes come closer): frame it by its box.
+MIN_SIDE_PER_BOX_WIDTH = 1.2
+
+
+def crop_box(det: Detection, margin: float, shape: tuple[int, ...], eye_distance: float | None = None,
+             eye_line: float = FER_EYE_LINE) -> tuple[int, int, int, int]:
+    """The square the model sees for a detection (may leave the image).
+
+    With `eye_distance` (a share of the square's side, stored in the model's config.json from the training
+    data), the square is framed on the eyes as the training faces were: side = eye distance / `eye_distance`
+    (at least MIN_SIDE_PER_BOX_WIDTH box widths, for turned heads), centred across on the eyes' midpoint,
+    which sits `eye_line` of the side from the top. Without it (or without landmarks), the square is the
+    detector's box grown by `margin` of its size on each side.
+    """
     if det.whole_image:
         return det.box
     x0, y0, x1, y1 = det.box
+    if eye_distance and len(det.landmarks) >= 2:
+        (rx, ry), (lx, ly) = det.landmarks[:2]
+        side = max(float(np.hypot(lx - rx, ly - ry)) / eye_distance, MIN_SIDE_PER_BOX_WIDTH * (x1 - x0))
+        cx, top = (rx + lx) / 2, (ry + ly) / 2 - eye_line * side
+        left = cx - side / 2
+        return int(round(left)), int(round(top)), int(round(left + side)), int(round(top + side))
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
     half = side / 2
     return int(round(cx - half)), int(round(cy - half)), int(round(cx + half)), int(round(cy + half))
+
+
+def measure_framing(crops: list[np.ndarray]) -> tuple[float, float, int] | None:
+    """(eye distance, eye line, faces measured) of face crops, as shares of their side; None if too few found.
+
+    Training runs this on a sample of its pictures so the app frames faces the way the model learned them.
+    """
+    dist, line = [], []
+    for rgb in crops:
+        faces = detect_faces(rgb)
+        if not faces:
+            continue
+        h, w = rgb.shape[:2]
+        (rx, ry), (lx, ly) = faces[0].landmarks[:2]
+        dist.append(float(np.hypot((lx - rx) / w, (ly - ry) / h)))
+        line.append((ry + ly) / 2 / h)
+    if len(dist) < max(10, len(crops) // 4):
+        return None
+    return round(float(np.median(dist)), 3), round(float(np.median(line)), 3), len(dist)
 
 
 def cut(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:

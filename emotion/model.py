@@ -41,13 +41,16 @@ class Preprocess:
     std: tuple[float, ...] = (0.25, 0.25, 0.25)
     grayscale: bool = True  # FER2013 is grey: colour photos are made grey the same way
     native_size: int | None = None  # resolution the training images had (48 for FER2013), see `to_input`
-    face_margin: float = 0.25  # grow the detector's box by this share of its size on every side
+    face_margin: float = 0.25  # without eye_distance: grow the detector's box by this share on every side
+    eye_distance: float | None = None  # frame faces so the eyes are this share of the side apart (faces.crop_box)
+    eye_line: float = 0.366  # ... with their midpoint this share of the side from the top
     tta_flip: bool = False  # average the prediction with the mirrored face
 
     @classmethod
     def from_config(cls, pretrained_cfg: dict, extra: dict | None = None) -> "Preprocess":
         extra = extra or {}
-        known = {k: extra[k] for k in ("grayscale", "native_size", "face_margin", "tta_flip") if k in extra}
+        known = {k: extra[k] for k in ("grayscale", "native_size", "face_margin", "eye_distance", "eye_line",
+                                               "tta_flip") if k in extra}
         return cls(
             size=int(pretrained_cfg["input_size"][-1]),
             mean=tuple(float(v) for v in pretrained_cfg["mean"]),
@@ -60,8 +63,16 @@ class Preprocess:
             "grayscale": self.grayscale,
             "native_size": self.native_size,
             "face_margin": self.face_margin,
+            "eye_distance": self.eye_distance,
+            "eye_line": self.eye_line,
             "tta_flip": self.tta_flip,
         }
+
+    def square(self, det, shape) -> tuple[int, int, int, int]:
+        """The crop square for a face detection, framed as the training faces were."""
+        from emotion.faces import crop_box
+
+        return crop_box(det, self.face_margin, shape, self.eye_distance, self.eye_line)
 
     def to_input(self, crops: list[np.ndarray]) -> torch.Tensor:
         """RGB uint8 crops (any size) -> normalised float batch N x 3 x size x size (channels_last)."""

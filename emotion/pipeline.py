@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD, explain, resolve_layer
-from emotion.faces import DETECT_SIDE, MAX_FACES, MIN_CONFIDENCE, Detection, crop_box, cut, detect_faces, whole_image_face
+from emotion.faces import DETECT_SIDE, MAX_FACES, MIN_CONFIDENCE, Detection, cut, detect_faces, whole_image_face
 from emotion.images import Loaded, load_image
 from emotion.model import EmotionModel
 
@@ -84,7 +84,7 @@ def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: 
         dets = dets[:max_faces]
     faces = []
     if dets:
-        squares = [crop_box(d, model.prep.face_margin, rgb.shape) for d in dets]
+        squares = [model.prep.square(d, rgb.shape) for d in dets]
         crops = [cut(rgb, sq) for sq in squares]
         x = model.prep.to_input(crops)
         t["preprocess"] = time.perf_counter()

@@ -7,7 +7,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from emotion.explain import LAYERS, explain, gradcam
-from emotion.faces import crop_box, cut, detect_faces
+from emotion.faces import cut, detect_faces
 from tests import fixtures as fx
 
 
@@ -17,7 +17,7 @@ def faces(model):
     for path in (fx.PORTRAIT, fx.SECOND_PORTRAIT):
         rgb = np.asarray(Image.open(path).convert("RGB"))
         det = detect_faces(rgb)[0]
-        crops.append(cut(rgb, crop_box(det, model.prep.face_margin, rgb.shape)))
+        crops.append(cut(rgb, model.prep.square(det, rgb.shape)))
     crops.append(np.random.default_rng(0).integers(0, 255, (90, 90, 3), dtype=np.uint8))  # not a face at all
     return model.prep.to_input(crops)
 

@@ -6,6 +6,10 @@ Supported layouts (`--dataset`):
 - `rafdb`: the official `basic/` layout (`EmoLabel/list_patition_label.txt`, `Image/aligned/*_aligned.jpg`
   or `Image/original/*.jpg`) or the Kaggle `DATASET/{train,test}/1..7/` layout with `{train,test}_labels.csv`.
   Splits: train, test.
+- `ferplus`: FER2013's images with Microsoft's FER+ votes (ten taggers per face) instead of its own labels:
+  either the published `fer2013new.csv` beside `fer2013.csv` (row-aligned), or the folder layout above with a
+  per-file table (`--labels`, columns `file` relative to the root, `usage`, and the ten vote columns).
+  Training targets are the vote distribution over our seven classes; test labels are the single top vote.
 - `folder`: `<class>/<image>` under the root, or under `root/<split>/`.
 Every layout yields the same class order, `emotion.model.CLASSES`.
 """
@@ -28,6 +32,12 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 FER_CSV_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 RAFDB_LABELS = {1: "surprise", 2: "fear", 3: "disgust", 4: "happy", 5: "sad", 6: "angry", 7: "neutral"}
 FER_SPLITS = {"train": "Training", "public_test": "PublicTest", "private_test": "PrivateTest"}
+# FER+'s ten vote columns: our seven classes first (by name), then the three we do not model.
+FERPLUS_EXTRA = ("contempt", "unknown", "not_face")
+# fer2013new.csv spells them its own way
+FERPLUS_CSV_COLUMNS = {"neutral": "neutral", "happy": "happiness", "surprise": "surprise", "sad": "sadness",
+                       "angry": "anger", "disgust": "disgust", "fear": "fear", "contempt": "contempt",
+                       "unknown": "unknown", "not_face": "NF"}
 # Other spellings of our class names that folder data sets use.
 ALIASES = {"anger": "angry", "happiness": "happy", "sadness": "sad", "surprised": "surprise",
            "fearful": "fear", "disgusted": "disgust", "contempt": None}
@@ -40,6 +50,7 @@ class Split:
     images: torch.Tensor
     labels: torch.Tensor
     sources: list[str]
+    targets: torch.Tensor | None = None  # N x 7 soft targets (FER+ vote shares), None for hard labels
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -123,6 +134,77 @@ def list_rafdb(root: Path, split: str) -> list[tuple[object, int]]:
             if d.is_dir() and d.name.isdigit() and int(d.name) in RAFDB_LABELS for p in _images_in(d)]
 
 
+def ferplus_rows(root: Path, split: str, labels: str | Path | None = None) -> list[tuple[object, list[int]]]:
+    """(source, ten votes in CLASSES + FERPLUS_EXTRA order) for every image of a FER2013 split."""
+    if split not in FER_SPLITS:
+        raise DatasetError(f"FER+ split must be one of {', '.join(FER_SPLITS)}, not {split!r}.")
+    order = CLASSES + FERPLUS_EXTRA
+    if labels:  # per-file table beside the folder layout
+        table = Path(labels)
+        if not table.is_file():
+            raise DatasetError(f"FER+ label table not found: {table}")
+        with table.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r["usage"].strip() == FER_SPLITS[split]]
+        missing = [c for c in ("file",) + order if rows and c not in rows[0]]
+        if missing:
+            raise DatasetError(f"{table} lacks the columns {', '.join(missing)}.")
+        return [(root / r["file"], [int(float(r[c])) for c in order]) for r in rows]
+    base = root.parent if root.suffix == ".csv" else root
+    fer_csv, new_csv = (root if root.suffix == ".csv" else base / "fer2013.csv"), base / "fer2013new.csv"
+    if not (fer_csv.is_file() and new_csv.is_file()):
+        raise DatasetError(f"FER+ needs fer2013.csv and fer2013new.csv in {base}, or a label table (--labels) "
+                           "for the folder layout.")
+    pixels = {i: (row["pixels"], row["Usage"].strip()) for i, row in
+              enumerate(csv.DictReader(fer_csv.open(newline="")))}
+    out = []
+    with new_csv.open(newline="") as f:
+        for i, row in enumerate(csv.DictReader(f)):
+            usage = row["Usage"].strip()
+            if usage != FER_SPLITS[split]:
+                continue
+            if pixels[i][1] != usage:
+                raise DatasetError(f"{new_csv} row {i} is {usage} but {fer_csv} says {pixels[i][1]}: "
+                                   "the two files are not row-aligned.")
+            votes = [int(float(row[FERPLUS_CSV_COLUMNS[c]] or 0)) for c in order]
+            out.append((np.array(pixels[i][0].split(), dtype=np.uint8).reshape(48, 48), votes))
+    return out
+
+
+def ferplus_label(votes: list[int], strict: bool) -> int | None:
+    """The face's class from its ten votes, or None when FER+ does not give it one of our seven.
+
+    The top vote over all ten categories must be one of our classes (so not-a-face, unknown and contempt
+    faces are left out). `strict` (test sets) also leaves out ties between classes, as the FER+ test set does.
+    """
+    ours, other = votes[:len(CLASSES)], votes[len(CLASSES):]
+    top = max(ours)
+    if top == 0 or top <= max(other):
+        return None
+    if strict and ours.count(top) > 1:
+        return None
+    return ours.index(top)
+
+
+def ferplus_target(votes: list[int]) -> list[float]:
+    """The vote distribution over our seven classes, with single votes dropped as noise (as FER+'s own code)."""
+    ours = [v if v > 1 else 0 for v in votes[:len(CLASSES)]]
+    if sum(ours) == 0:
+        ours = list(votes[:len(CLASSES)])
+    total = sum(ours)
+    return [v / total for v in ours]
+
+
+def list_ferplus(root: Path, split: str, labels=None) -> list[tuple[object, int, list[float]]]:
+    """(source, top-vote class, soft target) for the faces FER+ labels with one of our classes."""
+    strict = split != "train"
+    items = []
+    for source, votes in ferplus_rows(root, split, labels):
+        label = ferplus_label(votes, strict)
+        if label is not None:
+            items.append((source, label, ferplus_target(votes)))
+    return items
+
+
 def list_folder(root: Path, split: str | None) -> list[tuple[object, int]]:
     """`root/<class>/*`, or `root/<split>/<class>/*`; no split means root/train when it exists, else root."""
     if split:
@@ -137,18 +219,25 @@ def list_folder(root: Path, split: str | None) -> list[tuple[object, int]]:
     return [(p, label) for d, label in classes for p in _images_in(d)]
 
 
-def list_split(dataset: str, root: str | Path, split: str | None) -> list[tuple[object, int]]:
+def list_split(dataset: str, root: str | Path, split: str | None, labels=None) -> list[tuple[object, int]]:
+    """(source, class index) for every image of a split; `labels` is FER+'s per-file table (ferplus only)."""
+    return [it[:2] for it in _list(dataset, root, split, labels)]
+
+
+def _list(dataset: str, root: str | Path, split: str | None, labels=None) -> list[tuple]:
     root = Path(root)
     if not root.exists():
         raise DatasetError(f"Data set path not found: {root}")
-    if dataset == "fer2013":
+    if dataset == "ferplus":
+        items = list_ferplus(root, split or "train", labels)
+    elif dataset == "fer2013":
         items = list_fer2013(root, split or "train")
     elif dataset == "rafdb":
         items = list_rafdb(root, split or "train")
     elif dataset == "folder":
         items = list_folder(root, split)
     else:
-        raise DatasetError(f"Unknown data set kind {dataset!r}: use fer2013, rafdb or folder.")
+        raise DatasetError(f"Unknown data set kind {dataset!r}: use fer2013, ferplus, rafdb or folder.")
     if not items:
         raise DatasetError(f"No images found for {dataset} split {split!r} under {root}.")
     return items
@@ -168,22 +257,24 @@ def _read(source: object, size: int, grayscale: bool) -> np.ndarray:
 
 
 def load_split(dataset: str, root: str | Path, split: str | None, size: int, grayscale: bool = True,
-               limit: int | None = None, seed: int = 0, workers: int = 8) -> Split:
+               limit: int | None = None, seed: int = 0, workers: int = 8, labels=None) -> Split:
     """Read a split into memory at `size` x `size`. `limit` keeps a random subset (for quick runs)."""
-    items = list_split(dataset, root, split)
+    items = _list(dataset, root, split, labels)
     if limit and limit < len(items):
         items = random.Random(seed).sample(items, limit)
     with ThreadPoolExecutor(workers) as pool:
         arrays = list(pool.map(lambda it: _read(it[0], size, grayscale), items))
     images = torch.from_numpy(np.stack(arrays))
-    labels = torch.tensor([label for _, label in items], dtype=torch.int64)
-    sources = [str(s) if not isinstance(s, np.ndarray) else f"{dataset}.csv:{split}:{i}" for i, (s, _) in enumerate(items)]
-    return Split(images, labels, sources)
+    classes = torch.tensor([it[1] for it in items], dtype=torch.int64)
+    sources = [str(it[0]) if not isinstance(it[0], np.ndarray) else f"{dataset}.csv:{split}:{i}"
+               for i, it in enumerate(items)]
+    targets = torch.tensor([it[2] for it in items], dtype=torch.float32) if len(items[0]) > 2 else None
+    return Split(images, classes, sources, targets)
 
 
-def native_size(dataset: str, root: str | Path, split: str | None) -> int | None:
+def native_size(dataset: str, root: str | Path, split: str | None, labels=None) -> int | None:
     """The side of the data set's images when they are all one square size (48 for FER2013), else None."""
-    items = list_split(dataset, root, split)[:50]
+    items = list_split(dataset, root, split, labels)[:50]
     sizes = set()
     for source, _ in items:
         if isinstance(source, np.ndarray):
@@ -211,6 +302,7 @@ def split_off(split: Split, fraction: float, seed: int = 0) -> tuple[Split, Spli
     keep = mask.nonzero().flatten()
 
     def take(idx):
-        return Split(split.images[idx], split.labels[idx], [split.sources[i] for i in idx.tolist()])
+        targets = None if split.targets is None else split.targets[idx]
+        return Split(split.images[idx], split.labels[idx], [split.sources[i] for i in idx.tolist()], targets)
 
     return take(keep), take(held)

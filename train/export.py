@@ -76,6 +76,16 @@ def write_card(out: str | Path, training: dict | None = None, evaluation: tuple[
     return out
 
 
+def _framing_text(config: dict, size: int) -> str:
+    pre = config["preprocess"]
+    if pre.get("eye_distance"):
+        return (f"Input: one face crop, a square framed on the face detector's eye landmarks as the training faces "
+                f"were (eyes {pre['eye_distance']:.3f} of the side apart, their midpoint {pre['eye_line']:.3f} of "
+                f"the side from the top), resized to {size}x{size}.")
+    return (f"Input: one face crop, as found by the app's face detector (the box grown by "
+            f"{pre['face_margin']:.0%} on each side), resized to {size}x{size}.")
+
+
 def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
@@ -96,9 +106,7 @@ def render_card(results: dict, config: dict) -> str:
         "",
         f"# Facial-emotion classifier: timm ResNet50, {size}x{size} {'grey' if config['preprocess']['grayscale'] else 'colour'}",
         "",
-        "Seven classes: " + ", ".join(config.get("label_names", CLASSES)) + ". "
-        "Input: one face crop, as found by the app's face detector (the box grown by "
-        f"{config['preprocess']['face_margin']:.0%} on each side), resized to {size}x{size}.",
+        "Seven classes: " + ", ".join(config.get("label_names", CLASSES)) + ". " + _framing_text(config, size),
         "",
     ]
     if results.get("note"):
