@@ -32,6 +32,9 @@ METHODS = {
     "LayerCAM": LayerCAM,
     "Eigen-CAM": EigenCAM,
 }
+# Methods whose map does not depend on the class asked about (Eigen-CAM: the first principal component of
+# the layer's activations): they cannot answer "why not X?".
+CLASS_AGNOSTIC = frozenset({"Eigen-CAM"})
 CONTROL_METHODS = {"Random": RandomCAM}  # a map with no information, the baseline faithfulness is judged against
 DEFAULT_METHOD = "Grad-CAM"
 
