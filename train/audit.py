@@ -75,7 +75,9 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default="weights", help="model folder, local-dir:PATH or hf-hub:owner/name")
     p.add_argument("--data", required=True)
-    p.add_argument("--dataset", choices=["fer2013", "rafdb", "folder"], default="fer2013")
+    p.add_argument("--dataset", choices=["fer2013", "ferplus", "rafdb", "folder"], default="fer2013")
+    p.add_argument("--labels", default=None, help="ferplus: per-file FER+ vote table for the folder layout "
+                   "(without it, fer2013new.csv beside fer2013.csv)")
     p.add_argument("--split", default=None, help="fer2013: train, public_test, private_test; rafdb: train, test")
     p.add_argument("--groups", default=None, help="CSV: image, then one column per attribute (fairness)")
     p.add_argument("--detect-faces", action="store_true", help="find the face first (uncropped photos)")
@@ -722,7 +724,7 @@ def main(argv=None) -> dict:
     t0 = time.time()
     model = load_model(args.weights, fallback=False)
     split = args.split or DEFAULT_SPLIT[args.dataset]
-    items = list_split(args.dataset, args.data, split)
+    items = list_split(args.dataset, args.data, split, args.labels)
     if args.limit and args.limit < len(items):
         items = random.Random(args.seed).sample(items, args.limit)
     summary = run_audit(model, items, args.out, data_root=args.data, dataset=args.dataset, split=split,

@@ -26,7 +26,7 @@ from train.data import list_split
 from train.export import write_card
 from train.metrics import scores
 
-DEFAULT_SPLIT = {"fer2013": "private_test", "rafdb": "test", "folder": None}
+DEFAULT_SPLIT = {"fer2013": "private_test", "ferplus": "private_test", "rafdb": "test", "folder": None}
 
 
 def parse_args(argv=None):
@@ -34,7 +34,9 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default="weights", help="model folder, local-dir:PATH or hf-hub:owner/name")
     p.add_argument("--data", required=True)
-    p.add_argument("--dataset", choices=["fer2013", "rafdb", "folder"], default="fer2013")
+    p.add_argument("--dataset", choices=["fer2013", "ferplus", "rafdb", "folder"], default="fer2013")
+    p.add_argument("--labels", default=None, help="ferplus: per-file FER+ vote table for the folder layout "
+                   "(without it, fer2013new.csv beside fer2013.csv)")
     p.add_argument("--split", default=None, help="fer2013: train, public_test, private_test; rafdb: train, test")
     p.add_argument("--detect-faces", action="store_true", help="find the face first (uncropped photos)")
     p.add_argument("--out", required=True, help="folder for metrics.json and confusion_matrix.png")
@@ -67,7 +69,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     model = load_model(args.weights, fallback=False)
     split = args.split or DEFAULT_SPLIT[args.dataset]
-    items = list_split(args.dataset, args.data, split)
+    items = list_split(args.dataset, args.data, split, args.labels)
     if args.limit and args.limit < len(items):
         items = random.Random(0).sample(items, args.limit)
     y_true, y_pred, no_face, unreadable = [], [], 0, 0
