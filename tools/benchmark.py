@@ -1,6 +1,6 @@
 """Time the webcam path on this CPU: per stage and end to end, the app's pipeline against a plain one.
 
-    python -m emotion.benchmark --json bench.json [--frames 100] [--threads 2] [--model weights]
+    python -m tools.benchmark --json bench.json [--frames 100] [--threads 2] [--model weights]
 
 Frames are 640x480, made from the project's own example photos: one face, and ten faces. Per frame:
 (a) baseline: detect, crop, predict, then pytorch-grad-cam's GradCAM for the predicted class (a second
@@ -114,7 +114,7 @@ def forward_floor(model, runs: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m emotion.benchmark", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tools.benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", default=None, help="write the figures here")
     p.add_argument("--frames", type=int, default=100, help="timed frames per case (after 5 warm-up frames)")

@@ -1,6 +1,6 @@
 """Load, memory and fault test of the running app, through `gradio_client` as real users call it.
 
-    python -m emotion.loadtest [--url URL] [--clients 16] [--requests 25] [--soak 1000] [--json PATH]
+    python -m tools.loadtest [--url URL] [--clients 16] [--requests 25] [--soak 1000] [--json PATH]
 
 Starts `python app.py` on a free loopback port (unless --url is given) and stops it at the end. Then:
 1. load: --clients threads, each with its own Client, send --requests `/predict` calls each over a mix of
@@ -489,7 +489,7 @@ def summarise(load: dict, memory: dict, faults: dict, end: dict, wall_s: float) 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m emotion.loadtest", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tools.loadtest", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", default=None, help="test this running app instead of starting one")
     p.add_argument("--clients", type=int, default=16, help="concurrent clients in the load phase")

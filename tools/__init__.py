@@ -1,0 +1,1 @@
+"""Developer tooling (benchmark, load test): not part of the app or of what a Space runs."""
