@@ -15,9 +15,10 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
 
-from emotion import service  # noqa: E402
-from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, METHODS  # noqa: E402
+from emotion import service, view  # noqa: E402
+from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, METHODS  # noqa: E402
 from emotion.images import MAX_FILE_BYTES, ImageError  # noqa: E402
 from emotion.model import EmotionModel, load_model  # noqa: E402
 
@@ -61,26 +62,43 @@ def _user_error(e: Exception) -> gr.Error:
     return gr.Error("Something went wrong while analysing this picture; the server is still running.")
 
 
+AGNOSTIC_NOTE = ("{m} draws the same map whatever the class (it shows where the layer's activations are "
+                 "strongest), so it cannot answer \"why not X?\": its heatmap is for each face as it is.")
+MIRRORED = True  # the webcam preview is a mirror, as people expect; Gradio then sends mirrored frames too
+
+
+def unmirror(frame):
+    """A frame from the mirrored webcam in the person's real orientation (what photos of them show)."""
+    return frame if frame is None or not MIRRORED else np.ascontiguousarray(frame[:, ::-1])
+
+
 def build_demo(model: EmotionModel) -> gr.Blocks:
     def on_photo(image, method, layer, explain_for, whole):
         if image is None:
-            return None, [], None, "Upload a photo, paste one, or pick an example.", None
+            return None, "", "Upload a photo, paste one, or pick an example.", None
+        if method in CLASS_AGNOSTIC:  # the radio is reset too, but this event may have fired first
+            explain_for = service.PREDICTED
         try:
             v = service.photo(model, image, method, layer, explain_for, whole)
         except Exception as e:  # a bad picture must not take the page down
             err = _user_error(e)
-            return None, [], None, f"**Could not analyse this picture:** {err.message}", None
-        return v.annotated, v.panels, v.probabilities, v.status, v.result
+            return None, "", f"**Could not analyse this picture:** {err.message}", None
+        return v.annotated, v.faces, v.status, v.result
 
-    def on_predict(image, method, layer, explain_for, whole):
+    def on_method(method):
+        if method in CLASS_AGNOSTIC:
+            return gr.Radio(value=service.PREDICTED, interactive=False, info=AGNOSTIC_NOTE.format(m=method))
+        return gr.Radio(interactive=True, info="Pick another class to see what in the face speaks for it.")
+
+    def on_predict(image, method, layer, heatmap_for, whole_image):
         try:
-            return service.predict(model, image, method, layer, explain_for, whole)
+            return service.predict(model, image, method, layer, heatmap_for, whole_image)
         except Exception as e:
             raise _user_error(e) from None
 
     def on_frame(frame, state, method, layer):
         try:
-            return service.live_frame(model, frame, state, method, layer)
+            return service.live_frame(model, unmirror(frame), state, method, layer)
         except Exception as e:  # keep the stream alive through a bad frame
             log.warning("webcam frame failed: %s", e)
             return gr.skip(), gr.skip(), state
@@ -91,32 +109,30 @@ def build_demo(model: EmotionModel) -> gr.Blocks:
         gr.Markdown(ABOUT)
         with gr.Tab("Photo"):
             with gr.Row():
-                with gr.Column(scale=2):
-                    image = ImageInput(type="filepath", sources=["upload", "clipboard"], label="Photo")
-                    explain_for = gr.Radio(classes, value=service.PREDICTED, label="Heatmap for (why not X?)")
+                with gr.Column(scale=1, min_width=300):
+                    image = ImageInput(type="filepath", sources=["upload", "clipboard"], label="Photo", height=320)
+                    explain_for = gr.Radio(classes, value=service.PREDICTED, label="Heatmap for (why not X?)",
+                                           info="Pick another class to see what in the face speaks for it.")
                     with gr.Row():
                         method = gr.Dropdown(methods, value=DEFAULT_METHOD, label="Explanation method")
                         layer = gr.Dropdown(layers, value=DEFAULT_LAYER, label="Layer it reads")
                     whole = gr.Checkbox(False, label="The picture is one face (already cropped)")
                     run = gr.Button("Analyse", variant="primary")
                     gr.Examples(sorted(str(p) for p in EXAMPLES.glob("*.*")), inputs=[image])
-                with gr.Column(scale=3):
-                    status = gr.Markdown()
-                    annotated = gr.Image(label="Faces found", interactive=False, format="jpeg")
-                    panels = gr.Gallery(label="Each face: crop | heatmap | probabilities | where the map lies", columns=1,
-                                        height="auto", object_fit="contain", format="png")
-                    probs = gr.Label(num_top_classes=7, label="Probabilities (largest face)")
-                    result = gr.JSON(label="Result", open=False)
+                with gr.Column(scale=2, min_width=300):
+                    status = gr.Markdown(elem_id="status")
+                    faces = gr.HTML("", elem_id="faces", css_template=view.CSS, js_on_load=None)
+                    annotated = gr.Image(label="Faces found (numbered as the cards)", interactive=False,
+                                         format="jpeg", height=300)
                     gr.DeepLinkButton()
-            inputs = [image, method, layer, explain_for, whole]
-            outputs = [annotated, panels, probs, status, result]
-            gr.on([run.click, image.change, explain_for.change, method.change, layer.change, whole.change],
-                  on_photo, inputs, outputs, api_visibility="undocumented", trigger_mode="always_last")
         with gr.Tab("Webcam (live)"):
-            gr.Markdown("Turn on the camera: every frame is labelled and explained. Labels are averaged over "
-                        "the last few frames; frames that arrive while one is being analysed are skipped.")
+            gr.Markdown("Turn on the camera: every frame is labelled and explained. The preview is a mirror; "
+                        "the frames are analysed, and shown on the right, the right way round. Labels are "
+                        "averaged over the last few frames; frames that arrive while one is being analysed "
+                        "are skipped.")
             with gr.Row():
-                cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera")
+                cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera",
+                               webcam_options=gr.WebcamOptions(mirror=MIRRORED))
                 live = gr.Image(label="Live: heatmap and label", interactive=False, format="jpeg")
             with gr.Row():
                 live_method = gr.Dropdown(methods, value=DEFAULT_METHOD, label="Explanation method")
@@ -127,6 +143,8 @@ def build_demo(model: EmotionModel) -> gr.Blocks:
                        stream_every=0.1, time_limit=300, concurrency_limit=4, api_visibility="undocumented")
         with gr.Tab("API"):
             gr.Markdown(api_doc())
+            result = gr.JSON(label="What /predict answers for the photo in the Photo tab (heatmaps left out)",
+                             open=False)
             # the documented endpoint: same inputs, JSON out (hidden components, wired to /predict)
             api_in = ImageInput(type="filepath", visible=False, label="image")
             api_method = gr.Textbox(DEFAULT_METHOD, visible=False, label="method")
@@ -138,6 +156,10 @@ def build_demo(model: EmotionModel) -> gr.Blocks:
             api_btn.click(on_predict, [api_in, api_method, api_layer, api_for, api_whole], api_out,
                           api_name="predict", api_description="Faces, labels, probabilities and heatmaps "
                           "for one image.")
+        method.change(on_method, method, explain_for, api_visibility="private", queue=False)
+        gr.on([run.click, image.change, explain_for.change, method.change, layer.change, whole.change],
+              on_photo, [image, method, layer, explain_for, whole], [annotated, faces, status, result],
+              api_visibility="undocumented", trigger_mode="always_last")
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo
 

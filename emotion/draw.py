@@ -50,15 +50,33 @@ def annotate(analysis: Analysis, heatmaps: bool = False,
     return img
 
 
+FEATHER = 0.2  # share of the square's side over which the live heatmap fades out towards its edge
+
+
+def feather(side_y: int, side_x: int, share: float = FEATHER) -> np.ndarray:
+    """A float32 weight over a side_y x side_x square: 0 on its edge, rising smoothly to 1 at `share` of the
+    side inside, so a blended square has no hard edge."""
+    def ramp(n: int) -> np.ndarray:
+        d = np.minimum(np.arange(n), np.arange(n)[::-1]) / max(1.0, share * n)
+        d = np.clip(d, 0, 1)
+        return d * d * (3 - 2 * d)  # smoothstep
+    return np.outer(ramp(side_y), ramp(side_x)).astype(np.float32)
+
+
 def _blend_heatmap(img: np.ndarray, face: FaceResult) -> None:
-    """Blend the face's heatmap, in place, over the square the model saw (the part inside the picture)."""
+    """Blend the face's heatmap, in place, over the square the model saw (the part inside the picture),
+    fading out towards the square's edge."""
     h, w = img.shape[:2]
     cx0, cy0, cx1, cy1 = face.crop_box
     x0, y0, x1, y1 = max(0, cx0), max(0, cy0), min(w, cx1), min(h, cy1)
     if x1 <= x0 or y1 <= y0:
         return
     hm = cv2.resize(face.heatmap, (cx1 - cx0, cy1 - cy0), interpolation=cv2.INTER_LINEAR)
-    img[y0:y1, x0:x1] = overlay(img[y0:y1, x0:x1], hm[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0], 0.6)
+    inside = (slice(y0 - cy0, y1 - cy0), slice(x0 - cx0, x1 - cx0))
+    region = img[y0:y1, x0:x1]
+    blended = overlay(region, hm[inside], 0.6).astype(np.float32)
+    a = feather(cy1 - cy0, cx1 - cx0)[inside][..., None]
+    img[y0:y1, x0:x1] = np.rint(blended * a + region.astype(np.float32) * (1 - a)).astype(np.uint8)
 
 
 def face_panel(face: FaceResult, index: int | None = None, side: int = 224,

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emotion.draw import annotate, face_panel
+from emotion.draw import annotate
 from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD
 from emotion.faithfulness import face_faithfulness
-from emotion.regions import REGION_LABELS, face_region_shares, region_chart
+from emotion.regions import face_region_shares
 from emotion.live import LiveState
 from emotion.model import EmotionModel
 from emotion.pipeline import Analysis, analyse
+from emotion.view import faces_html
 
 PREDICTED = "predicted class"  # the "heatmap for" choice that explains each face's own prediction
 LIVE_DETECT_SIDE = 320  # webcam faces are large: detect on a 320 px frame (4x fewer pixels than 640)
@@ -27,9 +28,8 @@ def _explain_class(choice: str | None) -> str | None:
 
 @dataclass
 class PhotoView:
-    annotated: np.ndarray | None  # the picture with labelled boxes
-    panels: list[tuple[np.ndarray, str]]  # per face: (crop | heatmap | bars | regions) image, caption
-    probabilities: dict[str, float] | None  # of the first (largest) face, for gr.Label
+    annotated: np.ndarray | None  # the picture with numbered, labelled boxes
+    faces: str  # HTML: heatmap legend, then per face its crop and heatmap side by side, bars, verdict, regions
     status: str  # markdown: what was found, and any message for the user
     result: dict  # the API's JSON (without heatmaps)
 
@@ -61,18 +61,8 @@ def photo(model: EmotionModel, image, method: str = DEFAULT_METHOD, layer: str =
           explain_for: str | None = PREDICTED, whole_image: bool = False) -> PhotoView:
     """Analyse an uploaded picture for display. Raises ImageError / ValueError with a user message."""
     a, checks, result = _checked(model, image, method, layer, explain_for, whole_image, with_heatmap=False)
-    panels = [(face_panel(f, i + 1, extra=region_chart(c["regions"], title="where the map lies")),
-               _caption(i, f, c)) for i, (f, c) in enumerate(zip(a.faces, checks))]
-    return PhotoView(annotate(a), panels, a.faces[0].probabilities if a.faces else None, status(a, checks),
-                     result)
-
-
-def _caption(i: int, face, check: dict) -> str:
-    top = face.probabilities[face.label]
-    empty = " (no positive evidence for this class anywhere)" if float(face.heatmap.max()) <= 0 else ""
-    regions = ", ".join(f"{REGION_LABELS[k]} {v:.0%}" for k, v in check["regions"].items())
-    return (f"Face {i + 1}: {face.label} {top:.0%}; heatmap for {face.explained}{empty}. "
-            f"{check['faithfulness']['verdict']} Map mass: {regions}.")
+    # the verdicts are in the face cards, so the status line only says what was found
+    return PhotoView(annotate(a), faces_html(a.faces, checks, a.method, a.layer), status(a), result)
 
 
 def status(a: Analysis, checks: list[dict] | None = None) -> str:

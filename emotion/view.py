@@ -1,0 +1,127 @@
+"""The Photo tab's results as HTML: one card per face, the face and its heatmap side by side first.
+
+Each card: the face crop and the heatmap over it (each `SIDE` px, shrinking on a phone), the label, the seven
+probabilities as bars, how far to trust the heatmap (its faithfulness verdict) and where its mass lies
+(the facial-region shares). Above the cards: what the heatmap's colours mean, with the method and layer.
+Pictures are inlined (data: URLs), so a result is one self-contained value (Gradio's share links keep it).
+"""
+from __future__ import annotations
+
+import base64
+import html
+
+import cv2
+import numpy as np
+
+from emotion.draw import COLOURS
+from emotion.explain import CLASS_AGNOSTIC, overlay
+from emotion.regions import REGION_COLOURS, REGION_LABELS, REGIONS
+
+SIDE = 320  # pixels of each face picture (shown at up to 320 CSS px, at least 256 on a desktop)
+
+CSS = """
+.ev-legend { display: flex; flex-wrap: wrap; align-items: center; gap: 6px 12px; margin: 0 0 10px; }
+.ev-scale { display: inline-block; width: 160px; height: 12px; border-radius: 3px; }
+.ev-face { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 10px; margin: 0 0 12px; }
+.ev-face h3 { margin: 0 0 8px; font-size: 1.1em; }
+.ev-body { display: flex; flex-wrap: wrap; gap: 12px; }
+.ev-pair { display: grid; grid-template-columns: repeat(2, minmax(0, 320px)); gap: 8px; flex: 0 1 648px; }
+.ev-pair figure { margin: 0; min-width: 0; }
+.ev-pair img { width: 100%; height: auto; display: block; border-radius: 4px; }
+.ev-pair figcaption { font-size: 0.85em; text-align: center; }
+.ev-details { flex: 1 1 260px; min-width: 0; }
+.ev-bars { list-style: none; padding: 0; margin: 0 0 8px; }
+.ev-bars li { display: grid; grid-template-columns: 6.5em 1fr 3em; align-items: center; gap: 6px;
+              font-size: 0.9em; margin: 0; padding: 1px 0; }
+.ev-bars .ev-track { background: var(--background-fill-secondary); height: 12px; border-radius: 3px; }
+.ev-bars .ev-fill { height: 12px; border-radius: 3px; }
+.ev-bars .ev-top { font-weight: bold; }
+.ev-bars .ev-pct { text-align: right; }
+.ev-verdict { margin: 6px 0; padding: 6px 8px; border-radius: 4px; border-left: 4px solid #93a1a1;
+              background: var(--background-fill-secondary); font-size: 0.9em; }
+.ev-verdict.good { border-left-color: #2e9d48; }
+.ev-verdict.weak { border-left-color: #d4a100; }
+.ev-verdict.chance, .ev-verdict.untestable, .ev-verdict.empty { border-left-color: #dc322f; }
+.ev-h4 { font-weight: bold; font-size: 0.9em; margin: 8px 0 2px; }
+"""
+
+
+def _data_url(rgb: np.ndarray) -> str:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def face_pictures(face, side: int = SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """(the face crop, the heatmap over it), both `side` x `side` RGB uint8."""
+    interp = cv2.INTER_AREA if face.crop.shape[0] > side else cv2.INTER_CUBIC
+    crop = cv2.resize(face.crop, (side, side), interpolation=interp)
+    return crop, overlay(crop, face.heatmap)
+
+
+def _colour_scale() -> str:
+    """A CSS gradient with the heatmap's own colours (OpenCV's JET, as pytorch-grad-cam draws it), 0 to 1."""
+    jet = cv2.applyColorMap(np.linspace(0, 255, 9).astype(np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0, ::-1]
+    return "linear-gradient(to right, " + ", ".join(f"rgb({r},{g},{b})" for r, g, b in jet) + ")"
+
+
+def legend(method: str, layer: str) -> str:
+    e = html.escape
+    if method in CLASS_AGNOSTIC:
+        meaning = ("red: where the layer's activations are strongest, blue: weakest. This method draws the same "
+                   "map whatever the class, so it cannot answer \"why not X?\".")
+    else:
+        meaning = "red: pixels that raised the class's score most; blue: pixels that did not raise it."
+    return (f'<div class="ev-legend"><span><b>Heatmap</b>: {e(method)} at {e(layer.split()[0])}</span>'
+            f'<span>low <span class="ev-scale" style="background: {_colour_scale()}"></span> high</span>'
+            f'<span>{e(meaning)}</span></div>')
+
+
+def _bars(rows: list[tuple[str, float, tuple[int, int, int]]], top: str | None, label: str, dash: bool = False) -> str:
+    items = []
+    for name, value, (r, g, b) in rows:
+        cls = ' class="ev-top"' if name == top else ""
+        pct = "-" if dash else f"{value:.0%}"
+        items.append(f'<li data-name="{html.escape(name)}" data-value="{value:.4f}"{cls}><span>{html.escape(name)}</span>'
+                     f'<span class="ev-track"><span class="ev-fill" style="display:block; width:{value * 100:.1f}%;'
+                     f' background: rgb({r},{g},{b})"></span></span><span class="ev-pct">{pct}</span></li>')
+    return f'<ul class="ev-bars" aria-label="{html.escape(label)}">' + "".join(items) + "</ul>"
+
+
+def face_card(i: int, face, check: dict, method: str) -> str:
+    """The card of face number `i` (1-based, as on the annotated photo)."""
+    e = html.escape
+    crop, heat = face_pictures(face)
+    top = face.probabilities[face.label]
+    agnostic = method in CLASS_AGNOSTIC
+    about = "not tied to a class" if agnostic else f"for {face.explained}"
+    empty = float(face.heatmap.max()) <= 0
+    faith = check.get("faithfulness") or {}
+    regions = check.get("regions") or {}
+    probs = [(name, float(p), COLOURS.get(name, (0, 160, 0))) for name, p in face.probabilities.items()]
+    shares = [(REGION_LABELS.get(k, k), float(regions.get(k, 0.0)), REGION_COLOURS.get(k, (147, 161, 161)))
+              for k in (*REGIONS, *(k for k in regions if k not in REGIONS))]
+    no_map = " (no positive evidence for this class anywhere: the map is empty)" if empty else ""
+    return (
+        f'<section class="ev-face" data-face="{i}" data-label="{e(face.label)}">'
+        f"<h3>Face {i}: {e(face.label)} {top:.0%}</h3>"
+        '<div class="ev-body"><div class="ev-pair">'
+        f'<figure><img src="{_data_url(crop)}" alt="Face {i}" width="{SIDE}" height="{SIDE}">'
+        "<figcaption>face</figcaption></figure>"
+        f'<figure><img src="{_data_url(heat)}" alt="Face {i}: heatmap {e(about)}" width="{SIDE}" height="{SIDE}">'
+        f"<figcaption>heatmap {e(about)}{e(no_map)}</figcaption></figure></div>"
+        '<div class="ev-details"><div class="ev-h4">Probabilities</div>'
+        + _bars(probs, face.label, f"Face {i} probabilities")
+        + f'<div class="ev-h4">Can this heatmap be trusted?</div>'
+        f'<p class="ev-verdict {e(str(faith.get("level", "")))}">{e(str(faith.get("verdict", "Not checked.")))}</p>'
+        '<div class="ev-h4">Where the heatmap lies</div>'
+        + _bars(shares, None, f"Face {i} heatmap share by region", dash=sum(v for _, v, _ in shares) <= 0)
+        + "</div></div></section>"
+    )
+
+
+def faces_html(faces, checks: list[dict], method: str, layer: str) -> str:
+    """The legend and every face's card, in the order of the numbers on the annotated photo."""
+    if not faces:
+        return ""
+    return legend(method, layer) + "".join(face_card(i + 1, f, c, method) for i, (f, c) in enumerate(zip(faces, checks)))
