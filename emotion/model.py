@@ -32,6 +32,10 @@ class ModelLoadError(RuntimeError):
     """The model could not be loaded; the message says why and what to do."""
 
 
+# What the heatmaps (emotion/explain.py) read from the network: a timm ResNet's stem, stages and head.
+RESNET_PARTS = ("conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4", "forward_head")
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How a face crop becomes model input. Stored in config.json so training and the app agree."""
@@ -48,7 +52,10 @@ class Preprocess:
 
     @classmethod
     def from_config(cls, pretrained_cfg: dict, extra: dict | None = None) -> "Preprocess":
-        extra = extra or {}
+        """From timm's pretrained_cfg and our `preprocess` block. Without the block (a model made elsewhere)
+        the input is what timm's pretrained_cfg describes: colour."""
+        if extra is None:
+            extra = {"grayscale": False}
         known = {k: extra[k] for k in ("grayscale", "native_size", "face_margin", "eye_distance", "eye_line",
                                                "tta_flip") if k in extra}
         return cls(
@@ -69,10 +76,19 @@ class Preprocess:
         }
 
     def square(self, det, shape) -> tuple[int, int, int, int]:
-        """The crop square for a face detection, framed as the training faces were."""
+        """The crop square for a face detection, framed as the training faces were. A whole picture taken
+        as the face gives its centred square (a picture that is not square is cropped, never squashed)."""
         from emotion.faces import crop_box
 
+        if det.whole_image:
+            return centre_square(*det.box)
         return crop_box(det, self.face_margin, shape, self.eye_distance, self.eye_line)
+
+    def describe(self) -> str:
+        framing = (f"framed on the eyes ({self.eye_distance} of the side apart)" if self.eye_distance
+                   else f"detector box + {self.face_margin:.0%} margin")
+        return (f"{'grey' if self.grayscale else 'colour'} {self.size}x{self.size}, mean {self.mean}, "
+                f"std {self.std}, faces {framing}{', mirrored-face averaging' if self.tta_flip else ''}")
 
     def to_input(self, crops: list[np.ndarray]) -> torch.Tensor:
         """RGB uint8 crops (any size) -> normalised float batch N x 3 x size x size (channels_last)."""
@@ -86,13 +102,25 @@ class Preprocess:
         return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
+def centre_square(x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int]:
+    """The largest square centred in a box."""
+    side = min(x1 - x0, y1 - y0)
+    left, top = x0 + (x1 - x0 - side) // 2, y0 + (y1 - y0 - side) // 2
+    return left, top, left + side, top + side
+
+
 def face_pixels(rgb: np.ndarray, size: int, grayscale: bool = True, native_size: int | None = None) -> np.ndarray:
     """An RGB uint8 face crop as the model's pixels: grey (H x W) or RGB, `size` x `size`, uint8.
 
     Training (train/data.py) and the app both go through here, so they resize the same way. A crop larger
     than `native_size` is first brought down to it (area averaging, as when the data set was made), so a
-    sharp webcam face looks like the low-resolution faces the model learned from.
+    sharp webcam face looks like the low-resolution faces the model learned from. A crop that is not square
+    is cut to its centred square first, never squashed.
     """
+    h, w = rgb.shape[:2]
+    if h != w:
+        x0, y0, x1, y1 = centre_square(0, 0, w, h)
+        rgb = rgb[y0:y1, x0:x1]
     img = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if grayscale else rgb
     if native_size and min(img.shape[:2]) > native_size:
         img = cv2.resize(img, (native_size, native_size), interpolation=cv2.INTER_AREA)
@@ -113,9 +141,24 @@ class EmotionModel:
     net: torch.nn.Module
     labels: tuple[str, ...]
     prep: Preprocess
-    source: str
+    source: str  # the folder the weights were read from
     config: dict = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    origin: dict = field(default_factory=dict)  # what was asked for and what answered: see `load_model`
+
+    def describe(self) -> dict:
+        """The model that answers, for the API's JSON: source (hf-hub:owner/name or a folder), the Hub's
+        revision (commit) when it came from there, and why the shipped model stands in if it does."""
+        return {"source": self.origin.get("source", self.source), "revision": self.origin.get("revision"),
+                **({"fallback_reason": self.origin["fallback_reason"]} if self.origin.get("fallback_reason") else {})}
+
+    def name(self) -> str:
+        """One line naming the model, for status text."""
+        d = self.describe()
+        text = d["source"] + (f" (revision {d['revision'][:12]})" if d["revision"] else "")
+        if d.get("fallback_reason"):
+            text += f", standing in for {self.origin['requested']}: {d['fallback_reason']}"
+        return text
 
     @torch.inference_mode()
     def predict(self, crops: list[np.ndarray]) -> np.ndarray:
@@ -155,39 +198,88 @@ def _check_folder(path: Path) -> None:
         raise ModelLoadError(f"{weights_file} is empty or truncated.")
 
 
-def _download_from_hub(repo: str) -> Path:
-    """Fetch config.json and model.safetensors (never a pickle) of `owner/name[@revision]` into the HF cache."""
+class HubUnreachable(ModelLoadError):
+    """The Hub could not be reached (no network, offline mode, a timeout, or the Hub is down)."""
+
+
+def _unreachable(e: BaseException) -> bool:
+    """True when an error from huggingface_hub (or its cause) means the Hub was not reached, as opposed to
+    the Hub answering "no" (repo or revision not found, a refused token, ...)."""
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    while e is not None:
+        if isinstance(e, (OfflineModeIsEnabled, httpx.ConnectError, httpx.TimeoutException, ConnectionError)):
+            return True
+        if isinstance(e, HfHubHTTPError) and e.response is not None:
+            return e.response.status_code >= 500
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _reason(e: BaseException) -> str:
+    """What happened, in a line: the Hub's answer (status and message) when there was one."""
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    chain, cause = [], e
+    while cause is not None and len(chain) < 10:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    for c in chain:
+        if isinstance(c, HfHubHTTPError) and c.response is not None:
+            why = (c.response.headers.get("X-Error-Message") or type(c).__name__).rstrip(".")
+            return f"the Hub answered {c.response.status_code}: {why}"
+        if isinstance(c, OfflineModeIsEnabled):
+            return "HF_HUB_OFFLINE is set and no copy is cached"
+    lines = [ln for ln in str(chain[-1]).splitlines() if ln.strip()]
+    return f"{type(chain[-1]).__name__}: {lines[0] if lines else ''}"
+
+
+def _download_from_hub(repo: str) -> tuple[Path, str]:
+    """Fetch config.json and model.safetensors (never a pickle) of `owner/name[@revision]` into the HF cache.
+
+    Returns the folder and the commit it holds. Raises HubUnreachable when the Hub cannot be reached (and
+    the files are not cached), ModelLoadError with the Hub's reason when it answered but refused.
+    """
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     repo_id, _, revision = repo.partition("@")
     try:
-        folder = snapshot_download(repo_id, revision=revision or None, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE])
-    except (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, OSError, ValueError) as e:
+        folder = Path(snapshot_download(repo_id, revision=revision or None,
+                                        allow_patterns=[CONFIG_FILE, WEIGHTS_FILE]))
+    except Exception as e:  # huggingface_hub raises many kinds: sort them into "not reached" and "refused"
+        if _unreachable(e):
+            raise HubUnreachable(f"The Hub could not be reached for hf-hub:{repo} ({_reason(e)}).") from e
         raise ModelLoadError(
-            f"Could not download hf-hub:{repo} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
-            "Check the name and the network, or use a local folder."
+            f"Could not load hf-hub:{repo}: {_reason(e)}. Check the name (owner/name, and @revision if given) "
+            "and your access token (`hf auth login` or HF_TOKEN)."
         ) from e
-    return Path(folder)
+    return folder, folder.name  # the cache's snapshot folder is named after the commit
 
 
 def load_model(source: str | os.PathLike | None = None, fallback: bool = True) -> EmotionModel:
     """Load the classifier from `source`, $EMOTION_MODEL or `weights/`.
 
-    When a Hub model cannot be fetched and `fallback` is true, the shipped `weights/` folder is used
-    instead (with a warning) so the app still starts offline.
+    When the Hub cannot be reached and `fallback` is true, the shipped `weights/` folder is used instead
+    (with a warning) so the app still starts offline. When the Hub answers but refuses (a mistyped name, a
+    refused token), loading fails with the Hub's reason: another model never silently stands in.
+    The loaded model's `origin` names what answered (`describe()`, `name()`).
     """
     source = str(source or os.environ.get(ENV_VAR) or DEFAULT_WEIGHTS)
+    origin = {"requested": source, "source": source, "revision": None}
     if source.startswith("hf-hub:"):
         try:
-            folder = _download_from_hub(source[len("hf-hub:"):])
-        except ModelLoadError as e:
+            folder, origin["revision"] = _download_from_hub(source[len("hf-hub:"):])
+            origin["source"] = source.partition("@")[0]
+        except HubUnreachable as e:
             if not fallback or not (DEFAULT_WEIGHTS / WEIGHTS_FILE).is_file():
                 raise
             log.warning("%s Falling back to the shipped model in %s.", e, DEFAULT_WEIGHTS)
             folder = DEFAULT_WEIGHTS
+            origin.update(source=str(DEFAULT_WEIGHTS), fallback_reason=str(e))
     else:
         folder = Path(source.removeprefix("local-dir:")).expanduser()
+        origin["source"] = str(folder)
     _check_folder(folder)
     try:
         # timm prefers model.safetensors in the folder; _check_folder made sure it is there.
@@ -195,9 +287,18 @@ def load_model(source: str | os.PathLike | None = None, fallback: bool = True) -
     except Exception as e:  # timm/safetensors raise many kinds of errors for a broken file
         raise ModelLoadError(f"Could not load the model in {folder}: {type(e).__name__}: {e}") from e
     config = json.loads((folder / CONFIG_FILE).read_text())
+    missing = [m for m in RESNET_PARTS if not hasattr(net, m)]
+    if missing:
+        raise ModelLoadError(
+            f"{folder}: architecture {config.get('architecture')!r} is not a ResNet (it has no "
+            f"{', '.join(missing)}). The heatmaps read a ResNet's stages (layer2 to layer4); use a timm "
+            "ResNet (e.g. resnet50) model.")
     labels = tuple(net.pretrained_cfg.get("label_names") or CLASSES)
     if len(labels) != net.num_classes:
         raise ModelLoadError(f"{folder}: {len(labels)} label_names for a model with {net.num_classes} outputs.")
     prep = Preprocess.from_config(net.pretrained_cfg, config.get("preprocess"))
+    told = "config.json's preprocess block" if "preprocess" in config else \
+        "timm's pretrained_cfg (config.json has no preprocess block: a model made elsewhere)"
+    log.info("Model %s: input %s, from %s.", origin["source"], prep.describe(), told)
     net = net.eval().to(memory_format=torch.channels_last)
-    return EmotionModel(net=net, labels=labels, prep=prep, source=str(folder), config=config)
+    return EmotionModel(net=net, labels=labels, prep=prep, source=str(folder), config=config, origin=origin)

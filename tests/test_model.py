@@ -1,6 +1,11 @@
 """Saving and loading the model: timm Hub format, safetensors only, clear messages when a folder is broken."""
 import json
+import subprocess
+import sys
+import threading
 import time
+from copy import deepcopy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -16,6 +21,12 @@ from train.export import save_model
 def saved(tmp_path_factory):
     torch.manual_seed(0)
     net = create_net().eval()
+    with torch.no_grad():  # BatchNorm as a trained net has it (fresh: statistics 0 and 1, last scale of a block 0)
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.2, 0.5)
     folder = save_model(net, tmp_path_factory.mktemp("m") / "model", Preprocess(size=48), training={})
     return net, folder
 
@@ -31,14 +42,24 @@ def test_folder_is_timm_hub_format(saved):
     assert "a1_in1k" not in json.dumps(cfg)  # no ImageNet provenance on our weights
 
 
+def fp16_rounded(net: torch.nn.Module) -> torch.nn.Module:
+    """The same network with every floating tensor rounded to fp16 and back: what a round trip may change."""
+    copy = deepcopy(net)
+    with torch.no_grad():
+        for t in copy.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+    return copy
+
+
 def test_loads_back_through_timm_local_dir(saved):
     net, folder = saved
     x = torch.randn(2, 3, 48, 48)
     again = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
     assert again.pretrained_cfg["label_names"] == list(CLASSES)
     with torch.no_grad():
-        ref, out = net(x), again(x)
-    assert torch.allclose(ref, out, atol=2e-2, rtol=2e-2)  # weights are stored in fp16
+        ref, out = fp16_rounded(net)(x), again(x)
+    assert (ref - out).abs().max() < 1e-4  # every weight and BatchNorm statistic came back as saved
     m = load_model(f"local-dir:{folder}", fallback=False)
     assert m.labels == CLASSES and m.prep.size == 48 and m.prep.grayscale
     probs = m.predict([np.zeros((60, 50, 3), np.uint8)])
@@ -100,3 +121,131 @@ def test_weights_split_into_small_pieces_and_join_back(saved, tmp_path):
     pieces[1].unlink()
     with pytest.raises(Exception):
         shards.join(tmp_path / "pieces", tmp_path / "again")
+
+
+def test_a_model_made_elsewhere_gets_colour_input(saved, tmp_path, caplog):
+    """Without our `preprocess` block, the input is what timm's pretrained_cfg describes (colour), and the
+    log says which preprocessing is used."""
+    _, folder = saved
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    cfg = json.loads((folder / "config.json").read_text())
+    del cfg["preprocess"]
+    (plain / "config.json").write_text(json.dumps(cfg))
+    (plain / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    with caplog.at_level("INFO", logger="emotion.model"):
+        m = load_model(plain, fallback=False)
+    assert not m.prep.grayscale
+    assert "colour 48x48" in caplog.text and "no preprocess block" in caplog.text
+    red = np.zeros((48, 48, 3), np.uint8)
+    red[..., 0] = 200
+    x = m.prep.to_input([red])[0]
+    assert not torch.allclose(x[0], x[1])  # the colour channels reach the net as they are
+    assert load_model(folder, fallback=False).prep.grayscale  # ours says grey
+
+
+def test_a_non_resnet_is_refused_when_loading(tmp_path):
+    net = timm.create_model("mobilenetv3_small_050", num_classes=len(CLASSES)).eval()
+    folder = save_model(net, tmp_path / "mobilenet", Preprocess(size=48))
+    with pytest.raises(ModelLoadError, match="'mobilenetv3_small_050' is not a ResNet"):
+        load_model(folder, fallback=False)
+
+
+def test_a_picture_that_is_not_square_is_cropped_not_squashed():
+    tall = np.zeros((80, 48, 3), np.uint8)
+    tall[16:64] = 120  # the centred 48 x 48 square is flat grey; the strips above and below are black
+    assert np.array_equal(M.face_pixels(tall, 32), np.full((32, 32), 120, np.uint8))
+    assert M.centre_square(0, 0, 48, 80) == (0, 16, 48, 64) and M.centre_square(0, 0, 90, 40) == (25, 0, 65, 40)
+
+
+# ---------------------------------------------------------------- the Hub: answers from a loopback server
+class FakeHub(BaseHTTPRequestHandler):
+    """Answers the Hub's model API as the Hub does for a missing repo (404 RepoNotFound), a refused token
+    (401) and a forbidden repo (403)."""
+
+    def do_GET(self):
+        if "/nobody/no-such-model" in self.path:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RepoNotFound")
+            self.send_header("X-Error-Message", "Repository not found")
+        elif "/someone/private-model" in self.path:
+            self.send_response(401)
+            self.send_header("X-Error-Message", "Invalid username or password.")
+        else:
+            self.send_response(403)
+            self.send_header("X-Error-Message", "Access to this model is restricted")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+LOAD = """
+import json, sys
+from emotion.model import ModelLoadError, load_model
+for source in sys.argv[1:]:
+    try:
+        m = load_model(source, fallback=True)
+        print(json.dumps({"source": source, "loaded": m.describe(), "name": m.name()}))
+    except ModelLoadError as e:
+        print(json.dumps({"source": source, "error": str(e)}))
+"""
+
+
+def load_with_endpoint(endpoint: str, sources: list[str], home) -> list[dict]:
+    """load_model(source, fallback=True) in a fresh Python whose huggingface_hub talks to `endpoint`."""
+    env = {**__import__("os").environ, "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_HOME": str(home),
+           "HF_HUB_DISABLE_TELEMETRY": "1"}
+    env.pop("HF_TOKEN", None)
+    out = subprocess.run([sys.executable, "-c", LOAD, *sources], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=M.DEFAULT_WEIGHTS.parent)
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def test_hub_refusals_fail_with_the_hubs_reason(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        got = load_with_endpoint(f"http://127.0.0.1:{server.server_address[1]}",
+                                 ["hf-hub:nobody/no-such-model", "hf-hub:someone/private-model",
+                                  "hf-hub:someone/restricted-model"], tmp_path)
+    finally:
+        server.shutdown()
+    assert [g.get("error") is not None for g in got] == [True, True, True], got  # never the shipped model instead
+    assert "hf-hub:nobody/no-such-model: the Hub answered 404: Repository not found" in got[0]["error"]
+    assert "the Hub answered 401: Invalid username or password" in got[1]["error"]
+    assert "the Hub answered 403: Access to this model is restricted" in got[2]["error"]
+
+
+def test_an_unreachable_hub_falls_back_and_says_so(tmp_path):
+    with __import__("socket").socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (got,) = load_with_endpoint(f"http://127.0.0.1:{port}", ["hf-hub:nobody/no-such-model"], tmp_path)
+    assert got["loaded"]["source"] == str(M.DEFAULT_WEIGHTS) and got["loaded"]["revision"] is None
+    assert "could not be reached" in got["loaded"]["fallback_reason"]
+    assert "standing in for hf-hub:nobody/no-such-model" in got["name"]
+
+
+def test_a_hub_model_is_named_with_its_revision(saved, tmp_path):
+    """A Hub model already in the cache (offline): its source and commit name it."""
+    _, folder = saved
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someone--emotion"
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (snap / name).write_bytes((folder / name).read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    code = LOAD.replace("fallback=True", "fallback=False")
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    out = subprocess.run([sys.executable, "-c", code, "hf-hub:someone/emotion"], env=env, capture_output=True,
+                         text=True, timeout=300, cwd=M.DEFAULT_WEIGHTS.parent)
+    got = json.loads(out.stdout.splitlines()[-1])
+    assert got["loaded"] == {"source": "hf-hub:someone/emotion", "revision": commit}, out.stderr
+    assert got["name"] == "hf-hub:someone/emotion (revision 0123456789ab)"
