@@ -1,6 +1,7 @@
 """Honest explanations: region shares, faithfulness against random maps, and the audit report's numbers."""
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,6 +142,11 @@ def test_group_gap_by_hand():
     assert audit.group_gap(y_true, y_pred, groups, 7, 100, min_size=30, seed=0)["compared_groups"] == []
 
 
+def built_answers(items) -> list[int]:
+    """What tiny_model was built to answer: the true class, except every third picture: the next class."""
+    return [c if k % 3 else (c + 1) % len(CLASSES) for k, (_, c) in enumerate(items)]
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory, data):
     """A random ResNet50 at 32 px whose classifier is solved (least squares on its features) to give the
@@ -150,7 +156,7 @@ def tiny_model(tmp_path_factory, data):
     net = create_net().eval()
     prep = Preprocess(size=32)
     x = prep.to_input([load_image(p).rgb for p, _ in items])
-    wanted = torch.tensor([c if k % 3 else (c + 1) % len(CLASSES) for k, (_, c) in enumerate(items)])
+    wanted = torch.tensor(built_answers(items))
     with torch.no_grad():
         feats = net.forward_head(net.forward_features(x), pre_logits=True).double()
         a = torch.cat([feats, torch.ones(len(feats), 1, dtype=torch.float64)], 1)
@@ -174,6 +180,10 @@ def data(tmp_path_factory):
         groups[str(path)] = g
         key = str(path) if k % 2 else path.relative_to(root).as_posix()  # both ways of naming a file
         rows.append([key, g["gender"], g["age"]])
+    unreadable = root.parent / "unreadable.jpg"  # counts as a wrong answer for its group
+    unreadable.write_text("not a picture")
+    groups[str(unreadable)] = {"gender": "m", "age": "young"}
+    rows.append([str(unreadable), "m", "young"])
     csv_path = root.parent / "groups.csv"
     with csv_path.open("w", newline="") as f:
         w = csv.writer(f)
@@ -184,8 +194,9 @@ def data(tmp_path_factory):
 
 def test_audit_numbers_match_a_hand_computation(tiny_model, data, tmp_path):
     root, items, groups, csv_path = data
+    unreadable = root.parent / "unreadable.jpg"
     out = tmp_path / "report"
-    s = audit.run_audit(tiny_model, items, out, data_root=root, dataset="folder", faithfulness_limit=2,
+    s = audit.run_audit(tiny_model, items + [(unreadable, 0)], out, data_root=root, dataset="folder", faithfulness_limit=2,
                         sanity_limit=2, n_random=4, n_mistakes=3, groups=csv_path, bootstrap=100, min_group_size=3,
                         progress=False, sanity_stages=((), ("fc", "layer4")), layer="layer3")
     # every file of the report is there, and summary.json is what run_audit returned
@@ -195,19 +206,22 @@ def test_audit_numbers_match_a_hand_computation(tiny_model, data, tmp_path):
         assert (out / name).is_file(), name
     assert json.loads((out / "summary.json").read_text())["accuracy"] == pytest.approx(s["accuracy"])
 
-    # predictions and region shares recomputed face by face through the pipeline
-    y, pred, shares = [], [], []
-    for path, label in items:
+    # the answers the model was built to give; the unreadable picture counts as wrong (no answer)
+    y = np.array([label for _, label in items] + [0])
+    pred = np.array(built_answers(items) + [-1])
+    assert s["n"] == len(items) + 1 and s["unreadable"] == 1
+    assert s["accuracy"] == pytest.approx(np.mean(y == pred)) and 0 < s["accuracy"] < 1
+    recalls = [np.mean(pred[y == c] == c) for c in range(7)]
+    assert s["mean_class_accuracy"] == pytest.approx(np.mean(recalls))
+    assert s["per_class_accuracy"]["angry"] == pytest.approx(recalls[0])
+    assert s["confusion_matrix"][0][-1] == 1 and np.sum(s["confusion_matrix"]) == len(items) + 1
+
+    # region shares recomputed face by face through the pipeline
+    shares = []
+    for path, _ in items:
         f = analyse(path, tiny_model, whole_image=True, layer="layer3").faces[0]
-        y.append(label)
-        pred.append(CLASSES.index(f.label))
         shares.append(R.face_region_shares(f) if f.heatmap.any() else None)  # empty maps have no shares
         assert shares[-1] is None or sum(shares[-1].values()) == pytest.approx(1.0)
-    y, pred = np.array(y), np.array(pred)
-    assert s["n"] == len(items) and s["accuracy"] == pytest.approx(np.mean(y == pred))
-    recalls = [np.mean(pred[y == c] == c) for c in range(7) if (y == c).any()]
-    assert s["mean_class_accuracy"] == pytest.approx(np.mean(recalls))
-    assert 0 < np.mean(y == pred) < 1  # some right, some wrong
     assert sum(s["region_shares"]["flat_map"].values()) == pytest.approx(1.0)
     assert s["region_shares"]["flat_map"]["outside_face"] == pytest.approx(
         R.region_shares(np.ones((64, 64)), (0, 0, 64, 64))["outside_face"], abs=0.01)  # the template's area
@@ -216,17 +230,22 @@ def test_audit_numbers_match_a_hand_computation(tiny_model, data, tmp_path):
         mine = [sh for sh, t in zip(shares, y) if t == c and sh]
         assert s["region_shares"]["per_true_class"][name]["mouth"] == pytest.approx(np.mean([m["mouth"] for m in mine]))
 
-    # fairness per group, by hand
+    # fairness per group, by hand: the per-group figures and the gaps between them agree
     fair = s["fairness"]
-    assert fair["matched"] == len(items) and fair["unmatched"] == 0
+    assert fair["matched"] == len(items) + 1 and fair["unmatched"] == 0
+    sources = [p for p, _ in items] + [unreadable]
     for attr in ("gender", "age"):
-        accs = {}
+        accs, mcas = {}, {}
         for gname in {g[attr] for g in groups.values()}:
-            idx = np.array([groups[str(p)][attr] == gname for p, _ in items])
+            idx = np.array([groups[str(p)][attr] == gname for p in sources])
             accs[gname] = np.mean(y[idx] == pred[idx])
+            mcas[gname] = np.mean([np.mean(pred[idx & (y == c)] == c) for c in range(7) if (idx & (y == c)).any()])
             got = fair["attributes"][attr]["groups"][gname]
             assert got["n"] == idx.sum() and got["accuracy"] == pytest.approx(accs[gname])
-        assert fair["attributes"][attr]["accuracy_gap"]["gap"] == pytest.approx(max(accs.values()) - min(accs.values()))
+            assert got["mean_class_accuracy"] == pytest.approx(mcas[gname]), (attr, gname)
+        gaps = fair["attributes"][attr]
+        assert gaps["accuracy_gap"]["gap"] == pytest.approx(max(accs.values()) - min(accs.values()))
+        assert gaps["mean_class_accuracy_gap"]["gap"] == pytest.approx(max(mcas.values()) - min(mcas.values()))
 
     # faithfulness: one figure per method and the random control; the sanity check's identity is exact
     assert set(s["faithfulness"]) == set(audit.METHODS) | {"random"}
@@ -257,3 +276,38 @@ def test_face_faithfulness_on_a_pipeline_face(tiny_model):
     r = face_faithfulness(tiny_model, face, layer="layer3", n_random=3, seed=1)
     assert r["target"] == face.explained and 0 <= r["beats_random"] <= 3 and len(r["random_scores"]) == 3
     assert r["level"] in ("good", "weak", "chance", "untestable") and r["verdict"]
+
+
+def test_a_model_listing_its_classes_in_another_order_is_scored_by_name(tiny_model, data, tmp_path):
+    """The same classifier saved with FER2013's csv order of classes (as Hub models often are): evaluation
+    and audit compare by class name, so they give the answers it was built to give."""
+    from safetensors.torch import load_file, save_file
+
+    from train import evaluate
+    from train.data import FER_CSV_LABELS
+
+    root, items, _, _ = data
+    order = [CLASSES.index(name) for name in FER_CSV_LABELS]
+    assert order != list(range(len(CLASSES)))
+    folder = tmp_path / "csv_order"
+    folder.mkdir()
+    cfg = json.loads((Path(tiny_model.source) / "config.json").read_text())
+    cfg["label_names"] = list(FER_CSV_LABELS)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    w = load_file(Path(tiny_model.source) / "model.safetensors")
+    w["fc.weight"], w["fc.bias"] = w["fc.weight"][order].contiguous(), w["fc.bias"][order].contiguous()
+    save_file(w, folder / "model.safetensors", metadata={"format": "pt"})
+    permuted = load_model(folder, fallback=False)
+    assert permuted.labels == tuple(FER_CSV_LABELS)
+
+    y = np.array([label for _, label in items])
+    want = np.mean(y == np.array(built_answers(items)))
+    m = evaluate.main(["--weights", str(folder), "--data", str(root), "--dataset", "folder",
+                       "--out", str(tmp_path / "eval"), "--no-progress"])
+    assert m["accuracy"] == pytest.approx(want)
+    assert [row[i] for i, row in enumerate(m["confusion_matrix"])] == [
+        sum(1 for (_, c), p in zip(items, built_answers(items)) if c == p == k) for k in range(len(CLASSES))]
+    s = audit.run_audit(permuted, items, tmp_path / "audit", data_root=root, faithfulness_limit=0, sanity_limit=0,
+                        progress=False, layer="layer3")
+    assert s["accuracy"] == pytest.approx(want)
+    assert s["per_class_accuracy"] == m["per_class_accuracy"]

@@ -107,3 +107,17 @@ def test_class_weights_keep_mean_one_and_favour_rare_classes():
     w = train.class_weights(counts, "sqrt")
     assert (w * torch.tensor(counts, dtype=torch.float)).sum() / sum(counts) == pytest.approx(1.0)
     assert w[1] > w[0] > w[3]
+
+
+def test_no_answer_counts_as_wrong_everywhere():
+    """A face not found or a file not read (-1) is a wrong answer in every figure, and in the matrix."""
+    from train.metrics import scores
+
+    m = scores([0, 0, 0, 0, 1, 1], [0, -1, -1, -1, 1, 1])
+    assert m["accuracy"] == 0.5
+    assert m["per_class_accuracy"]["angry"] == 0.25 and m["per_class_accuracy"]["disgust"] == 1.0
+    assert m["mean_class_accuracy"] == pytest.approx((0.25 + 1.0) / 2)
+    assert m["confusion_columns"][-1] == "no answer" and len(m["confusion_matrix"][0]) == len(CLASSES) + 1
+    assert m["confusion_matrix"][0] == [1, 0, 0, 0, 0, 0, 0, 3] and sum(map(sum, m["confusion_matrix"])) == 6
+    with pytest.raises(ValueError, match="class indices"):
+        scores([0], [7])

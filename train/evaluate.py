@@ -20,11 +20,11 @@ import numpy as np
 from tqdm import tqdm
 
 from emotion.images import ImageError
-from emotion.model import load_model
+from emotion.model import CLASSES, load_model
 from emotion.pipeline import analyse
 from train.data import list_split
 from train.export import write_card
-from train.metrics import scores
+from train.metrics import NO_ANSWER, NO_ANSWER_NAME, class_indices, scores
 
 DEFAULT_SPLIT = {"fer2013": "private_test", "ferplus": "private_test", "rafdb": "test", "folder": None}
 
@@ -47,18 +47,25 @@ def parse_args(argv=None):
 
 
 def plot_confusion(cm: np.ndarray, labels, path: Path, title: str) -> None:
+    """Rows: true classes (each sums to 1); columns: predicted classes, then "no answer" (no face found,
+    file unreadable, or a class outside ours), which counts as wrong."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
 
+    cm = np.asarray(cm)
+    columns = list(labels) + [NO_ANSWER_NAME] * (cm.shape[1] - len(labels))
     rows = cm.sum(1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros_like(cm, dtype=float), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
-    ConfusionMatrixDisplay(norm, display_labels=labels).plot(ax=ax, cmap="Blues", values_format=".2f",
-                                                             colorbar=False)
+    fig, ax = plt.subplots(figsize=(7.5, 6), dpi=110)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), v in np.ndenumerate(norm):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if v > 0.5 else "black")
+    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
     ax.set_title(title)
+    ax.set_xlabel("predicted class")
     ax.set_ylabel("true class (rows sum to 1)")
     fig.tight_layout()
     fig.savefig(path)
@@ -72,6 +79,7 @@ def main(argv=None) -> dict:
     items = list_split(args.dataset, args.data, split, args.labels)
     if args.limit and args.limit < len(items):
         items = random.Random(0).sample(items, args.limit)
+    to_ours = class_indices(model.labels)  # the model's label order may not be ours: compare by name
     y_true, y_pred, no_face, unreadable = [], [], 0, 0
     t0 = time.time()
     for source, label in tqdm(items, desc=f"{args.dataset}/{split}", disable=args.no_progress):
@@ -80,14 +88,14 @@ def main(argv=None) -> dict:
             a = analyse(source, model, whole_image=not args.detect_faces, with_heatmaps=False)
         except ImageError:
             unreadable += 1
-            y_pred.append(-1)
+            y_pred.append(NO_ANSWER)
             continue
         if not a.faces:
             no_face += 1
-            y_pred.append(-1)  # nothing found counts as a wrong answer
+            y_pred.append(NO_ANSWER)  # nothing found counts as a wrong answer
         else:
-            y_pred.append(model.labels.index(a.faces[0].label))
-    m = scores(y_true, y_pred, model.labels)
+            y_pred.append(to_ours[model.labels.index(a.faces[0].label)])
+    m = scores(y_true, y_pred, CLASSES)
     m.update({"dataset": args.dataset, "split": split, "detect_faces": args.detect_faces, "no_face": no_face,
               "unreadable": unreadable, "weights": model.source, "tta_flip": model.prep.tta_flip,
               "seconds": round(time.time() - t0, 1)})
@@ -95,12 +103,12 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
     title = f"{args.dataset} {split}: accuracy {m['accuracy']:.1%}, mean-class {m['mean_class_accuracy']:.1%}"
-    plot_confusion(np.array(m["confusion_matrix"]), model.labels, out / "confusion_matrix.png", title)
+    plot_confusion(np.array(m["confusion_matrix"]), CLASSES, out / "confusion_matrix.png", title)
     print(title + f" (n={m['n']}{', no face: %d' % no_face if args.detect_faces else ''})")
-    print("| class | accuracy | n |\n|---|---|---|")
-    support = np.array(m["confusion_matrix"]).sum(1)
-    for (c, v), n in zip(m["per_class_accuracy"].items(), support):
-        print(f"| {c} | {'n/a' if v is None else f'{v:.1%}'} | {n} |")
+    print(f"| class | accuracy | n | {NO_ANSWER_NAME} |\n|---|---|---|---|")
+    cm = np.array(m["confusion_matrix"])
+    for (c, v), n, none in zip(m["per_class_accuracy"].items(), cm.sum(1), cm[:, -1]):
+        print(f"| {c} | {'n/a' if v is None else f'{v:.1%}'} | {n} | {none} |")
     if args.card:
         name = f"{args.dataset} {split}" + (" (faces detected)" if args.detect_faces else "")
         write_card(model.source, evaluation=(name, {k: m[k] for k in
