@@ -53,7 +53,7 @@ from emotion.explain import (
 )
 from emotion.faithfulness import N_RANDOM, faithfulness_many
 from emotion.images import ImageError
-from emotion.model import EmotionModel, load_model
+from emotion.model import CLASSES, EmotionModel, load_model
 from emotion.pipeline import analyse
 from emotion.regions import (
     REGION_COLOURS,
@@ -65,7 +65,7 @@ from emotion.regions import (
 )
 from train.data import list_split
 from train.evaluate import DEFAULT_SPLIT, plot_confusion
-from train.metrics import scores
+from train.metrics import class_indices, scores
 
 SANITY_STAGES = (("fc",), ("fc", "layer4"))  # cascading re-initialisation, top layer first
 
@@ -353,7 +353,8 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     layer = resolve_layer(layer)
-    labels = list(model.labels)
+    labels = list(CLASSES)  # true and predicted classes are compared by name, in our order
+    to_ours = class_indices(model.labels)  # the model may list its classes in another order
     n_classes = len(labels)
     whole = not detect_faces
     sources = [str(s) if not isinstance(s, np.ndarray) else f"{dataset}.csv:{split}:{i}"
@@ -385,16 +386,16 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
             shares.append(None)
             continue
         f = a.faces[0]
-        pred = labels.index(f.label)
+        pred = to_ours[model.labels.index(f.label)]
         y_pred.append(pred)
         conf.append(f.probabilities[f.label])
-        p_true.append(f.probabilities[labels[label]])
+        p_true.append(f.probabilities.get(labels[label], 0.0))
         s = face_region_shares(f, a.scale)
         shares.append(s if sum(s.values()) > 0 else None)
         areas.append(face_region_areas(f, a.scale))
         grey = cv2.cvtColor(f.crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
         grey = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA if grey.shape[0] > size else cv2.INTER_CUBIC)
-        for row, c in ((0, label), (1, pred)):
+        for row, c in ((0, label), (1, pred)) if pred >= 0 else ((0, label),):
             face_sum["face"][row, c] += grey
             face_sum["map"][row, c] += f.heatmap
             counts[row, c] += 1
@@ -462,7 +463,7 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
         a = analyse(items[i][0], model, method=method, layer=layer, whole_image=whole)
         f = a.faces[0]
         x = model.prep.to_input([f.crop])
-        pred = labels.index(f.label)
+        pred = model.labels.index(f.label)
         maps = {}
         for m in methods:
             maps[m] = f.heatmap if m == method else explain(model, x, [pred], m, layer)[1][0]
