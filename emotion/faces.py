@@ -86,13 +86,12 @@ def crop_box(det: Detection, margin: float, shape: tuple[int, ...], eye_distance
     if eye_distance and len(det.landmarks) >= 2:
         (rx, ry), (lx, ly) = det.landmarks[:2]
         side = max(float(np.hypot(lx - rx, ly - ry)) / eye_distance, MIN_SIDE_PER_BOX_WIDTH * (x1 - x0))
-        cx, top = (rx + lx) / 2, (ry + ly) / 2 - eye_line * side
-        left = cx - side / 2
-        return int(round(left)), int(round(top)), int(round(left + side)), int(round(top + side))
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
-    half = side / 2
-    return int(round(cx - half)), int(round(cy - half)), int(round(cx + half)), int(round(cy + half))
+        left, top = (rx + lx) / 2 - side / 2, (ry + ly) / 2 - eye_line * side
+    else:
+        side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
+        left, top = (x0 + x1 - side) / 2, (y0 + y1 - side) / 2
+    side, left, top = int(round(side)), int(round(left)), int(round(top))
+    return left, top, left + side, top + side
 
 
 def measure_framing(crops: list[np.ndarray]) -> tuple[float, float, int] | None:

@@ -1,0 +1,160 @@
+"""FER+ labels: both layouts a user may have, which faces are kept, the soft targets, and a real run.
+
+The fixture gives every picture FER+ votes whose top class is the *next* class after the folder's
+(class index + 1, mod 7), so a test can tell FER+ labels from FER2013's own; a few pictures get votes that
+FER+ would not label with one of our classes (not a face, contempt) or a tie.
+"""
+import csv
+import json
+
+import pytest
+import torch
+
+from emotion.model import CLASSES
+from tests import fixtures as fx
+from train import data as D
+from train import evaluate, train
+
+VOTE_COLUMNS = CLASSES + D.FERPLUS_EXTRA
+# fer2013new.csv's column order, in our names
+VOTE_COLUMNS_CSV_ORDER = ("neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt", "unknown",
+                          "not_face")
+SPLITS = (("train", "Training", 3), ("public_test", "PublicTest", 2), ("private_test", "PrivateTest", 2))
+
+
+def design(c: int, i: int) -> tuple[str, dict[str, int]]:
+    """The votes written for picture i of folder class c: its kind and the ten counts."""
+    votes = dict.fromkeys(VOTE_COLUMNS, 0)
+    nxt = CLASSES[(c + 1) % len(CLASSES)]
+    if i == 1 and c == 0:
+        votes["not_face"] = 10
+        return "not_face", votes
+    if i == 1 and c == 1:
+        votes[nxt], votes[CLASSES[c]] = 5, 5
+        return "tie", votes
+    if i == 1 and c == 2:
+        votes["contempt"], votes[nxt] = 6, 4
+        return "contempt", votes
+    votes[nxt], votes[CLASSES[c]], votes[CLASSES[(c + 2) % len(CLASSES)]] = 6, 3, 1
+    return "clear", votes
+
+
+def expected(split: str) -> list[tuple[int, str]]:
+    """(folder class, kind) of every picture FER+ keeps in `split`, by the design above."""
+    n = dict((s, k) for s, _, k in SPLITS)[split]
+    keep = {"clear", "tie"} if split == "train" else {"clear"}
+    return [(c, design(c, i)[0]) for c in range(len(CLASSES)) for i in range(n) if design(c, i)[0] in keep]
+
+
+def make_folder_table(root):
+    """FER2013 folder layout plus a per-file vote table like ../shared/datasets/ferplus/ferplus_labels.csv."""
+    fx.make_fer2013_folders(root)
+    table = root / "ferplus_labels.csv"
+    with table.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "row", "usage", "fer2013_label", *VOTE_COLUMNS])
+        row = 0
+        for c, name in enumerate(CLASSES):
+            for _, usage, n in SPLITS:
+                folder = "train" if usage == "Training" else "test"
+                for i in range(n):
+                    votes = design(c, i)[1]
+                    w.writerow([f"{folder}/{name}/{usage}_{c * 100 + i}.jpg", row, usage, name,
+                                *(votes[k] for k in VOTE_COLUMNS)])
+                    row += 1
+    return root, table
+
+
+def make_csv_pair(root):
+    """The published pair: fer2013.csv and FER+'s fer2013new.csv, row for row."""
+    fx.make_fer2013_csv(root)  # rows: for each class, Training x3, PublicTest x2, PrivateTest x2
+    names = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF"]
+    with (root / "fer2013new.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Usage", "Image name", *names])
+        row = 0
+        for c in range(len(CLASSES)):
+            for _, usage, n in SPLITS:
+                for i in range(n):
+                    votes = design(c, i)[1]
+                    w.writerow([usage, f"fer{row:07d}.png", *(votes[k] for k in VOTE_COLUMNS_CSV_ORDER)])
+                    row += 1
+    return root, None
+
+
+LAYOUTS = {"folders_and_table": make_folder_table, "fer2013new_csv": make_csv_pair}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("split", [s for s, _, _ in SPLITS])
+def test_ferplus_labels_come_from_the_votes(tmp_path, layout, split):
+    root, table = LAYOUTS[layout](tmp_path / layout)
+    s = D.load_split("ferplus", root, split, size=32, labels=table)
+    want = expected(split)
+    assert len(s) == len(want)
+    # the picture's grey level says its folder class; FER+ moved every clear face to the next class
+    folder_class = ((s.images.float().mean((1, 2, 3)) - 20) / 30).round().long().tolist()
+    got = sorted((fc, label, tuple(round(float(v), 4) for v in t))
+                 for fc, label, t in zip(folder_class, s.labels.tolist(), s.targets))
+    assert got == sorted(answer(c, kind) for c, kind in want)
+
+
+def answer(c: int, kind: str) -> tuple[int, int, tuple[float, ...]]:
+    """(folder class, label, soft target) the design above must give."""
+    nxt = (c + 1) % len(CLASSES)
+    target = [0.0] * len(CLASSES)
+    if kind == "tie":  # 5 votes each: an even split, labelled with the first of the two in CLASSES order
+        target[c] = target[nxt] = 0.5
+        return c, min(c, nxt), tuple(target)
+    # 6 votes for the next class, 3 for the folder's, 1 for another: the single vote is dropped as noise
+    target[nxt], target[c] = round(6 / 9, 4), round(3 / 9, 4)
+    return c, nxt, tuple(target)
+
+
+def test_csv_pair_must_be_row_aligned(tmp_path):
+    root, _ = make_csv_pair(tmp_path / "pair")
+    lines = (root / "fer2013new.csv").read_text().splitlines()
+    lines[1] = lines[1].replace("Training", "PublicTest", 1)  # row 0 is Training in fer2013.csv
+    (root / "fer2013new.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(D.DatasetError, match="row-aligned"):
+        D.list_split("ferplus", root, "public_test")
+
+
+def test_missing_ferplus_labels_say_what_to_provide(tmp_path):
+    root = fx.make_fer2013_folders(tmp_path / "fer")
+    with pytest.raises(D.DatasetError, match="fer2013new.csv"):
+        D.list_split("ferplus", root, "train")
+    with pytest.raises(D.DatasetError, match="not found"):
+        D.list_split("ferplus", root, "train", labels=root / "nope.csv")
+
+
+def test_soft_cross_entropy_matches_torch_on_hard_labels():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(16, 7, generator=g)
+    y = torch.randint(0, 7, (16,), generator=g)
+    w = torch.rand(7, generator=g) + 0.5
+    onehot = torch.nn.functional.one_hot(y, 7).float()
+    for smoothing in (0.0, 0.1):
+        ref = torch.nn.functional.cross_entropy(logits, y, weight=w, label_smoothing=smoothing)
+        if smoothing == 0:
+            assert train.soft_cross_entropy(logits, onehot, w, smoothing) == pytest.approx(ref.item(), rel=1e-5)
+    # without class weights, smoothing too matches torch's definition
+    ones = torch.ones(7)
+    ref = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
+    assert train.soft_cross_entropy(logits, onehot, ones, 0.1) == pytest.approx(ref.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_train_and_evaluate_on_ferplus(tmp_path, layout):
+    root, table = LAYOUTS[layout](tmp_path / layout)
+    labels = [] if table is None else ["--labels", str(table)]
+    run = tmp_path / "run"
+    best = train.main(["--dataset", "ferplus", "--data", str(root), *labels, "--run-dir", str(run), "--epochs", "1",
+                       "--batch-size", "8", "--size", "32", "--threads", "1", "--no-progress"])
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1] and best["n"] == len(expected("public_test"))
+    cfg = json.loads((run / "best" / "results.json").read_text())["training"]
+    assert cfg["recipe"]["dataset"] == "ferplus" and cfg["train_images"] == len(expected("train"))
+    m = evaluate.main(["--weights", str(run / "best"), "--data", str(root), "--dataset", "ferplus", *labels,
+                       "--split", "private_test", "--out", str(tmp_path / "eval"), "--no-progress"])
+    assert m["n"] == len(expected("private_test")) and m["dataset"] == "ferplus"
