@@ -64,6 +64,13 @@ def _user_error(e: Exception) -> gr.Error:
 
 AGNOSTIC_NOTE = ("{m} draws the same map whatever the class (it shows where the layer's activations are "
                  "strongest), so it cannot answer \"why not X?\": its heatmap is for each face as it is.")
+# the face cards use the whole width; on a phone they reach into the page's 32 px margins, 8 px from the edge
+PAGE_CSS = """
+#faces .html-container { padding: 0; }
+@media (max-width: 600px) {
+  #faces { margin-left: -24px !important; margin-right: -24px !important; width: auto !important; }
+}
+"""
 MIRRORED = True  # the webcam preview is a mirror, as people expect; Gradio then sends mirrored frames too
 
 
@@ -111,6 +118,7 @@ def build_demo(model: EmotionModel) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=1, min_width=300):
                     image = ImageInput(type="filepath", sources=["upload", "clipboard"], label="Photo", height=320)
+                    gr.Examples(sorted(str(p) for p in EXAMPLES.glob("*.*")), inputs=[image])
                     explain_for = gr.Radio(classes, value=service.PREDICTED, label="Heatmap for (why not X?)",
                                            info="Pick another class to see what in the face speaks for it.")
                     with gr.Row():
@@ -118,8 +126,7 @@ def build_demo(model: EmotionModel) -> gr.Blocks:
                         layer = gr.Dropdown(layers, value=DEFAULT_LAYER, label="Layer it reads")
                     whole = gr.Checkbox(False, label="The picture is one face (already cropped)")
                     run = gr.Button("Analyse", variant="primary")
-                    gr.Examples(sorted(str(p) for p in EXAMPLES.glob("*.*")), inputs=[image])
-                with gr.Column(scale=2, min_width=300):
+                with gr.Column(scale=3, min_width=300):
                     status = gr.Markdown(elem_id="status")
                     faces = gr.HTML("", elem_id="faces", css_template=view.CSS, js_on_load=None)
                     annotated = gr.Image(label="Faces found (numbered as the cards)", interactive=False,
@@ -175,7 +182,7 @@ def main(argv=None):
     model = load_model(args.model)
     log.info("model %s (%s px, %s)", model.source, model.prep.size, ", ".join(model.labels))
     build_demo(model).launch(server_name=args.host, server_port=args.port, max_file_size=MAX_FILE_BYTES,
-                             show_error=True)
+                             show_error=True, css=PAGE_CSS)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from emotion.draw import COLOURS
 from emotion.explain import CLASS_AGNOSTIC, overlay
 from emotion.regions import REGION_COLOURS, REGION_LABELS, REGIONS
 
-SIDE = 320  # pixels of each face picture (shown at up to 320 CSS px, at least 256 on a desktop)
+SIDE = 320  # pixels of each face picture (shown at up to 288 CSS px, at least 256 on a desktop)
 
 CSS = """
 .ev-legend { display: flex; flex-wrap: wrap; align-items: center; gap: 6px 12px; margin: 0 0 10px; }
@@ -25,11 +25,11 @@ CSS = """
 .ev-face { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 10px; margin: 0 0 12px; }
 .ev-face h3 { margin: 0 0 8px; font-size: 1.1em; }
 .ev-body { display: flex; flex-wrap: wrap; gap: 12px; }
-.ev-pair { display: grid; grid-template-columns: repeat(2, minmax(0, 320px)); gap: 8px; flex: 0 1 648px; }
+.ev-pair { display: grid; grid-template-columns: repeat(2, minmax(0, 288px)); gap: 8px; flex: 0 1 584px; }
 .ev-pair figure { margin: 0; min-width: 0; }
 .ev-pair img { width: 100%; height: auto; display: block; border-radius: 4px; }
 .ev-pair figcaption { font-size: 0.85em; text-align: center; }
-.ev-details { flex: 1 1 260px; min-width: 0; }
+.ev-details { flex: 1 1 240px; min-width: 0; }
 .ev-bars { list-style: none; padding: 0; margin: 0 0 8px; }
 .ev-bars li { display: grid; grid-template-columns: 6.5em 1fr 3em; align-items: center; gap: 6px;
               font-size: 0.9em; margin: 0; padding: 1px 0; }
@@ -43,6 +43,7 @@ CSS = """
 .ev-verdict.weak { border-left-color: #d4a100; }
 .ev-verdict.chance, .ev-verdict.untestable, .ev-verdict.empty { border-left-color: #dc322f; }
 .ev-h4 { font-weight: bold; font-size: 0.9em; margin: 8px 0 2px; }
+@media (max-width: 600px) { .ev-face { padding: 6px; } .ev-pair { gap: 4px; } }
 """
 
 
