@@ -15,6 +15,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import yuface  # noqa: E402
 
+from emotion.model import FER_FRAMING  # noqa: E402
+
 DETECT_SIDE = 640  # longer side the detector sees at most
 MIN_SIDE = 320  # small pictures (e.g. a 48 px face crop) are enlarged to this first
 MIN_CONFIDENCE = 0.6
@@ -63,15 +65,12 @@ def whole_image_face(rgb: np.ndarray) -> Detection:
     return Detection((0, 0, w, h), 1.0, (), whole_image=True)
 
 
-# The framing of FER2013's faces, measured with this detector on 574 PublicTest pictures (emotion.regions'
-# template): the eyes are 0.355 of the picture's side apart and their midpoint lies 0.366 of the way down.
-FER_EYE_DISTANCE, FER_EYE_LINE = 0.355, 0.366
 # Below this eye distance for its box width, a face is turned (the eyes come closer): frame it by its box.
 MIN_SIDE_PER_BOX_WIDTH = 1.2
 
 
 def crop_box(det: Detection, margin: float, shape: tuple[int, ...], eye_distance: float | None = None,
-             eye_line: float = FER_EYE_LINE) -> tuple[int, int, int, int]:
+             eye_line: float = FER_FRAMING[1]) -> tuple[int, int, int, int]:
     """The square the model sees for a detection (may leave the image).
 
     With `eye_distance` (a share of the square's side, stored in the model's config.json from the training

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from emotion.model import CLASSES, Preprocess, create_net
+from emotion.model import CLASSES, FER_FRAMING, Preprocess, create_net
 from train import data as D
 from train.augment import augment, jpeg, normalize
 from train.export import save_model, write_card
@@ -146,7 +146,7 @@ def main(argv=None):
     mean = tuple([round(x_all.mean().item(), 4)] * 3) if gray else tuple(x_all.mean((0, 2, 3)).tolist())
     std = tuple([round(x_all.std().item(), 4)] * 3) if gray else tuple(x_all.std((0, 2, 3)).tolist())
     del x_all
-    framing = _framing(train_set, args.seed)
+    framing = _framing(train_set, args.dataset, args.seed)
     prep = Preprocess(size=args.size, mean=mean, std=std, grayscale=gray,
                       native_size=D.native_size(args.dataset, args.data, args.train_split, args.labels),
                       tta_flip=args.tta_flip, **framing)
@@ -245,7 +245,7 @@ def main(argv=None):
     return best
 
 
-def _framing(train_set: D.Split, seed: int, n: int = 300) -> dict:
+def _framing(train_set: D.Split, dataset: str, seed: int, n: int = 300) -> dict:
     """How the training faces are framed, measured with the app's face detector, so the app crops alike.
 
     Without the detector (e.g. a GPU machine with no yuface wheel) or when it finds too few faces,
@@ -254,6 +254,9 @@ def _framing(train_set: D.Split, seed: int, n: int = 300) -> dict:
     try:
         from emotion.faces import measure_framing
     except ImportError as e:
+        if dataset in ("fer2013", "ferplus"):
+            print(f"framing: face detector not available ({e}); using FER2013's, measured here: {FER_FRAMING}")
+            return {"eye_distance": FER_FRAMING[0], "eye_line": FER_FRAMING[1]}
         print(f"framing: face detector not available ({e}); the app will frame faces by box and margin")
         return {}
     g = torch.Generator().manual_seed(seed)
