@@ -36,7 +36,7 @@ def annotate(analysis: Analysis, heatmaps: bool = False,
     """
     img = analysis.image.copy()
     s = analysis.scale
-    thick = max(1, round(max(img.shape[:2]) / 400))
+    thick = max(1, round(max(img.shape[:2]) / 300))  # labels stay legible when the photo is shown small
     for i, face in enumerate(analysis.faces):
         x0, y0, x1, y1 = (int(round(v * s)) for v in face.box)
         probs = probabilities[i] if probabilities else face.probabilities

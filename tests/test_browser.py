@@ -2,8 +2,10 @@
 
 Needs Debian's Chromium (`apt-get install chromium chromium-driver`; .ci/run installs it) and the
 `playwright` package; `playwright install` is never needed. Screenshots of every step land in
-test-artifacts/browser/ for a reviewer to look at.
+test-artifacts/browser/ for a reviewer to look at:
+the results view at desktop (1400x1000) and phone (390x844) sizes, the live webcam and a share link.
 """
+import contextlib
 import os
 import re
 import shutil
@@ -23,18 +25,28 @@ WAIT_MS = 90_000  # one analysis is quick, but the CPU may be shared with traini
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ANY_CLASS = "|".join(CLASSES)
+TWO_FACES = fx.ROOT / "examples" / "two_faces.jpg"
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
 expect.set_options(timeout=WAIT_MS)
 
 
-def write_y4m(photo, path, width=640, height=480, frames=5, fps=10):
-    """A short raw video (YUV 4:2:0) of `photo` letterboxed into width x height, for Chromium's fake camera.
-
-    The photo moves 4 px to the right each frame, so that no two frames (nor their analyses) are identical.
-    """
+def camera_frames(photo, width=640, height=480, frames=5) -> list[np.ndarray]:
+    """`photo` letterboxed into width x height, moving 4 px to the right each frame (RGB uint8), so that no
+    two frames (nor their analyses) are identical."""
     img = Image.open(photo).convert("RGB")
     img.thumbnail((width - 4 * frames, height))
+    out = []
+    for i in range(frames):
+        canvas = Image.new("RGB", (width, height))
+        canvas.paste(img, ((width - img.width) // 2 - 2 * frames + 4 * i, (height - img.height) // 2))
+        out.append(np.asarray(canvas))
+    return out
+
+
+def write_y4m(frames, path, fps=10):
+    """A short raw video (YUV 4:2:0) of RGB `frames`, for Chromium's fake camera."""
+    height, width = frames[0].shape[:2]
 
     def plane(p, step):
         p = p.reshape(height // step, step, width // step, step).mean(axis=(1, 3))
@@ -42,10 +54,8 @@ def write_y4m(photo, path, width=640, height=480, frames=5, fps=10):
 
     with open(path, "wb") as f:
         f.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for i in range(frames):
-            canvas = Image.new("RGB", (width, height))
-            canvas.paste(img, ((width - img.width) // 2 - 2 * frames + 4 * i, (height - img.height) // 2))
-            r, g, b = np.moveaxis(np.asarray(canvas, np.float32), -1, 0)
+        for frame in frames:
+            r, g, b = np.moveaxis(frame.astype(np.float32), -1, 0)
             y = 0.299 * r + 0.587 * g + 0.114 * b  # BT.601, full range, as "C420jpeg" says
             u = 128 - 0.168736 * r - 0.331264 * g + 0.5 * b
             v = 128 + 0.5 * r - 0.418688 * g - 0.081312 * b
@@ -55,7 +65,7 @@ def write_y4m(photo, path, width=640, height=480, frames=5, fps=10):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    video = write_y4m(fx.PORTRAIT, tmp_path_factory.mktemp("camera") / "astronaut.y4m")
+    video = write_y4m(camera_frames(fx.PORTRAIT), tmp_path_factory.mktemp("camera") / "astronaut.y4m")
     camera = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
               f"--use-file-for-fake-video-capture={video}"]
     with sync_playwright() as p:
@@ -64,28 +74,50 @@ def browser(tmp_path_factory):
         b.close()
 
 
-@pytest.fixture
-def page(browser, server, request):
-    """A fresh tab on the app. Its console errors and uncaught exceptions collect in page.errors (and in
-    test-artifacts/browser/<test>.errors.txt); a failing test leaves <test>-FAILED.png there."""
+DESKTOP = {"width": 1400, "height": 1000}
+PHONE = {"width": 390, "height": 844}
+
+
+@contextlib.contextmanager
+def open_page(browser, url, name, viewport=DESKTOP, **context_options):
+    """A fresh browser context and tab on `url`. Console errors and uncaught exceptions collect in page.errors
+    (and in test-artifacts/browser/<name>.errors.txt)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    name = request.node.name
-    for old in (f"{name}-FAILED.png", f"{name}.errors.txt"):
-        (ARTIFACTS / old).unlink(missing_ok=True)
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    (ARTIFACTS / f"{name}.errors.txt").unlink(missing_ok=True)
+    context = browser.new_context(viewport=viewport, **context_options)
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
     page.errors = []
     page.on("console", lambda m: m.type == "error" and page.errors.append(f"console: {m.text}"))
     page.on("pageerror", lambda e: page.errors.append(f"uncaught: {e}"))
-    page.goto(server)
-    failed_before = request.session.testsfailed
-    yield page
-    if request.session.testsfailed > failed_before:
-        page.screenshot(path=ARTIFACTS / f"{name}-FAILED.png", full_page=True)
-    if page.errors:
-        (ARTIFACTS / f"{name}.errors.txt").write_text("\n".join(page.errors) + "\n")
-    context.close()
+    page.goto(url)
+    try:
+        yield page
+    finally:
+        if page.errors:
+            (ARTIFACTS / f"{name}.errors.txt").write_text("\n".join(page.errors) + "\n")
+        context.close()
+
+
+def _test_page(browser, server, request, viewport):
+    """A fresh tab on the app; a failing test leaves <test>-FAILED.png in test-artifacts/browser/."""
+    name = request.node.name
+    (ARTIFACTS / f"{name}-FAILED.png").unlink(missing_ok=True)
+    with open_page(browser, server, name, viewport, permissions=["clipboard-read", "clipboard-write"]) as page:
+        failed_before = request.session.testsfailed
+        yield page
+        if request.session.testsfailed > failed_before:
+            page.screenshot(path=ARTIFACTS / f"{name}-FAILED.png", full_page=True)
+
+
+@pytest.fixture
+def page(browser, server, request):
+    yield from _test_page(browser, server, request, DESKTOP)
+
+
+@pytest.fixture
+def phone(browser, server, request):
+    yield from _test_page(browser, server, request, PHONE)
 
 
 def block(page: Page, label: str) -> Locator:
@@ -100,68 +132,168 @@ def wait_loaded(img: Locator) -> tuple[int, int]:
 
     Polls through the locator, since a streaming image swaps its src (and may swap its element) meanwhile.
     """
-    img.scroll_into_view_if_needed()  # the gallery loads lazily
+    img.scroll_into_view_if_needed()  # images load lazily
     deadline = time.time() + WAIT_MS / 1000
     while True:
         size = img.evaluate("i => i.complete && i.naturalWidth > 0 ? [i.naturalWidth, i.naturalHeight] : null")
         if size:
             return tuple(size)
-        assert time.time() < deadline, f"image never loaded: {img.get_attribute('src')}"
+        assert time.time() < deadline, f"image never loaded: {(img.get_attribute('src') or '')[:80]}"
         img.page.wait_for_timeout(200)
 
 
-def shot(page: Page, name: str):
-    page.screenshot(path=ARTIFACTS / name, full_page=True)
+def rect(loc: Locator) -> dict:
+    return loc.evaluate("e => { const r = e.getBoundingClientRect(); "
+                        "return {left: r.left, right: r.right, top: r.top + scrollY, bottom: r.bottom + scrollY, "
+                        "width: r.width, height: r.height}; }")
 
 
-def upload_portrait(page: Page) -> str:
-    """Upload the one-face example photo; wait for the whole result; return the predicted class."""
-    block(page, "Photo").locator("input[type=file]").set_input_files(fx.PORTRAIT)
-    status = page.get_by_test_id("markdown").filter(has_text=re.compile(r"^\s*\d+ faces?:"))
-    expect(status).to_have_text(re.compile(rf"^\s*1 face: 1\. ({ANY_CLASS}) \(\d+%\)\. Heatmaps: "))
-    predicted = re.search(ANY_CLASS, status.inner_text()).group(0)
-    probs = block(page, "Probabilities (largest face)")
-    expect(probs.get_by_test_id("label-output-value")).to_have_text(predicted)
-    expect(block(page, "Each face: crop | heatmap | probabilities | where the map lies").locator("img")).to_have_count(1)
-    return predicted
+def shot(page: Page, name: str, full_page=True):
+    page.screenshot(path=ARTIFACTS / name, full_page=full_page)
 
 
-def test_upload_shows_label_probabilities_and_heatmap(page):
-    predicted = upload_portrait(page)
+def cards(page: Page) -> Locator:
+    return page.locator("#faces section.ev-face")
 
-    probs = block(page, "Probabilities (largest face)")
-    expect(probs.locator("meter")).to_have_count(len(CLASSES))  # one bar per class
-    assert {m.get_attribute("aria-label") for m in probs.locator("meter").all()} == set(CLASSES)
-    faces = block(page, "Faces found").locator("img")
-    assert wait_loaded(faces)[0] > 0
-    panel = block(page, "Each face: crop | heatmap | probabilities | where the map lies").locator("img")
-    expect(panel).to_have_attribute("alt", re.compile(rf"^Face 1: {predicted} \d+%; heatmap for {predicted}"))
-    width, height = wait_loaded(panel)
-    assert width > 2 * height  # crop | heatmap | bars, side by side
-    expect(block(page, "Result")).to_contain_text(re.compile(rf'"label":\s*"{predicted}"'))
-    shot(page, "1-photo-analysed.png")
+
+def analyse(page: Page, photo, n_faces: int) -> list[str]:
+    """Upload `photo`; wait for its `n_faces` face cards; return their labels, in the photo's numbering."""
+    block(page, "Photo").locator("input[type=file]").set_input_files(photo)
+    return wait_result(page, n_faces)
+
+
+def wait_result(page: Page, n_faces: int) -> list[str]:
+    status = page.locator("#status")
+    expect(status).to_have_text(re.compile(rf"^\s*{n_faces} faces?: 1\. ({ANY_CLASS}) \(\d+%\)"))
+    expect(cards(page)).to_have_count(n_faces)
+    labels = re.findall(rf"\d+\. ({ANY_CLASS}) \(\d+%\)", status.inner_text())
+    for i, label in enumerate(labels):
+        expect(cards(page).nth(i).locator("h3")).to_have_text(re.compile(rf"^Face {i + 1}: {label} \d+%$"))
+    return labels
+
+
+def check_card(card: Locator, min_side: float) -> tuple[dict, dict]:
+    """A face card shows its face and heatmap side by side (each at least `min_side` px wide), the seven
+    probabilities, a verdict and the region chart. Returns the two pictures' rectangles."""
+    crop, heat = card.locator("figure img").nth(0), card.locator("figure img").nth(1)
+    assert wait_loaded(crop) == wait_loaded(heat) == (320, 320)
+    a, b = rect(crop), rect(heat)
+    assert a["width"] >= min_side and b["width"] >= min_side, (a, b)
+    assert abs(a["top"] - b["top"]) < 1 and b["left"] >= a["right"]  # side by side, face first
+    bars = card.locator("ul.ev-bars").nth(0).locator("li")
+    expect(bars).to_have_count(len(CLASSES))
+    assert [li.get_attribute("data-name") for li in bars.all()] == list(CLASSES)
+    expect(card.locator(".ev-verdict")).to_have_text(re.compile(r"\w+.*\."))
+    expect(card.locator("ul.ev-bars").nth(1).locator("li")).to_have_count(5)
+    return a, b
+
+
+def test_desktop_view_puts_each_face_beside_its_heatmap(page):
+    labels = analyse(page, TWO_FACES, 2)
+    for i in range(2):
+        crop, heat = check_card(cards(page).nth(i), 256)
+        details = rect(cards(page).nth(i).locator(".ev-details"))
+        assert details["left"] >= heat["right"]  # on a desktop the numbers sit beside the pictures
+    legend = page.locator("#faces .ev-legend")
+    expect(legend).to_contain_text("Grad-CAM at layer3")
+    expect(legend).to_contain_text("red: pixels that raised the class's score most")
+    expect(legend).to_contain_text("blue:")
+    # the numbered photo stays, smaller than the face cards above it
+    photo = block(page, "Faces found (numbered as the cards)").locator("img")
+    wait_loaded(photo)
+    assert rect(photo)["height"] <= 320 and rect(photo)["top"] > rect(cards(page).nth(1))["bottom"]
+    # the raw JSON is in the API tab, not in the Photo tab
+    expect(page.get_by_test_id("json").filter(visible=True)).to_have_count(0)
+    shot(page, "1-desktop-two-faces.png")
+    page.get_by_role("tab", name="API").click()
+    answer = page.get_by_test_id("json").filter(visible=True)
+    expect(answer).to_have_count(1)
+    answer.get_by_text("faces").first.click()  # it opens collapsed
+    for label in labels:
+        expect(answer).to_contain_text(label)
     assert page.errors == []
 
 
 def test_why_not_another_class_redraws_the_heatmap(page):
-    predicted = upload_portrait(page)
+    (predicted,) = analyse(page, fx.PORTRAIT, 1)
     other = "surprise" if predicted != "surprise" else "happy"
-    panel = block(page, "Each face: crop | heatmap | probabilities | where the map lies").locator("img")
-    before = panel.get_attribute("src")
+    heat = cards(page).locator("figure img").nth(1)
+    before = heat.get_attribute("src")
 
     block(page, "Heatmap for (why not X?)").get_by_label(other, exact=True).check()
 
-    expect(panel).to_have_attribute("alt", re.compile(rf"^Face 1: {predicted} \d+%; heatmap for {other}"))
-    assert panel.get_attribute("src") != before
-    assert wait_loaded(panel)[0] > 0
-    expect(block(page, "Result")).to_contain_text(re.compile(rf'"explained_class":\s*"{other}"'))
+    expect(cards(page).locator("figcaption").nth(1)).to_have_text(re.compile(rf"^heatmap for {other}"))
+    assert heat.get_attribute("src") != before
     # the question changed, not the answer
-    expect(block(page, "Probabilities (largest face)").get_by_test_id("label-output-value")).to_have_text(predicted)
+    expect(cards(page).locator("h3")).to_have_text(re.compile(rf"^Face 1: {predicted} \d+%$"))
     shot(page, f"2-heatmap-for-{other}.png")
     assert page.errors == []
 
 
-def test_webcam_stream_is_labelled_live(page):
+def test_class_agnostic_method_turns_off_why_not(page):
+    (predicted,) = analyse(page, fx.PORTRAIT, 1)
+    why_not = block(page, "Heatmap for (why not X?)")
+    why_not.get_by_label("sad", exact=True).check()
+    expect(cards(page).locator("figcaption").nth(1)).to_have_text(re.compile(r"^heatmap for sad"))
+
+    method = page.get_by_label("Explanation method")
+    method.click()
+    page.get_by_role("option", name="Eigen-CAM", exact=True).click()
+
+    expect(why_not.get_by_label("predicted class", exact=True)).to_be_checked()
+    for name in CLASSES:
+        expect(why_not.get_by_label(name, exact=True)).to_be_disabled()
+    expect(why_not).to_contain_text("Eigen-CAM draws the same map whatever the class")
+    expect(cards(page).locator("figcaption").nth(1)).to_have_text(re.compile(r"^heatmap not tied to a class"))
+    expect(page.locator("#faces .ev-legend")).to_contain_text("Eigen-CAM at layer3")
+    shot(page, "3-eigen-cam.png")
+
+    method.click()
+    page.get_by_role("option", name="Grad-CAM", exact=True).click()
+    expect(why_not.get_by_label("sad", exact=True)).to_be_enabled()
+    expect(cards(page).locator("figcaption").nth(1)).to_have_text(re.compile(rf"^heatmap for {predicted}"))
+    assert page.errors == []
+
+
+def test_phone_shows_face_heatmap_and_label_without_sideways_scrolling(phone):
+    page = phone
+    (predicted,) = analyse(page, fx.PORTRAIT, 1)
+    card = cards(page).nth(0)
+    crop, heat = check_card(card, 150)
+    title = rect(card.locator("h3"))
+    for r in (crop, heat, title):
+        assert 0 <= r["left"] and r["right"] <= PHONE["width"], r
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    # label, face and heatmap fit on the screen together
+    assert max(crop["bottom"], heat["bottom"]) - title["top"] < PHONE["height"]
+    card.scroll_into_view_if_needed()
+    page.evaluate(f"window.scrollTo(0, {title['top'] - 8})")
+    shot(page, "4-phone-face-card.png", full_page=False)
+    wait_loaded(block(page, "Faces found (numbered as the cards)").locator("img"))
+    shot(page, "4-phone-whole-page.png")
+    assert page.errors == []
+
+
+def live_pixels(img: Locator) -> np.ndarray:
+    """The RGB pixels the live <img> shows, as the browser decoded them (retried while the stream swaps it)."""
+    deadline = time.time() + WAIT_MS / 1000
+    while True:
+        data = img.evaluate("""i => { if (!i.complete || !i.naturalWidth) return null;
+            const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;
+            const g = c.getContext('2d'); g.drawImage(i, 0, 0);
+            return [c.width, c.height, Array.from(g.getImageData(0, 0, c.width, c.height).data)]; }""")
+        if data:
+            w, h, pixels = data
+            return np.array(pixels, np.uint8).reshape(h, w, 4)[..., :3]
+        assert time.time() < deadline, "the live image never loaded"
+        img.page.wait_for_timeout(100)
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.mean(-1).ravel(), b.mean(-1).ravel())[0, 1])
+
+
+def test_webcam_stream_is_labelled_live_the_right_way_round(page):
     page.get_by_role("tab", name="Webcam (live)").click()
     camera = block(page, "Camera")
     camera.get_by_text("Click to Access Webcam").click()
@@ -177,8 +309,37 @@ def test_webcam_stream_is_labelled_live(page):
     expect(smoothed.get_by_test_id("label-output-value")).to_have_text(re.compile(rf"^\s*({ANY_CLASS})\s*$"))
     expect(smoothed.locator("meter")).to_have_count(len(CLASSES))
     expect(live).not_to_have_attribute("src", first)  # it keeps streaming, frame after frame
-    wait_loaded(live)
-    shot(page, "3-webcam-live.png")
-
+    shown = live_pixels(live)
+    shot(page, "5-webcam-live.png")
     camera.get_by_title("stop recording").click()
+
+    # the preview is a mirror, but what was analysed and shown is the camera's own picture, not its mirror
+    frames = camera_frames(fx.PORTRAIT)
+    right_way = max(correlation(shown, f) for f in frames)
+    mirrored = max(correlation(shown, f[:, ::-1]) for f in frames)
+    assert right_way > 0.8 and right_way > mirrored + 0.2, (right_way, mirrored)
     assert page.errors == []
+
+
+def test_share_link_opens_the_same_result_in_a_new_browser(page, browser, server):
+    example = page.locator("button.gallery-item").filter(has=page.locator("img[src$='two_faces.jpg']"))
+    example.click()
+    labels = wait_result(page, 2)
+    result = [s.inner_html() for s in cards(page).all()]
+    photo = block(page, "Photo").locator("img").get_attribute("src")
+
+    page.get_by_role("button", name="Share via Link").click()
+    deadline = time.time() + 30
+    while "deep_link=" not in (link := page.evaluate("navigator.clipboard.readText()")):
+        assert time.time() < deadline, f"no share link in the clipboard: {link!r}"
+        page.wait_for_timeout(200)
+    assert link.startswith(server)
+
+    with open_page(browser, link, "share-link-opened") as other:  # a new browser context: no shared session
+        assert wait_result(other, 2) == labels
+        assert [s.inner_html() for s in cards(other).all()] == result  # same pictures, numbers and verdicts
+        assert block(other, "Photo").locator("img").get_attribute("src").endswith("two_faces.jpg")
+        wait_loaded(cards(other).nth(1).locator("figure img").nth(1))
+        shot(other, "6-share-link-opened.png")
+        assert other.errors == []
+    assert photo.endswith("two_faces.jpg") and page.errors == []
