@@ -35,7 +35,9 @@ METHODS = {
 # Methods whose map does not depend on the class asked about (Eigen-CAM: the first principal component of
 # the layer's activations): they cannot answer "why not X?".
 CLASS_AGNOSTIC = frozenset({"Eigen-CAM"})
-CONTROL_METHODS = {"Random": RandomCAM}  # a map with no information, the baseline faithfulness is judged against
+# A map with no information, for judging other maps against: explain() takes it, the app and the API do not
+# (analyse() refuses it), since it explains nothing.
+CONTROL_METHODS = {"Random": RandomCAM}
 DEFAULT_METHOD = "Grad-CAM"
 
 # Where the heatmap is read: the output of a ResNet stage (its last block). The last stage sees the most
@@ -62,6 +64,15 @@ def resolve_layer(name: str) -> str:
     raise ValueError(f"Unknown layer {name!r}; choose from {', '.join(k.split()[0] for k in LAYERS)}.")
 
 
+def resolve_method(name: str, controls: bool = True) -> str:
+    """A method's name as given in any case ("grad-cam++"), spelled as in METHODS; the controls only if asked."""
+    known = {**METHODS, **CONTROL_METHODS} if controls else METHODS
+    for key in known:
+        if key.lower() == str(name).strip().lower():
+            return key
+    raise ValueError(f"Unknown explanation method {name!r}; choose from {', '.join(known)}.")
+
+
 def explain(model: EmotionModel, x: torch.Tensor, classes: list[int | None], method: str = DEFAULT_METHOD,
             layer: str = DEFAULT_LAYER) -> tuple[torch.Tensor, np.ndarray]:
     """Logits (N x C) and heatmaps (N x H x W, each scaled to 0..1) for `classes[i]` of face i.
@@ -69,9 +80,11 @@ def explain(model: EmotionModel, x: torch.Tensor, classes: list[int | None], met
     A class of None means "the predicted class". Maps that are zero everywhere mean the method found no
     positive evidence for that class (common when asking about an unlikely class).
     """
-    cam_cls = {**METHODS, **CONTROL_METHODS}.get(method)
-    if cam_cls is None:
-        raise ValueError(f"Unknown explanation method {method!r}; choose from {', '.join(METHODS)}.")
+    cam_cls = {**METHODS, **CONTROL_METHODS}[resolve_method(method)]
+    n = len(model.labels)
+    bad = [c for c in classes if c is not None and not 0 <= int(c) < n]
+    if bad:  # checked here: pytorch-grad-cam's context manager would swallow the IndexError
+        raise ValueError(f"Class index {bad[0]} out of range: the model has {n} classes (0 to {n - 1}).")
     if cam_cls is GradCAM:
         with model.lock:
             return gradcam(model.net, x, classes, layer)

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD, explain, resolve_layer
+from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD, explain, resolve_layer, resolve_method
 from emotion.faces import DETECT_SIDE, MAX_FACES, MIN_CONFIDENCE, Detection, cut, detect_faces, whole_image_face
 from emotion.images import Loaded, load_image
 from emotion.model import EmotionModel
 
+PREDICTED = "predicted class"  # as a class to explain: each face's own prediction (the same as None)
 NO_FACE = ("No face found. Try a photo where the face is larger, frontal and well lit, or tick "
            "\"the picture is one face\" for a photo that is already cropped to a face.")
 
@@ -57,6 +58,16 @@ class Analysis:
                 "image_size": [round(w / self.scale), round(h / self.scale)]}
 
 
+def resolve_class(name: str | None, labels) -> str | None:
+    """The model's own spelling of a class name given in any case; None for the predicted class."""
+    if name is None or name.strip().lower() == PREDICTED:
+        return None
+    for label in labels:
+        if label.lower() == name.strip().lower():
+            return label
+    raise ValueError(f"Unknown class {name!r}; choose from {PREDICTED}, {', '.join(labels)}.")
+
+
 def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
             explain_class: str | None = None, whole_image: bool = False, max_faces: int = MAX_FACES,
             min_confidence: float = MIN_CONFIDENCE, with_heatmaps: bool = True,
@@ -69,8 +80,8 @@ def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: 
     Raises `emotion.images.ImageError` for input that is not a usable picture.
     """
     layer = resolve_layer(layer)
-    if explain_class is not None and explain_class not in model.labels:
-        raise ValueError(f"Unknown class {explain_class!r}; choose from {', '.join(model.labels)}.")
+    method = resolve_method(method, controls=False)
+    explain_class = resolve_class(explain_class, model.labels)
     t = {"start": time.perf_counter()}
     loaded: Loaded = image if isinstance(image, Loaded) else load_image(image)
     rgb, messages = loaded.rgb, list(loaded.notes)
@@ -90,8 +101,13 @@ def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: 
         t["preprocess"] = time.perf_counter()
         target = None if explain_class is None else model.labels.index(explain_class)
         if with_heatmaps:
-            logits, maps = explain(model, x, [target] * len(crops), method, layer)
-            probs = model.predict(crops) if model.prep.tta_flip else logits.softmax(1).numpy()
+            classes = [target] * len(crops)
+            if model.prep.tta_flip:  # the label shown comes from the flip-averaged prediction: explain that one
+                probs = model.predict(crops)
+                classes = [int(p.argmax()) if target is None else target for p in probs]
+            logits, maps = explain(model, x, classes, method, layer)
+            if not model.prep.tta_flip:
+                probs = logits.softmax(1).numpy()
         else:
             probs = model.predict(crops)
             maps = np.zeros((len(crops), 0, 0), np.float32)

@@ -69,14 +69,24 @@ def test_bad_files_get_messages_and_the_server_keeps_serving(server, tmp_path):
 
 def test_webcam_frames_are_smoothed(model):
     frame = np.asarray(fx.portrait())
+    other = frame.copy()
+    other[:, 130:320] = frame[:, 130:320][:, ::-1]  # the face mirrored where it stands: same place, new pixels
     state = None
     seen = []
     for k in range(4):
-        img, probs, state = service.live_frame(model, frame if k != 2 else frame[:, ::-1].copy(), state)
+        img, probs, state = service.live_frame(model, frame if k != 2 else other, state)
         assert img.shape == frame.shape and set(probs) == set(CLASSES)
         seen.append(probs)
     assert isinstance(state, LiveState) and state.frames == 4 and len(state.tracks) == 1
     # a steady face keeps a steady smoothed label; probabilities move only part of the way each frame
     assert seen[0] == pytest.approx(seen[1], abs=1e-5)
+    # the changed frame reads differently: the smoothed answer moves ALPHA of the way towards it, no more
+    from emotion.live import ALPHA
+    from emotion.pipeline import analyse
+
+    raw = analyse(other, model, detect_side=service.LIVE_DETECT_SIDE).faces[0].probabilities
+    assert max(abs(raw[c] - seen[1][c]) for c in CLASSES) > 0.01  # the frame does differ
+    assert seen[2] == pytest.approx({c: ALPHA * raw[c] + (1 - ALPHA) * seen[1][c] for c in CLASSES}, abs=1e-5)
+    assert seen[3] == pytest.approx({c: ALPHA * seen[0][c] + (1 - ALPHA) * seen[2][c] for c in CLASSES}, abs=1e-5)
     img, probs, state = service.live_frame(model, np.zeros((480, 640, 3), np.uint8), state)
     assert probs is None and state.tracks == []

@@ -121,12 +121,16 @@ def space(tmp_path_factory):
     proc.wait(10)
 
 
-def test_app_runs_from_the_space_files_alone(space):
-    c = Client(space["url"], verbose=False)
-    r = c.predict(handle_file(str(space["folder"] / "examples" / "astronaut.jpg")), "Grad-CAM", "layer3",
-                  "predicted class", False, api_name="/predict")
-    assert len(r["faces"]) == 1 and r["faces"][0]["label"] in CLASSES
+def test_app_runs_from_the_space_files_alone(space, server):
+    photo = handle_file(str(space["folder"] / "examples" / "two_faces.jpg"))
+    r = Client(space["url"], verbose=False).predict(photo, "Grad-CAM", "layer3", "predicted class", False,
+                                                    api_name="/predict")
+    assert len(r["faces"]) == 2 and r["faces"][0]["label"] in CLASSES
     assert set(r["faces"][0]["probabilities"]) == set(CLASSES)
+    # the same answer as the app run from the project (same model): nothing the app reads is missing there
+    here = Client(server, verbose=False).predict(photo, "Grad-CAM", "layer3", "predicted class", False,
+                                                 api_name="/predict")
+    assert r == here
     assert f"model {space['model_repo']}" in space["log"].read_text()  # the model EMOTION_MODEL named
     # what app.py reads at start: the README's API section and the example photos, from the Space's folder
     config = httpx.get(space["url"] + "config", timeout=30).json()

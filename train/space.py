@@ -15,9 +15,11 @@ from pathlib import Path
 from emotion.model import CONFIG_FILE, ENV_VAR, WEIGHTS_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
-# (folder, glob) pairs relative to the project root: the app and everything it imports or reads
-INCLUDE = (("", "app.py"), ("", "requirements.txt"), ("emotion", "*.py"), ("examples", "*.jpg"),
+# (folder, glob) pairs relative to the project root: the app and everything it imports or reads (the runtime
+# package with its data files, e.g. a face prior the faithfulness check loads)
+INCLUDE = (("", "app.py"), ("", "requirements.txt"), ("emotion", "**/*"), ("examples", "*.jpg"),
            ("examples", "*.png"))
+SKIP = ("__pycache__", ".pyc")
 PYTHON_VERSION = "3.11"  # yuface has wheels for CPython up to 3.11
 REPO_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -65,7 +67,8 @@ def space_sources(root: Path = ROOT) -> list[Path]:
     """The project files copied as they are (the README is written separately)."""
     out = []
     for folder, pattern in INCLUDE:
-        out += sorted(p for p in (root / folder).glob(pattern) if p.is_file())
+        out += sorted(p for p in (root / folder).glob(pattern)
+                      if p.is_file() and not any(s in p.as_posix() for s in SKIP))
     return out
 
 
