@@ -71,6 +71,9 @@ PAGE_CSS = """
   #faces { margin-left: -24px !important; margin-right: -24px !important; width: auto !important; }
 }
 """
+# on a phone the controls sit above the results: bring the first face card into view once it is there
+SHOW_RESULT_ON_PHONE = """() => { const s = document.querySelector('#status');
+    if (s && window.innerWidth <= 600) s.scrollIntoView({block: 'start'}); }"""
 MIRRORED = True  # the webcam preview is a mirror, as people expect; Gradio then sends mirrored frames too
 
 
@@ -166,7 +169,8 @@ def build_demo(model: EmotionModel) -> gr.Blocks:
         method.change(on_method, method, explain_for, api_visibility="private", queue=False)
         gr.on([run.click, image.change, explain_for.change, method.change, layer.change, whole.change],
               on_photo, [image, method, layer, explain_for, whole], [annotated, faces, status, result],
-              api_visibility="undocumented", trigger_mode="always_last")
+              api_visibility="undocumented", trigger_mode="always_last"
+              ).success(None, js=SHOW_RESULT_ON_PHONE)
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo
 
