@@ -211,6 +211,7 @@ def test_desktop_view_puts_each_face_beside_its_heatmap(page):
     answer.get_by_text("faces").first.click()  # it opens collapsed
     for label in labels:
         expect(answer).to_contain_text(label)
+    shot(page, "1-api-tab.png")
     assert page.errors == []
 
 
