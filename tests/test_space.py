@@ -130,7 +130,10 @@ def test_app_runs_from_the_space_files_alone(space, server):
     # the same answer as the app run from the project (same model): nothing the app reads is missing there
     here = Client(server, verbose=False).predict(photo, "Grad-CAM", "layer3", "predicted class", False,
                                                  api_name="/predict")
+    named = r.pop("model", None), here.pop("model", None)  # which model answered, where the answer says it
     assert r == here
+    if named[0] is not None:
+        assert named[0]["source"] == str(space["model_repo"]) and named[1]["source"] != named[0]["source"]
     assert f"model {space['model_repo']}" in space["log"].read_text()  # the model EMOTION_MODEL named
     # what app.py reads at start: the README's API section and the example photos, from the Space's folder
     config = httpx.get(space["url"] + "config", timeout=30).json()
