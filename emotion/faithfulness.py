@@ -1,86 +1,83 @@
-"""Does a heatmap tell the truth? A per-face deletion test against random maps, cheap enough for the app.
+"""Does a heatmap tell the truth about this face and this class? A deletion test against three controls.
 
 The score
 ---------
-Let p0 be the model's probability for the explained class c on the face as it is. Rank the input's pixels
-by the map's value, most highlighted first (equal values are ordered by a seeded random key, so every map
-ranks all pixels and no map removes more than another), and let q be a pixel's rank as a share of all
-pixels (0 for the most highlighted, 1 for the least). Remove the pixels graded by rank: each pixel is
-blended towards a heavily blurred copy of the face (Gaussian, sigma = side / 8, in the model's normalised
-input space) with weight
+The quantity explained is the class's logit z_c: Grad-CAM and its relatives differentiate the logit, not
+the softmax probability (a probability also moves when other classes' logits move, and saturates near 0
+and 1, so an unlikely class's map could not be tested at all). Rank the input's pixels by the map's
+value, most highlighted first (equal values ordered by a key seeded from the input). For each fraction f
+in `FRACTIONS` delete the top f of the pixels, replacing them by a heavily blurred copy of the face
+(Gaussian, sigma = side / 8, in the model's normalised input space: brightness and outline stay, the local
+detail an expression is read from goes), and record the drop z_c(face) - z_c(deleted). The score is the
+area under this deletion curve, from (0, 0) to the largest fraction, divided by that fraction: the mean
+drop of the logit, in logit units, while up to half of the face is taken away in the map's order.
 
-    w(q) = max(0, 1 - q / DEPTH),  DEPTH = 0.5
+The controls
+------------
+Maps that carry no evidence about this face and this class get the same test, on the same face:
 
-so the most highlighted pixel is fully replaced, the weight falls linearly to 0 at the median pixel, and
-the least highlighted half is untouched. This picture is exactly the average, pixel by pixel, of the
-pictures "top k of the map removed" over every k from 0 to 50 %, and it costs one forward pass per map
-instead of one per map and k. The blur keeps the face's overall brightness and shape, so the picture stays
-face-like, but wipes out the local detail (the set of the mouth, the brows) an expression is read from.
-With p1 the model's probability for c on that picture,
+- face_prior: what an average explanation of this class looks like. The mean map of the same method and
+  layer over the FER2013 training faces the model predicts as the class (over all of them for a class it
+  rarely predicts), `emotion/face_prior.npz`, made by `python -m train.face_prior`; for a method or layer
+  the file lacks, a centre prior aligned with the face template (emotion.regions). It knows where faces
+  are and where this model usually looks for the class (the mouth for a smile), nothing about this face.
+- other_class: the same method's map for the most likely other class, on the same face (class
+  sensitivity). A map that explains class c must single out c's evidence better than another class's
+  map does. Left out for class-agnostic methods (Eigen-CAM), whose map is the same for every class.
+- random: `n_random` RandomCAM maps (the layer's activations with random channel weights: the same
+  coarse, face-shaped look, no class information), drawn per face from a seed made from the input's bytes
+  and the class, so a given input always gets the same controls and different faces different ones.
 
-    score(map) = p0 - p1
-
-the drop, in probability units (0.2 = 20 points), of the explained class when what the map marks as most
-important is taken away. A faithful map points at the pixels the decision rests on, so removing them costs
-more than removing pixels chosen any other way; a negative score means that removing them made the
-class more likely.
-
-The control
+The verdict
 -----------
-pytorch-grad-cam's RandomCAM: maps made from the same layer's activations with random channel weights
-(uniform in -1..1, drawn from a generator seeded with `seed`), so they have the same coarse, face-shaped
-look as a real CAM but carry no information about the class. `n_random` of them get the same deletion
-test. `beats_random` counts the random maps whose score the real map's score strictly exceeds, and the
-verdict is read from it:
+    the map has no positive value   "empty":      no evidence for this class; never scored
+    every |drop| < UNTESTABLE       "untestable": hiding any part of the face hardly moves the logit
+    beats every control by MARGIN   "good":       the map explains the class score on this face
+    beats every random map only     "weak":       it shows where the model looks on most faces, but not
+                                                  better than the average map or another class's map
+    otherwise                       "chance":     not better than random maps; don't trust it
 
-    every |score| < 0.01     "untestable": hiding any part of the face hardly moves the class's
-                                          probability (typical for a "why not X?" map of an unlikely
-                                          class), so the map cannot be checked this way
-    else beats >= 90 %       "good":      the map explains the prediction better than B of N random maps
-    else beats >= 60 %       "weak":      better than most random maps, not by much; read it with care
-    otherwise                "chance":    not better than chance; don't trust it
+"beats by MARGIN" means score > control + MARGIN * |control|. Its error rate is measured by
+`python -m train.audit` on maps that carry no face- or class-specific evidence (another face's map, the
+inverted map 1 - map): they must be judged "good" at most 5 % of the time (`false_good_rate`).
 
-The perturbed batch and its forward pass go through pytorch-grad-cam's `PerturbationConfidenceMetric` with
-the graded blur as the perturbation. Its ROAD metrics (hard removal of the top k with a noisy linear
-imputer) were the first choice, but they need one forward pass per map and k plus a sparse solve per map
-and k (~15 ms each here): 30+ perturbed faces per map set, several times the app's budget.
-
-Cost: one forward pass of one face (the random maps and p0) and one batched forward pass of 1 + n_random
-perturbed faces (n maps with `faithfulness_many`). Everything is deterministic for a given seed.
+The perturbed faces (maps x fractions) go through pytorch-grad-cam's `PerturbationConfidenceMetric` in one
+batch. Cost: one forward pass of the face (random maps and the base logit), one explanation for the other
+class, and one batched forward pass of (maps + 2 + n_random) x len(FRACTIONS) perturbed faces.
 """
 from __future__ import annotations
 
+import hashlib
 import time
+from functools import lru_cache
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 from pytorch_grad_cam import RandomCAM
-from pytorch_grad_cam.metrics.perturbation_confidence import (
-    PerturbationConfidenceMetric,
-)
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+from pytorch_grad_cam.metrics.perturbation_confidence import PerturbationConfidenceMetric
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from emotion.explain import DEFAULT_LAYER, LAYERS, resolve_layer
+from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, explain, resolve_layer
 from emotion.model import EmotionModel
 
-DEPTH = 0.5  # share of the pixels touched by the graded removal (the most highlighted ones)
-N_RANDOM = 10
-GOOD, WEAK = 0.9, 0.6  # shares of the random maps a map must beat for "good" and "weak"
-UNTESTABLE = 0.01  # below this probability drop for every map, the test cannot tell maps apart
+FRACTIONS = (0.1, 0.25, 0.5)  # shares of the pixels deleted, most highlighted first
+N_RANDOM = 2
+MARGIN = 0.1  # a "good" map beats each control by 10 % of the control's score (and at least its score)
+UNTESTABLE = 0.05  # logit units: below this drop for every map and fraction, the test cannot tell maps apart
 BLUR_SIGMA = 1 / 8  # of the input side
-LEVELS = ("good", "weak", "chance", "untestable")
+LEVELS = ("good", "weak", "chance", "untestable", "empty")
+CONTROLS = ("face_prior", "other_class", "random")
+PRIOR_FILE = Path(__file__).resolve().parent / "face_prior.npz"
 
 
-class GradedBlurRemoval:
-    """A perturbation for pytorch-grad-cam's `PerturbationConfidenceMetric`.
+class BlurDeletion:
+    """A perturbation for pytorch-grad-cam's `PerturbationConfidenceMetric`: replace the pixels where
+    `mask` is 1 by a blurred copy of the face (C x H x W in, C x H x W out)."""
 
-    Called with one face's input (C x H x W) and a rank map q (H x W, 0 = most highlighted pixel, see
-    `rank_map`), it blends each pixel towards the blurred face with weight max(0, 1 - q / depth).
-    """
-
-    def __init__(self, depth: float = DEPTH, sigma_fraction: float = BLUR_SIGMA):
-        self.depth, self.sigma_fraction = depth, sigma_fraction
+    def __init__(self, sigma_fraction: float = BLUR_SIGMA):
+        self.sigma_fraction = sigma_fraction
 
     def blurred(self, img: torch.Tensor) -> torch.Tensor:
         arr = np.ascontiguousarray(img.detach().cpu().numpy().transpose(1, 2, 0))  # H,W,C
@@ -88,9 +85,9 @@ class GradedBlurRemoval:
         out = out.reshape(arr.shape)  # OpenCV drops a single channel's axis
         return torch.from_numpy(out.transpose(2, 0, 1).copy()).to(img.dtype)
 
-    def __call__(self, img: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        w = torch.clamp(1 - q.to(img.dtype) / self.depth, 0, 1)
-        return img * (1 - w) + self.blurred(img) * w
+    def __call__(self, img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.to(img.dtype)
+        return img * (1 - m) + self.blurred(img) * m
 
 
 class _SeededRandomCAM(RandomCAM):
@@ -124,15 +121,28 @@ def _class_index(model: EmotionModel, target) -> int:
     return model.labels.index(target) if isinstance(target, str) else int(target)
 
 
+def input_seed(x: torch.Tensor, target: int) -> int:
+    """A seed made from the input's bytes and the class: the same input always gets the same controls."""
+    h = hashlib.blake2b(np.ascontiguousarray(x.detach().cpu().numpy()).tobytes(), digest_size=8)
+    h.update(int(target).to_bytes(4, "little"))
+    return int.from_bytes(h.digest(), "little")
+
+
+def is_empty(heatmap: np.ndarray) -> bool:
+    """No positive evidence: the map is zero (or NaN) everywhere, or flat, so it singles no pixel out."""
+    m = np.nan_to_num(np.asarray(heatmap, np.float64))
+    return m.size == 0 or float(m.max()) <= 0 or float(np.ptp(m)) <= 1e-6
+
+
 def random_maps(model: EmotionModel, x: torch.Tensor, n: int = N_RANDOM, seed: int = 0,
                 layer=DEFAULT_LAYER) -> tuple[np.ndarray, np.ndarray]:
-    """`n` RandomCAM maps (n x H x W, 0..1) for one face, and the model's probabilities for it (C,)."""
+    """`n` RandomCAM maps (n x H x W, 0..1) for one face, and the model's logits for it (C,)."""
     x = _one(x)
     rng = np.random.default_rng([seed, 2])
     with model.lock, torch.no_grad(), _SeededRandomCAM(model.net, [_target_layer(model, layer)], n, rng) as cam:
         maps = cam(input_tensor=x, targets=None)
-        probs = cam.outputs.softmax(1)[0].float().numpy()
-    return maps.astype(np.float32), probs
+        logits = cam.outputs[0].float().numpy()
+    return maps.astype(np.float32), logits
 
 
 def rank_map(heatmap: np.ndarray, size: tuple[int, int], key: tuple[int, ...] = (0,)) -> np.ndarray:
@@ -152,104 +162,204 @@ def rank_map(heatmap: np.ndarray, size: tuple[int, int], key: tuple[int, ...] = 
     return q.reshape(h, w)
 
 
-def removal_probabilities(model: EmotionModel, x: torch.Tensor, ranks: np.ndarray, target: int,
-                          depth: float = DEPTH) -> np.ndarray:
-    """The probability of `target` after the graded removal of each rank map's top pixels (M,)."""
+def deletion_logits(model: EmotionModel, x: torch.Tensor, ranks: np.ndarray, target: int,
+                    fractions=FRACTIONS) -> np.ndarray:
+    """The target's logit after deleting each rank map's top `fractions` of pixels (M x F)."""
     x = _one(x)
-    batch = x.expand(len(ranks), -1, -1, -1).contiguous()
-    targets = [ClassifierOutputSoftmaxTarget(int(target))] * len(ranks)
+    masks = np.stack([(q < f) for q in ranks for f in fractions]).astype(np.float32)  # (M*F) x H x W
+    batch = x.expand(len(masks), -1, -1, -1).contiguous()
+    targets = [ClassifierOutputTarget(int(target))] * len(masks)
     net = model.net
-    metric = PerturbationConfidenceMetric(GradedBlurRemoval(depth))
+    metric = PerturbationConfidenceMetric(BlurDeletion())
     with model.lock, torch.no_grad():
-        out = metric(batch, ranks, targets, lambda t: net(t.contiguous(memory_format=torch.channels_last)),
+        out = metric(batch, masks, targets, lambda t: net(t.contiguous(memory_format=torch.channels_last)),
                      return_diff=False)
-    return np.asarray(out, np.float32)
+    return np.asarray(out, np.float32).reshape(len(ranks), len(fractions))
 
 
-def judge(score: float, random_scores, target_name: str = "this class") -> tuple[int, str, str]:
-    """(beats_random, level, verdict) for a map's score against the random maps' scores."""
+def curve_area(drops: np.ndarray, fractions=FRACTIONS) -> np.ndarray:
+    """Area under deletion curves (rows of `drops`, starting from a drop of 0 at fraction 0) / the largest
+    fraction: the mean drop over the range."""
+    drops = np.atleast_2d(drops)
+    xs = np.r_[0.0, fractions]
+    ys = np.concatenate([np.zeros((len(drops), 1)), drops], 1)
+    return ((ys[:, 1:] + ys[:, :-1]) / 2 * np.diff(xs)).sum(1) / xs[-1]
+
+
+# ---------------------------------------------------------------- the face prior
+def centre_prior(size: int = 64) -> np.ndarray:
+    """A map over the crop that peaks at the template face's centre and fades over the face box."""
+    from emotion.regions import TEMPLATE_BOX, TEMPLATE_LANDMARKS
+
+    marks = np.asarray(TEMPLATE_LANDMARKS)
+    cx, cy = marks[:, 0].mean(), marks[:, 1].mean()
+    sx, sy = (TEMPLATE_BOX[2] - TEMPLATE_BOX[0]) / 4, (TEMPLATE_BOX[3] - TEMPLATE_BOX[1]) / 4
+    g = (np.arange(size) + 0.5) / size
+    return np.exp(-((g[None, :] - cx) ** 2 / (2 * sx ** 2) + (g[:, None] - cy) ** 2 / (2 * sy ** 2))).astype(np.float32)
+
+
+def prior_key(method: str, layer: str) -> str:
+    return f"{method}|{resolve_layer(layer).split()[0]}"
+
+
+@lru_cache(maxsize=1)
+def _prior_file() -> dict[str, np.ndarray]:
+    if not PRIOR_FILE.is_file():
+        return {}
+    with np.load(PRIOR_FILE) as z:
+        return {k: z[k].astype(np.float32) for k in z.files}
+
+
+def face_prior(method: str = DEFAULT_METHOD, layer=DEFAULT_LAYER, size: int = 64,
+               target: str | None = None) -> tuple[np.ndarray, str]:
+    """(the face-prior map at `size`, where it came from): the mean map of `method` at `layer` over the
+    FER2013 training faces predicted as `target` (what an average explanation of that class looks like),
+    else over all of them, else (a method or layer the file lacks) the centre prior."""
+    key = prior_key(method, layer) if isinstance(layer, str) else None
+    maps = _prior_file()
+    if key and target and f"{key}|{target}" in maps:
+        m, source = maps[f"{key}|{target}"], f"mean {target} map over FER2013 training faces"
+    elif key and key in maps:
+        m, source = maps[key], "mean map over FER2013 training faces"
+    else:
+        return centre_prior(size), "centre prior"
+    return cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR), source
+
+
+# ---------------------------------------------------------------- the verdict
+def _beats(score: float, control: float, margin: float = MARGIN) -> bool:
+    return score > control + margin * abs(control)
+
+
+def judge(score: float, controls: dict[str, float], random_scores, target_name: str = "this class",
+          other_name: str | None = None, class_agnostic: bool = False, margin: float = MARGIN) -> tuple[str, str]:
+    """(level, verdict) of a map's score against the controls' scores (`face_prior`, maybe `other_class`)
+    and the random maps'. `untestable` and `empty` are decided before (they have no meaningful score)."""
     random_scores = np.asarray(random_scores, np.float64)
     n = len(random_scores)
-    beats = int(np.sum(score > random_scores + 1e-6))
-    if max([abs(score)] + np.abs(random_scores).tolist()) < UNTESTABLE:
-        return beats, "untestable", (f"Hiding any part of the face hardly changes the {target_name} score, "
-                                     "so this map can't be checked.")
-    if beats >= GOOD * n:
-        return beats, "good", f"This map explains the prediction better than {beats} of {n} random maps."
-    if beats >= WEAK * n:
-        return beats, "weak", (f"This map beats only {beats} of {n} random maps: a little better than chance, "
-                               "read it with care.")
-    return beats, "chance", (f"This map is not better than chance (it beats {beats} of {n} random maps): "
-                             "don't trust it.")
+    if not all(_beats(score, r, 0.0) for r in random_scores):
+        beaten = int(np.sum(score > random_scores))
+        return "chance", (f"This map is not better than random maps (it beats {beaten} of {n}): don't trust it.")
+    missed = [name for name, v in controls.items() if not _beats(score, v, margin)]
+    if class_agnostic:
+        why = (" It beats the average face's map too, but this method draws the same map for every class, so it"
+               " shows what the layer responds to, not why the model chose this class." if not missed else
+               " It does not beat the map an average face gets, and this method draws the same map for every"
+               " class: it shows where the model looks on most faces, not why it chose this class.")
+        return "weak", f"This map beats the random maps.{why}"
+    if not missed:
+        return "good", (f"This map explains the {target_name} score: hiding what it marks lowers the score more "
+                        f"than hiding what the average face's map, the {other_name or 'other class'}'s map "
+                        f"or any of {n} random maps marks.")
+    names = {"face_prior": "the map an average face gets", "other_class": f"the map for {other_name or 'another class'}"}
+    return "weak", (f"This map beats the random maps but not {' or '.join(names[m] for m in missed)}: it shows "
+                    f"where the model looks on most faces, not evidence of {target_name} in this face.")
 
 
-def faithfulness_many(model: EmotionModel, x: torch.Tensor, heatmaps: dict[str, np.ndarray], target,
-                      n_random: int = N_RANDOM, seed: int = 0, layer=DEFAULT_LAYER,
-                      depth: float = DEPTH) -> dict[str, dict]:
-    """`faithfulness` for several maps of one face (e.g. one per CAM method), sharing the random maps.
+EMPTY_VERDICT = ("No evidence for {c}: the method found nothing in this face that raises the {c} score, "
+                 "so there is no map to check.")
+UNTESTABLE_VERDICT = "Hiding any part of the face hardly changes the {c} score, so this map can't be checked."
 
-    Returns {name: result} with the same keys as `faithfulness`; every result holds the same
-    `random_scores`, and a map's result does not depend on which other maps are judged with it.
+
+# ---------------------------------------------------------------- the check
+def faithfulness_many(model: EmotionModel, x: torch.Tensor, heatmaps: dict[str, np.ndarray], target, *,
+                      prior: np.ndarray | None = None, other: tuple[str, np.ndarray] | None = None,
+                      n_random: int = N_RANDOM, seed: int | None = None, layer=DEFAULT_LAYER,
+                      class_agnostic: bool = False, fractions=FRACTIONS, margin: float = MARGIN) -> dict[str, dict]:
+    """Judge several maps of one face for class `target` (index or name) against shared controls.
+
+    `prior` is the face-prior map (default: `centre_prior`), `other` (class name, map) the same method's
+    map for another class on this face (None: no class-sensitivity control), `layer` the layer the random
+    maps are read from (a `LAYERS` name or a module), `seed` (default: from the input's bytes and the
+    class) seeds the random maps and tie-breaking. Returns {name: result}, results as `faithfulness`
+    describes; a map's result does not depend on which other maps are judged with it.
     """
     if n_random < 1:
-        raise ValueError("n_random must be at least 1: a map is only judged against random maps.")
+        raise ValueError("n_random must be at least 1: a map is always judged against random maps.")
     t0 = time.perf_counter()
     x = _one(x)
     c = _class_index(model, target)
+    seed = input_seed(x, c) if seed is None else int(seed)
     size = tuple(x.shape[-2:])
-    rand, probs = random_maps(model, x, n_random, seed, layer)
-    p0 = float(probs[c])
-    names = list(heatmaps)
-    ranks = [rank_map(heatmaps[name], size, (seed, 0)) for name in names]
-    ranks += [rank_map(r, size, (seed, 1, j)) for j, r in enumerate(rand)]
-    scores = p0 - removal_probabilities(model, x, np.stack(ranks), c, depth)
-    random_scores = scores[len(names):]
+    rand, logits = random_maps(model, x, n_random, seed, layer)
+    z0 = float(logits[c])
+    prior = centre_prior(size[0]) if prior is None else prior
+    control_maps = {"face_prior": prior}
+    if other is not None and not class_agnostic:
+        control_maps["other_class"] = other[1]
+    names = [n for n in heatmaps if not is_empty(heatmaps[n])]
+    all_maps = [heatmaps[n] for n in names] + list(control_maps.values()) + list(rand)
+    ranks = np.stack([rank_map(m, size, (seed % 2**32, 0)) for m in all_maps])
+    drops = z0 - deletion_logits(model, x, ranks, c, fractions)
+    scores = curve_area(drops, fractions)
+    k = len(names)
+    control_scores = {name: float(s) for name, s in zip(control_maps, scores[k:k + len(control_maps)])}
+    random_scores = scores[k + len(control_maps):]
+    controls = {**control_scores, "random": float(random_scores.mean())}
+    testable = float(np.abs(drops[k:]).max()) >= UNTESTABLE
     target_name = model.labels[c]
-    random_mean = float(random_scores.mean())
+    other_name = other[0] if other is not None else None
     ms = (time.perf_counter() - t0) * 1000
+    common = {"target": target_name, "quantity": "logit", "base_logit": z0, "fractions": list(fractions),
+              "controls": controls, "random_scores": [float(s) for s in random_scores],
+              "random_mean": controls["random"], "n_random": int(n_random), "other_class": other_name,
+              "class_agnostic": bool(class_agnostic), "seed": seed, "ms": ms}
     results = {}
-    for i, name in enumerate(names):
-        beats, level, verdict = judge(float(scores[i]), random_scores, target_name)
-        results[name] = {
-            "score": float(scores[i]),
-            "random_scores": [float(s) for s in random_scores],
-            "random_mean": random_mean,
-            "margin": float(scores[i]) - random_mean,
-            "beats_random": beats,
-            "n_random": int(n_random),
-            "level": level,
-            "verdict": verdict,
-            "target": target_name,
-            "base_probability": p0,
-            "ms": ms,
-        }
+    for name in heatmaps:
+        if name not in names:
+            results[name] = {**common, "score": None, "curve": None, "margin": None, "beats_random": 0,
+                             "beats": {}, "level": "empty", "verdict": EMPTY_VERDICT.format(c=target_name)}
+            continue
+        i = names.index(name)
+        score = float(scores[i])
+        beats = {n: _beats(score, v, margin) for n, v in control_scores.items()}
+        if testable or float(np.abs(drops[i]).max()) >= UNTESTABLE:
+            level, verdict = judge(score, control_scores, random_scores, target_name, other_name, class_agnostic,
+                                   margin)
+        else:
+            level, verdict = "untestable", UNTESTABLE_VERDICT.format(c=target_name)
+        results[name] = {**common, "score": score, "curve": [float(d) for d in drops[i]],
+                         "margin": score - max(control_scores.values()),
+                         "beats_random": int(np.sum(score > random_scores)), "beats": beats,
+                         "level": level, "verdict": verdict}
     return results
 
 
-def faithfulness(model: EmotionModel, x: torch.Tensor, heatmap: np.ndarray, target, n_random: int = N_RANDOM,
-                 seed: int = 0, layer=DEFAULT_LAYER, depth: float = DEPTH) -> dict:
-    """How well one face's heatmap explains the model's probability for `target` (index or class name).
+def faithfulness(model: EmotionModel, x: torch.Tensor, heatmap: np.ndarray, target, **kwargs) -> dict:
+    """How well one face's heatmap explains the model's logit for `target` (index or class name).
 
     `x` is the face's model input (1 x 3 x S x S, as `model.prep.to_input([crop])` makes it), `heatmap`
-    the map over it (any size, resized to S x S), `layer` the layer the random control maps are read
-    from (a `LAYERS` name or a module; use the layer the real map came from). Holds `model.lock` around
-    the forward passes. Returns a dict:
+    the map over it (any size, resized to S x S); keyword arguments as `faithfulness_many`. Holds
+    `model.lock` around the forward passes. Returns a dict:
 
-        score             drop of the target's probability when the map's top pixels are removed (above)
-        random_scores     the same for each of the `n_random` random maps (list of floats)
-        random_mean       their mean;   margin = score - random_mean
-        beats_random      how many random maps the map's score strictly exceeds (0..n_random)
-        n_random
-        level             "good" | "weak" | "chance" | "untestable"
+        level             "good" | "weak" | "chance" | "untestable" | "empty"
         verdict           the plain-words sentence for the user
-        target            the class name;   base_probability = p0
-        ms                time taken
+        score             area under the map's deletion curve: mean drop of the logit (None when empty)
+        curve             the drop at each of `fractions`
+        controls          the same score for face_prior, other_class (when judged) and random (mean)
+        random_scores     each random map's score;  random_mean, n_random, beats_random (how many it beats)
+        beats             {control: bool} for face_prior and other_class
+        margin            score - the best of face_prior and other_class
+        target, other_class, class_agnostic, quantity ("logit"), base_logit, seed, ms
     """
-    return faithfulness_many(model, x, {"map": heatmap}, target, n_random, seed, layer, depth)["map"]
+    return faithfulness_many(model, x, {"map": heatmap}, target, **kwargs)["map"]
 
 
-def face_faithfulness(model: EmotionModel, face, layer=DEFAULT_LAYER, n_random: int = N_RANDOM,
-                      seed: int = 0) -> dict:
-    """`faithfulness` for an `emotion.pipeline.FaceResult` (its crop, heatmap and explained class)."""
+def other_class(probabilities: dict[str, float], explained: str) -> str:
+    """The most likely class other than `explained`."""
+    return max((p, c) for c, p in probabilities.items() if c != explained)[1]
+
+
+def face_faithfulness(model: EmotionModel, face, method: str = DEFAULT_METHOD, layer=DEFAULT_LAYER,
+                      n_random: int = N_RANDOM, seed: int | None = None) -> dict:
+    """`faithfulness` of an `emotion.pipeline.FaceResult`'s heatmap (its crop, map and explained class),
+    with `method`'s map for the most likely other class and `method`'s face prior at `layer` as controls."""
     x = model.prep.to_input([face.crop])
-    return faithfulness(model, x, face.heatmap, face.explained, n_random=n_random, seed=seed, layer=layer)
+    agnostic = method in CLASS_AGNOSTIC
+    other = None
+    if not agnostic:
+        name = other_class(face.probabilities, face.explained)
+        other = (name, explain(model, x, [model.labels.index(name)], method, layer)[1][0])
+    prior, _ = face_prior(method, layer, model.prep.size, face.explained)
+    return faithfulness(model, x, face.heatmap, face.explained, prior=prior, other=other, n_random=n_random,
+                        seed=seed, layer=layer, class_agnostic=agnostic)

@@ -169,8 +169,13 @@ def draw_regions(rgb: np.ndarray, crop_box=None, landmarks=(), face_box=None, al
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def region_chart(shares: dict[str, float], width: int = 260, height: int = 130, title: str | None = None) -> np.ndarray:
-    """A small horizontal bar chart of the region shares, RGB uint8 (OpenCV drawing, for the app)."""
+def region_chart(shares: dict[str, float], width: int = 260, height: int = 130, title: str | None = None,
+                 baseline: dict[str, float] | None = None) -> np.ndarray:
+    """A small horizontal bar chart of the region shares, RGB uint8 (OpenCV drawing, for the app).
+
+    `baseline` (e.g. `face_region_areas`: what a flat map would give) is drawn on each bar as a black tick,
+    so a share reads against it: a bar past its tick means the map seeks the region out.
+    """
     img = np.full((height, width, 3), 255, np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
     top = 0
@@ -186,7 +191,10 @@ def region_chart(shares: dict[str, float], width: int = 260, height: int = 130, 
         base = y + int(row * 0.72)
         cv2.putText(img, REGION_LABELS[name], (4, base), font, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
         x_max = width - value_w
-        cv2.rectangle(img, (label_w, y + 3), (label_w + int(v * (x_max - label_w)), y + max(4, int(row) - 3)),
-                      REGION_COLOURS[name], -1)
+        y1 = y + max(4, int(row) - 3)
+        cv2.rectangle(img, (label_w, y + 3), (label_w + int(v * (x_max - label_w)), y1), REGION_COLOURS[name], -1)
+        if baseline is not None:
+            bx = label_w + int(round(float(baseline.get(name, 0.0)) * (x_max - label_w)))
+            cv2.line(img, (bx, y + 1), (bx, y1 + 2), (0, 0, 0), 2)
         cv2.putText(img, "-" if empty else f"{v:.0%}", (x_max + 4, base), font, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
     return img

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from emotion.draw import annotate
-from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD
+from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD
 from emotion.faithfulness import face_faithfulness
-from emotion.regions import face_region_shares
+from emotion.regions import face_region_areas, face_region_shares
 from emotion.live import LiveState
 from emotion.model import EmotionModel
 from emotion.pipeline import Analysis, analyse
@@ -34,14 +34,24 @@ class PhotoView:
     result: dict  # the API's JSON (without heatmaps)
 
 
+FAITH_FIELDS = ("level", "verdict", "score", "curve", "controls", "random_mean", "beats_random", "n_random",
+                "beats", "other_class", "class_agnostic", "quantity", "target")
+
+
 def honesty(model: EmotionModel, a: Analysis) -> list[dict]:
-    """For each face: how faithful its heatmap is (against random maps) and where its mass lies."""
+    """For each face: how faithful its heatmap is (against the face prior, another class's map and random
+    maps; emotion/faithfulness.py), where its mass lies, and where a flat map's would (`region_baseline`:
+    each region's share of the crop's area, what the shares are read against). Raises ValueError for "why
+    not X?" with a class-agnostic method, whose map is the same for every class."""
+    if a.method in CLASS_AGNOSTIC and any(f.explained != f.label for f in a.faces):
+        raise ValueError(f"{a.method} draws the same map for every class, so it cannot answer \"why not X?\": "
+                         f"ask for the predicted class, or pick a class-specific method such as {DEFAULT_METHOD}.")
     out = []
     for face in a.faces:
-        f = face_faithfulness(model, face, layer=a.layer)
-        out.append({"faithfulness": {k: f[k] for k in ("score", "random_mean", "beats_random", "n_random",
-                                                        "level", "verdict")},
-                    "regions": face_region_shares(face, scale=a.scale)})
+        f = face_faithfulness(model, face, method=a.method, layer=a.layer)
+        out.append({"faithfulness": {k: f[k] for k in FAITH_FIELDS},
+                    "regions": face_region_shares(face, scale=a.scale),
+                    "region_baseline": face_region_areas(face, scale=a.scale)})
     return out
 
 

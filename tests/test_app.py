@@ -7,6 +7,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from emotion import service
+from emotion.faithfulness import N_RANDOM
 from emotion.live import LiveState
 from emotion.model import CLASSES
 from tests import fixtures as fx
@@ -33,7 +34,7 @@ def test_readme_api_call_works_against_the_live_server(server, capsys):
     assert hm.ndim == 2 and hm.shape[0] == hm.shape[1] and 0 <= hm.min() and hm.max() <= 1
     assert face["label"] in capsys.readouterr().out
     f = face["faithfulness"]
-    assert 0 <= f["beats_random"] <= f["n_random"] == 10 and f["verdict"]
+    assert 0 <= f["beats_random"] <= f["n_random"] == N_RANDOM and f["verdict"]
     assert set(face["regions"]) == {"eyes_brows", "nose", "mouth", "rest_of_face", "outside_face"}
     assert sum(face["regions"].values()) == pytest.approx(1, abs=1e-3)
 

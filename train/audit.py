@@ -13,9 +13,13 @@ pictures are the PNGs beside it) and OUT/summary.json:
   ("why not the true class?");
 - the share of heatmap mass on eyes and brows, nose, mouth, rest of face and outside the face
   (emotion/regions.py), overall, per class and per group;
-- faithfulness (emotion/faithfulness.py) of every CAM method and of RandomCAM on a subset
-  (--faithfulness-limit): the drop of the predicted class's probability when each map's top pixels are
-  removed, and how often a method beats 90 % of random maps;
+- faithfulness (emotion/faithfulness.py) of every CAM method at every layer (--faith-layers) on a subset
+  (--faithfulness-limit), judged as the app judges each face: the mean drop of the predicted class's logit
+  when each map's top pixels are deleted, beside the same for the controls (face prior, the other class's
+  map, random maps), the share of faces judged "good", "weak", ..., and the false-"good" rate: how often
+  another face's map or the inverted map is judged "good" (summary.json: `controls`, `false_good_rate` for
+  --method at --layer, `faithfulness_by_layer` for all, `recommended`: the method and layer judged "good"
+  most often);
 - a sanity check (Adebayo et al. 2018, model randomisation): the heatmaps after re-initialising the top
   layers (fc, then fc and layer4), compared with the trained model's by Spearman rank correlation on a
   subset (--sanity-limit). A map that still looks the same explains the picture, not the model;
@@ -44,14 +48,16 @@ from scipy.stats import spearmanr
 from tqdm import tqdm
 
 from emotion.explain import (
+    CLASS_AGNOSTIC,
     DEFAULT_LAYER,
     DEFAULT_METHOD,
+    LAYERS,
     METHODS,
     explain,
     overlay,
     resolve_layer,
 )
-from emotion.faithfulness import N_RANDOM, faithfulness_many
+from emotion.faithfulness import CONTROLS, LEVELS, N_RANDOM, face_prior, faithfulness_many, other_class
 from emotion.images import ImageError
 from emotion.model import CLASSES, EmotionModel, load_model
 from emotion.pipeline import analyse
@@ -88,6 +94,8 @@ def parse_args(argv=None):
     p.add_argument("--faithfulness-limit", type=int, default=200, help="images for the faithfulness test (0: skip)")
     p.add_argument("--sanity-limit", type=int, default=100, help="images for the randomisation test (0: skip)")
     p.add_argument("--n-random", type=int, default=N_RANDOM, help="random maps per face in the faithfulness test")
+    p.add_argument("--faith-layers", nargs="+", default=[k.split()[0] for k in LAYERS],
+                   help="layers compared for faithfulness (default: all)")
     p.add_argument("--mistakes", type=int, default=12, help="how many confident mistakes to show")
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples for the fairness intervals")
     p.add_argument("--min-group-size", type=int, default=10, help="smaller groups are shown but not compared")
@@ -295,18 +303,24 @@ def plot_region_bars(tables: list[tuple[str, dict[str, dict[str, float]]]], path
     plt.close(fig)
 
 
-def plot_faithfulness(table: dict[str, dict], path: Path) -> None:
+def plot_faithfulness(by_layer: dict[str, dict[str, dict]], path: Path) -> None:
+    """Per layer, each method's mean score beside its face prior's, other class's and random maps'."""
     plt = _plt()
-    names = list(table)
-    means = [table[n]["mean_score"] for n in names]
-    errs = [1.96 * table[n]["sem"] for n in names]
-    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
-    colours = ["#93a1a1" if n == "random" else "#268bd2" for n in names]
-    ax.bar(names, means, yerr=errs, color=colours, capsize=3)
-    ax.axhline(table["random"]["mean_score"], color="#93a1a1", ls="--", lw=1)
-    ax.set_ylabel("mean drop of the class probability")
-    ax.set_title("Faithfulness: removing what each map highlights (higher = more faithful)", fontsize=10)
-    plt.setp(ax.get_xticklabels(), fontsize=8)
+    layers = list(by_layer)
+    fig, axes = plt.subplots(1, len(layers), figsize=(6.5 * len(layers), 3.4), dpi=100, squeeze=False)
+    series = (("map", "#268bd2"), ("face_prior", "#b58900"), ("other_class", "#d33682"), ("random", "#93a1a1"))
+    for ax, lay in zip(axes[0], layers):
+        table = by_layer[lay]
+        names = list(table)
+        xs = np.arange(len(names))
+        for k, (name, colour) in enumerate(series):
+            vals = [(table[m]["mean_score"] if name == "map" else table[m]["controls"].get(name)) for m in names]
+            vals = [np.nan if v is None else v for v in vals]
+            ax.bar(xs + (k - 1.5) * 0.2, vals, 0.2, color=colour, label=name.replace("_", " "))
+        ax.set_xticks(xs, names, fontsize=8)
+        ax.set_title(f"{lay}: mean drop of the class logit (higher = more faithful)", fontsize=9)
+    axes[0, 0].set_ylabel("area under the deletion curve")
+    axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -330,6 +344,85 @@ def plot_sanity(examples, stage_names, path: Path) -> None:
     plt.close(fig)
 
 
+# ---------------------------------------------------------------- faithfulness
+def faithfulness_tables(model: EmotionModel, sources: list, methods: list[str], layers: list[str], whole: bool,
+                        n_random: int = N_RANDOM, progress: bool = False) -> dict[str, dict[str, dict]]:
+    """{layer: {method: figures}} of the faithfulness check (emotion/faithfulness.py) on `sources`, each map
+    for the face's predicted class, judged as the app judges it. Beside each real map two maps without this
+    face's evidence are judged the same way, to measure how often such a map passes as "good": the same
+    method's map of the previous face ("shuffled") and the inverted map (1 - map)."""
+    rows: dict[tuple[str, str], list[dict]] = {(lay, m): [] for lay in layers for m in methods}
+    previous: dict[tuple[str, str], np.ndarray] = {}
+    for source in tqdm(sources, desc="faithfulness", disable=not progress):
+        f = analyse(source, model, with_heatmaps=False, whole_image=whole).faces[0]
+        x = model.prep.to_input([f.crop])
+        pred = model.labels.index(f.label)
+        other = other_class(f.probabilities, f.label)
+        for lay in layers:
+            for m in methods:
+                agnostic = m in CLASS_AGNOSTIC
+                heat = explain(model, x, [pred], m, lay)[1][0]
+                maps = {"map": heat, "inverted": 1 - heat}
+                if (lay, m) in previous:
+                    maps["shuffled"] = previous[lay, m]
+                previous[lay, m] = heat
+                other_map = None if agnostic else (other, explain(model, x, [model.labels.index(other)], m, lay)[1][0])
+                prior = face_prior(m, lay, model.prep.size, f.label)[0]
+                res = faithfulness_many(model, x, maps, pred, prior=prior, other=other_map, n_random=n_random,
+                                        layer=lay, class_agnostic=agnostic)
+                rows[lay, m].append(res)
+    out: dict[str, dict[str, dict]] = {}
+    for (lay, m), rs in rows.items():
+        if rs:
+            out.setdefault(lay.split()[0], {})[m] = faithfulness_figures(rs)
+    return out
+
+
+def _mean(values) -> float | None:
+    v = [x for x in values if x is not None]
+    return float(np.mean(v)) if v else None
+
+
+def _sem(values) -> float:
+    v = np.array([x for x in values if x is not None], float)
+    return float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+
+
+def faithfulness_figures(results: list[dict]) -> dict:
+    """Mean scores of the map and of each control, verdict shares, and the false-"good" rates of one method
+    at one layer, from `faithfulness_many` results (keys "map", "inverted", optionally "shuffled")."""
+    maps = [r["map"] for r in results]
+    scored = [r for r in maps if r["score"] is not None]
+    controls = {name: _mean(r["controls"].get(name) for r in scored) for name in CONTROLS}
+    rates = {}
+    for kind in ("shuffled", "inverted"):
+        judged = [r[kind]["level"] == "good" for r in results if kind in r]
+        rates[kind] = float(np.mean(judged)) if judged else None
+    known = [v for v in rates.values() if v is not None]
+    return {"n": len(maps), "mean_score": _mean(r["score"] for r in scored), "sem": _sem(r["score"] for r in scored),
+            "mean_margin": _mean(r["margin"] for r in scored), "margin_sem": _sem(r["margin"] for r in scored),
+            "controls": controls,
+            "mean_beats_random": _mean(r["beats_random"] / r["n_random"] for r in scored),
+            **{f"share_{level}": float(np.mean([r["level"] == level for r in maps])) for level in LEVELS},
+            "false_good": rates, "false_good_rate": max(known) if known else None,
+            "mean_ms": _mean(r["ms"] for r in maps)}
+
+
+def recommend(by_layer: dict[str, dict[str, dict]]) -> dict | None:
+    """The method and layer whose maps are judged "good" most often (class-specific methods only), ties
+    broken by the mean margin over the best control."""
+    best = None
+    for lay, table in by_layer.items():
+        for m, v in table.items():
+            if m in CLASS_AGNOSTIC:
+                continue
+            key = (v["share_good"], v["mean_margin"] if v["mean_margin"] is not None else -np.inf)
+            if best is None or key > best[0]:
+                best = (key, {"method": m, "layer": lay, "share_good": v["share_good"],
+                              "mean_margin": v["mean_margin"], "false_good_rate": v["false_good_rate"]})
+    return best[1] if best else None
+
+
 # ---------------------------------------------------------------- the audit
 def _mean_shares(rows: list[dict]) -> dict[str, float] | None:
     rows = [r for r in rows if r is not None]
@@ -346,6 +439,7 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
               dataset: str = "folder", split: str | None = None, detect_faces: bool = False,
               method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER, methods=tuple(METHODS),
               faithfulness_limit: int = 200, sanity_limit: int = 100, n_random: int = N_RANDOM,
+              faith_layers: list[str] | None = None,
               n_mistakes: int = 12, groups: str | Path | None = None, bootstrap: int = 1000,
               min_group_size: int = 10, seed: int = 0, progress: bool = True,
               sanity_stages=SANITY_STAGES) -> dict:
@@ -453,51 +547,29 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
                                      for m in mistakes]
     timings["mistakes_s"] = time.perf_counter() - t0
 
-    # ------------------------------------------------ 4. faithfulness per method, against RandomCAM
+    # ------------------------------------------------ 4. faithfulness per method and layer, against the controls
     t0 = time.perf_counter()
     methods = [_method_name(m) for m in methods]
+    faith_layers = [resolve_layer(name) for name in (faith_layers or [layer])]
     faith_idx = sorted(rng.sample(with_face, min(faithfulness_limit, len(with_face))))
-    per_method: dict[str, list[dict]] = {m: [] for m in methods}
-    random_scores: list[float] = []
-    for i in tqdm(faith_idx, desc="faithfulness", disable=not progress):
-        a = analyse(items[i][0], model, method=method, layer=layer, whole_image=whole)
-        f = a.faces[0]
-        x = model.prep.to_input([f.crop])
-        pred = model.labels.index(f.label)
-        maps = {}
-        for m in methods:
-            maps[m] = f.heatmap if m == method else explain(model, x, [pred], m, layer)[1][0]
-        res = faithfulness_many(model, x, maps, pred, n_random=n_random, seed=seed * 1_000_003 + i, layer=layer)
-        for m in methods:
-            per_method[m].append(res[m])
-        random_scores.append(res[methods[0]]["random_mean"])
-    faith_table: dict[str, dict] = {}
-    for m in methods:
-        rs = per_method[m]
-        if not rs:
-            continue
-        sc = np.array([r["score"] for r in rs])
-        margin = np.array([r["margin"] for r in rs])
-        faith_table[m] = {"mean_score": float(sc.mean()), "sem": float(sc.std(ddof=1) / np.sqrt(len(sc))) if len(sc) > 1 else 0.0,
-                          "mean_margin": float(margin.mean()),
-                          "margin_sem": float(margin.std(ddof=1) / np.sqrt(len(sc))) if len(sc) > 1 else 0.0,
-                          "mean_beats_random": float(np.mean([r["beats_random"] / max(1, r["n_random"]) for r in rs])),
-                          "share_good": float(np.mean([r["level"] == "good" for r in rs])),
-                          "share_chance": float(np.mean([r["level"] == "chance" for r in rs])),
-                          "share_untestable": float(np.mean([r["level"] == "untestable" for r in rs])), "n": len(rs)}
-    if random_scores:
-        rs = np.array(random_scores)
-        faith_table["random"] = {"mean_score": float(rs.mean()),
-                                 "sem": float(rs.std(ddof=1) / np.sqrt(len(rs))) if len(rs) > 1 else 0.0,
-                                 "mean_margin": 0.0, "margin_sem": 0.0,
-                                 "mean_beats_random": None, "share_good": None, "share_chance": None,
-                                 "share_untestable": None, "n": len(rs)}
-        plot_faithfulness(faith_table, out / "faithfulness.png")
+    by_layer = faithfulness_tables(model, [items[i][0] for i in faith_idx], methods, faith_layers, whole, n_random,
+                                   progress)
+    main = by_layer.get(layer.split()[0]) or (next(iter(by_layer.values())) if by_layer else {})
+    faith_table = dict(main)
+    if faith_table:
+        first = faith_table[methods[0]]
+        faith_table["random"] = {"mean_score": first["controls"]["random"], "n": first["n"]}
+        plot_faithfulness(by_layer, out / "faithfulness.png")
     summary["faithfulness"] = {m: v["mean_score"] for m, v in faith_table.items()}
     summary["faithfulness_detail"] = faith_table
+    summary["faithfulness_by_layer"] = by_layer
+    own = main.get(method) or {}
+    summary["controls"] = own.get("controls")
+    summary["false_good_rate"] = own.get("false_good_rate")
+    summary["recommended"] = recommend(by_layer)
     timings["faithfulness_s"] = time.perf_counter() - t0
     if faith_idx:
-        print(f"faithfulness: {len(faith_idx)} images x {len(methods)} methods + {n_random} random maps in "
+        print(f"faithfulness: {len(faith_idx)} images x {len(methods)} methods x {len(faith_layers)} layers in "
               f"{timings['faithfulness_s']:.1f} s")
 
     # ------------------------------------------------ 5. sanity check: randomise the top layers
@@ -566,7 +638,7 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
     timings["fairness_s"] = time.perf_counter() - t0
 
     summary["settings"] = {"faithfulness_images": len(faith_idx), "sanity_images": len(sanity_idx),
-                           "n_random": n_random, "methods": methods, "seed": seed,
+                           "n_random": n_random, "methods": methods, "faithfulness_layers": list(by_layer), "seed": seed,
                            "sanity_stages": stage_names, "min_group_size": min_group_size, "bootstrap": bootstrap}
     summary["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
@@ -646,20 +718,32 @@ for it the model found).</p>""")
     else:
         parts.append("<p>No mistakes.</p>")
 
-    parts.append("""<h2>Faithfulness: do the maps point at what the decision rests on?</h2><p class="note">
-Per image, the pixels each map ranks highest are taken away (blended into a blurred face, fully at the top
-of the map and less and less down to its median pixel), and the drop of the predicted class's probability is
-the map's score (emotion/faithfulness.py). "random" is RandomCAM: maps with the same look but random channel
-weights. A method is only worth showing if it clearly beats random. "good" = the map beat at least 90% of
-its image's random maps.</p>""")
-    ft = s["faithfulness_detail"]
-    if ft:
-        parts.append(_table(["method", "mean score", "95% CI ±", "minus random (same images)", "95% CI ±",
-                             "beats random (share)", "good", "chance", "untestable", "n"],
-                            [[m, f"{v['mean_score']:.4f}", f"{1.96 * v['sem']:.4f}", f"{v['mean_margin']:+.4f}",
-                              f"{1.96 * v['margin_sem']:.4f}", _pct(v["mean_beats_random"]),
-                              _pct(v["share_good"]), _pct(v["share_chance"]), _pct(v["share_untestable"]), v["n"]]
-                             for m, v in ft.items()]))
+    parts.append("""<h2>Faithfulness: do the maps point at this face's evidence for the class?</h2><p class="note">
+Per image, the pixels each map ranks highest (10%, 25%, 50%) are replaced by a blurred face, and the drop of the
+predicted class's logit is recorded; the score is the area under that deletion curve (the mean drop, in logit
+units; emotion/faithfulness.py). The same test is run on three controls that carry no evidence about this face
+and this class: the face prior (the method's mean map over training faces predicted as the class), the same
+method's map for the most likely other class, and RandomCAM maps. A map is judged "good" only when it beats every
+control (the prior and the other class's map by the stated margin), "weak" when it only beats the random maps.
+The false-"good" rate is how often a map without this face's evidence is judged "good": another face's map
+("shuffled") and the inverted map (1 - map); the larger of the two is reported, and must stay at or under 5%.</p>""")
+    by_layer = s.get("faithfulness_by_layer") or {}
+    if by_layer:
+        num = lambda v, f="{:.3f}": "n/a" if v is None else f.format(v)  # noqa: E731
+        rows = []
+        for lay, table in by_layer.items():
+            for m, v in table.items():
+                c = v["controls"]
+                rows.append([f"{m} at {lay}", num(v["mean_score"]), num(c.get("face_prior")), num(c.get("other_class")),
+                             num(c.get("random")), _pct(v["share_good"]), _pct(v["share_weak"]), _pct(v["share_chance"]),
+                             _pct(v["share_untestable"]), _pct(v["share_empty"]), _pct(v["false_good"]["shuffled"]),
+                             _pct(v["false_good"]["inverted"]), v["n"]])
+        parts.append(_table(["method", "map", "face prior", "other class", "random", "good", "weak", "chance",
+                             "untestable", "empty", "false good: shuffled", "false good: inverted", "n"], rows))
+        rec = s.get("recommended")
+        if rec:
+            parts.append(f"<p>Judged \"good\" most often: <b>{html.escape(rec['method'])} at {html.escape(rec['layer'])}</b> "
+                         f"({_pct(rec['share_good'])} of faces; false-\"good\" rate {_pct(rec['false_good_rate'])}).</p>")
         parts.append(_img(out, "faithfulness.png", "faithfulness"))
     else:
         parts.append("<p>Skipped.</p>")
@@ -731,13 +815,23 @@ def main(argv=None) -> dict:
     summary = run_audit(model, items, args.out, data_root=args.data, dataset=args.dataset, split=split,
                         detect_faces=args.detect_faces, method=_method_name(args.method), layer=args.layer,
                         methods=args.methods, faithfulness_limit=args.faithfulness_limit,
-                        sanity_limit=args.sanity_limit, n_random=args.n_random, n_mistakes=args.mistakes,
+                        sanity_limit=args.sanity_limit, n_random=args.n_random, faith_layers=args.faith_layers,
+                        n_mistakes=args.mistakes,
                         groups=args.groups, bootstrap=args.bootstrap, min_group_size=args.min_group_size,
                         seed=args.seed, progress=not args.no_progress)
     f = summary["faithfulness"]
     print(f"accuracy {summary['accuracy']:.1%}, mean-class {summary['mean_class_accuracy']:.1%} (n={summary['n']})")
-    if f:
-        print("faithfulness (mean drop): " + ", ".join(f"{k} {v:.4f}" for k, v in f.items()))
+    for lay, table in summary["faithfulness_by_layer"].items():
+        for m, v in table.items():
+            ctl = ", ".join(f"{k} {'n/a' if c is None else f'{c:.3f}'}" for k, c in v["controls"].items())
+            fg = "n/a" if v["false_good_rate"] is None else f"{v['false_good_rate']:.1%}"
+            score = "n/a" if v["mean_score"] is None else f"{v['mean_score']:.3f}"
+            print(f"faithfulness {lay} {m}: map {score} ({ctl}); good {v['share_good']:.1%}, weak "
+                  f"{v['share_weak']:.1%}, chance {v['share_chance']:.1%}, empty {v['share_empty']:.1%}; "
+                  f"false good {fg}")
+    if summary["recommended"]:
+        r = summary["recommended"]
+        print(f"recommended: {r['method']} at {r['layer']} (good {r['share_good']:.1%})")
     if summary["sanity_rank_correlation"] is not None:
         print(f"sanity rank correlation after randomising {summary['settings']['sanity_stages'][-1]}: "
               f"{summary['sanity_rank_correlation']:.3f}")

@@ -1,0 +1,227 @@
+"""The faithfulness verdict on models whose true explanation is known by construction, its controls, and
+the API fields and region baseline the app reads."""
+import numpy as np
+import pytest
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from emotion import faithfulness as F
+from emotion import regions as R
+from emotion import service
+from emotion.model import CLASSES, EmotionModel, Preprocess
+from tests import fixtures as fx
+
+S = 32
+P0 = (slice(4, 12), slice(4, 12))  # the region class 0's logit reads (top left)
+P1 = (slice(20, 28), slice(20, 28))  # the region class 1's logit reads (bottom right)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class RegionNet(torch.nn.Module):
+    """Class 0's logit is 4 x (mean over P0 of relu(channel 0) - 1), class 1's the same over P1 of channel 1,
+    class 2's is constant; the rest 0. `features` (ReLU of the input) is the layer Grad-CAM reads; `noise`
+    reads channel 2 only, so the random control maps drawn from it know nothing of P0 or P1."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1, bias=False), torch.nn.ReLU())
+        with torch.no_grad():
+            self.features[0].weight.copy_(torch.eye(3)[:, :, None, None])  # each channel passed through
+        self.noise = torch.nn.Conv2d(1, 8, 3, padding=1)
+
+    def forward(self, x):
+        self.noise(x[:, 2:])
+        a = self.features(x)
+        z0 = 4 * (a[:, 0, P0[0], P0[1]].mean((1, 2)) - 1)
+        z1 = 4 * (a[:, 1, P1[0], P1[1]].mean((1, 2)) - 1)
+        rest = torch.zeros(len(x), len(CLASSES) - 2)
+        rest[:, 0] = 1.5  # class 2: constant, no pixel moves it
+        return torch.cat([z0[:, None], z1[:, None], rest], 1)
+
+
+def region(p) -> np.ndarray:
+    m = np.zeros((S, S), np.float32)
+    m[p] = 1
+    return m
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = EmotionModel(net=RegionNet().eval(), labels=CLASSES, prep=Preprocess(size=S), source="synthetic")
+    x = torch.randn(1, 3, S, S, generator=torch.Generator().manual_seed(0)) * 0.3
+    x[:, 0][:, P0[0], P0[1]] = 2.0
+    x[:, 1][:, P1[0], P1[1]] = 2.0
+    return model, x
+
+
+def gradcam_map(model, x, c):
+    """pytorch-grad-cam's own Grad-CAM of class `c` at `features`."""
+    with GradCAM(model.net, [model.net.features]) as cam:
+        return cam(input_tensor=x, targets=[ClassifierOutputTarget(c)])[0]
+
+
+def test_the_true_explanation_is_good_and_maps_without_its_evidence_are_not(setup):
+    model, x = setup
+    net = model.net
+    blob = np.zeros((S, S), np.float32)
+    blob[13:22, 11:20] = 1  # a fixed blob in the middle of the picture, the same for any face
+    grad0 = gradcam_map(model, x, 0)
+    assert grad0[P0].mean() > 0.8 and np.delete(grad0.ravel(), np.flatnonzero(region(P0))).mean() < 0.3
+    maps = {"truth": region(P0), "gradcam": grad0, "blob": blob, "inverted": 1 - region(P0),
+            "other_region": region(P1), "empty": np.zeros((S, S), np.float32)}
+    res = F.faithfulness_many(model, x, maps, "angry", prior=F.centre_prior(S), other=("disgust", gradcam_map(model, x, 1)),
+                              layer=net.noise)
+    levels = {k: v["level"] for k, v in res.items()}
+    assert levels["truth"] == "good" and levels["gradcam"] == "good", res["truth"]
+    for name in ("blob", "inverted", "other_region"):
+        assert levels[name] != "good", (name, res[name])
+    assert levels["empty"] == "empty" and res["empty"]["score"] is None
+    assert res["empty"]["verdict"].startswith("No evidence for angry")
+    # the quantity is the logit: the truth's curve drops it from 4 to what the blurred patch leaves
+    truth = res["truth"]
+    assert truth["quantity"] == "logit" and truth["base_logit"] == pytest.approx(4.0, abs=1e-4)
+    assert truth["curve"][0] == pytest.approx(truth["curve"][-1], abs=1e-4)  # all of P0 is in the top 10 %
+    assert truth["score"] == pytest.approx(F.curve_area(np.array(truth["curve"]))[0])
+    assert truth["beats"] == {"face_prior": True, "other_class": True} and truth["other_class"] == "disgust"
+    # the inverted map deletes nothing of P0 within half the pixels: the logit stays
+    assert max(abs(d) for d in res["inverted"]["curve"]) < 0.05
+    # the other region's map is the other class's map: judged no better than that control
+    assert res["other_region"]["beats"]["other_class"] is False
+
+
+def test_a_fixed_blob_no_better_than_the_face_prior_or_a_class_blind_map_is_not_good(setup):
+    """Random maps are easy to beat; the face prior and the other class's map are the controls that matter."""
+    model, x = setup
+    big = np.zeros((S, S), np.float32)
+    big[:20, :20] = 1  # the corner holding P0: where explanations look on average in this world
+    res = F.faithfulness_many(model, x, {"blob": big, "truth": region(P0)}, 0, prior=big,
+                              other=("disgust", region(P1)), layer=model.net.noise)
+    blob, truth = res["blob"], res["truth"]
+    assert blob["beats_random"] == blob["n_random"]  # it beats every random map...
+    assert blob["level"] == "weak" and "not the map an average face gets" in blob["verdict"]  # ...not the prior
+    assert truth["level"] == "good" and truth["beats"]["face_prior"]
+    # a map another class gets just the same: no evidence of *this* class
+    blind = F.faithfulness(model, x, region(P0), 0, prior=F.centre_prior(S), other=("disgust", region(P0)),
+                           layer=model.net.noise)
+    assert blind["level"] == "weak" and blind["beats"] == {"face_prior": True, "other_class": False}
+    assert "the map for disgust" in blind["verdict"]
+
+
+def test_curve_area_by_hand():
+    # drops 1, 2, 2 at 10, 25, 50 %: trapezoids 0.05 + 0.225 + 0.5 over 0.5
+    assert F.curve_area(np.array([1.0, 2.0, 2.0]), (0.1, 0.25, 0.5))[0] == pytest.approx(1.55)
+
+
+def test_a_class_no_pixel_moves_is_untestable_and_a_flat_map_is_empty(setup):
+    model, x = setup
+    r = F.faithfulness(model, x, region(P0), 2, layer=model.net.noise)
+    assert r["level"] == "untestable" and "can't be checked" in r["verdict"]
+    assert F.faithfulness(model, x, np.full((S, S), 0.7, np.float32), 0, layer=model.net.noise)["level"] == "empty"
+
+
+def test_controls_are_drawn_per_input_and_repeat_for_the_same_input(setup):
+    model, x = setup
+    a = F.faithfulness(model, x, region(P0), 0, layer=model.net.noise)
+    again = F.faithfulness(model, x.clone(), region(P0), 0, layer=model.net.noise)
+    assert a["seed"] == again["seed"] and a["random_scores"] == again["random_scores"]
+    assert {k: v for k, v in a.items() if k != "ms"} == {k: v for k, v in again.items() if k != "ms"}
+    y = x.clone()
+    y[0, 2, 0, 0] += 0.5  # another input (one pixel of the channel the random maps read)
+    b = F.faithfulness(model, y, region(P0), 0, layer=model.net.noise)
+    assert b["seed"] != a["seed"] and b["random_scores"] != a["random_scores"]
+    assert F.faithfulness(model, x, region(P0), 1, layer=model.net.noise)["seed"] != a["seed"]  # per class too
+
+
+def test_judge_needs_every_control_beaten_by_the_margin():
+    ctl = {"face_prior": 1.0, "other_class": 0.5}
+    assert F.judge(1.0 + F.MARGIN + 0.01, ctl, [0.2, 0.3])[0] == "good"
+    assert F.judge(1.0 + F.MARGIN - 0.01, ctl, [0.2, 0.3])[0] == "weak"  # beats the prior, not by the margin
+    level, verdict = F.judge(0.9, ctl, [0.2, 0.3], "happy", "sad")
+    assert level == "weak" and "not the map an average face gets" in verdict and "the map for sad" not in verdict
+    assert F.judge(0.25, ctl, [0.2, 0.3])[0] == "chance"
+    # a class-agnostic map can at best be "weak", and says why
+    level, verdict = F.judge(5.0, {"face_prior": 1.0}, [0.2, 0.3], class_agnostic=True)
+    assert level == "weak" and "same map for every class" in verdict
+
+
+def test_face_prior_comes_from_the_shipped_file_per_class():
+    happy, source = F.face_prior("Grad-CAM", "layer3", 64, "happy")
+    overall, source_all = F.face_prior("Grad-CAM", "layer3", 64)
+    assert source == "mean happy map over FER2013 training faces" and source_all.startswith("mean map")
+    assert happy.shape == (64, 64) and not np.allclose(happy, overall)
+    assert F.face_prior("Grad-CAM", torch.nn.ReLU(), 32)[1] == "centre prior"  # a bare module: no file entry
+    # the centre prior peaks at the template face's centre
+    c = F.centre_prior(64)
+    iy, ix = np.unravel_index(np.argmax(c), c.shape)
+    cx, cy = np.mean(R.TEMPLATE_LANDMARKS, 0) * 64
+    assert abs(ix + 0.5 - cx) <= 1 and abs(iy + 0.5 - cy) <= 1
+
+
+def test_region_chart_marks_the_flat_maps_share(tmp_path):
+    shares = {k: 0.0 for k in R.REGIONS}
+    shares["mouth"] = 1.0
+    base = {"eyes_brows": 0.1, "nose": 0.05, "mouth": 0.1, "rest_of_face": 0.35, "outside_face": 0.4}
+    plain = R.region_chart(shares)
+    marked = R.region_chart(shares, baseline=base)
+    row = (130 - 4) / 5
+    x_at = lambda share: 92 + int(round(share * (260 - 40 - 92)))  # noqa: E731
+    for k, name in enumerate(R.REGIONS):
+        y = int(k * row + row / 2)
+        if name == "mouth":
+            continue  # the bar's colour meets the tick there
+        assert (marked[y, x_at(base[name])] == 0).all(), name  # a black tick at the baseline
+        assert (plain[y, x_at(base[name])] == 255).all(), name  # none without one
+
+
+def test_service_names_its_controls_baseline_and_refuses_why_not_for_eigen_cam(model):
+    out = service.predict(model, fx.PORTRAIT, "Eigen-CAM")
+    face = out["faces"][0]
+    f = face["faithfulness"]
+    assert f["class_agnostic"] is True and f["other_class"] is None and "other_class" not in f["controls"]
+    assert f["level"] != "good"
+    assert face["region_baseline"] == pytest.approx(R.face_region_shares(
+        _face(model), 1.0, np.ones((32, 32), np.float32)), abs=0.05)
+    wrong = next(c for c in CLASSES if c != face["label"])
+    with pytest.raises(ValueError, match="same map for every class"):
+        service.predict(model, fx.PORTRAIT, "Eigen-CAM", explain_for=wrong)
+    g = service.predict(model, fx.PORTRAIT, "Grad-CAM")["faces"][0]["faithfulness"]
+    assert g["class_agnostic"] is False and g["other_class"] != face["label"]
+    assert set(g["controls"]) == {"face_prior", "other_class", "random"} and g["quantity"] == "logit"
+
+
+def _face(model):
+    from emotion.pipeline import analyse
+
+    return analyse(fx.PORTRAIT, model).faces[0]
+
+
+def _result(level, score, prior=1.0, other=0.5, rand=0.2):
+    return {"level": level, "score": score, "margin": None if score is None else score - max(prior, other),
+            "controls": {"face_prior": prior, "other_class": other, "random": rand}, "beats_random": 2,
+            "n_random": 2, "ms": 1.0}
+
+
+def test_audit_figures_and_false_good_rate_by_hand():
+    from train import audit
+
+    rows = [{"map": _result("good", 3.0), "inverted": _result("chance", 0.1), "shuffled": _result("good", 2.5)},
+            {"map": _result("weak", 1.0, prior=2.0), "inverted": _result("good", 4.0)},
+            {"map": _result("empty", None), "inverted": _result("chance", 0.0), "shuffled": _result("weak", 1.2)},
+            {"map": _result("chance", 0.1), "inverted": _result("chance", 0.0), "shuffled": _result("chance", 0.0)}]
+    f = audit.faithfulness_figures(rows)
+    assert f["n"] == 4 and f["mean_score"] == pytest.approx((3.0 + 1.0 + 0.1) / 3)  # the empty map has no score
+    assert f["controls"] == pytest.approx({"face_prior": (1 + 2 + 1) / 3, "other_class": 0.5, "random": 0.2})
+    assert (f["share_good"], f["share_weak"], f["share_chance"], f["share_empty"]) == (0.25, 0.25, 0.25, 0.25)
+    assert f["false_good"] == pytest.approx({"shuffled": 1 / 3, "inverted": 1 / 4})
+    assert f["false_good_rate"] == pytest.approx(1 / 3)  # the worse of the two
+    by_layer = {"layer3": {"Grad-CAM": f, "Eigen-CAM": {**f, "share_good": 0.9}},
+                "layer4": {"Grad-CAM": {**f, "share_good": 0.5}}}
+    assert audit.recommend(by_layer)["method"] == "Grad-CAM" and audit.recommend(by_layer)["layer"] == "layer4"

@@ -1,0 +1,85 @@
+"""Make emotion/face_prior.npz: each CAM method's mean map at each layer over FER2013 training faces.
+
+    python -m train.face_prior --weights weights --data ../shared/datasets/fer2013 [--n 256] [--threads 1]
+
+The mean map is the faithfulness check's face-prior control (emotion/faithfulness.py): what an average
+explanation looks like for this model, method and layer, with nothing in it about any one face. Each map
+is for the face's predicted class, at the model's input size, averaged and stored at 16 x 16 (float16,
+keys "<method>|<layer>", e.g. "Grad-CAM|layer3"), and per class over the faces predicted as that class
+("Grad-CAM|layer3|happy"; classes predicted fewer than MIN_FACES times have none).
+"""
+from __future__ import annotations
+
+import argparse
+import random
+
+import cv2
+import numpy as np
+import torch
+
+from emotion.explain import LAYERS, METHODS, explain
+from emotion.faithfulness import PRIOR_FILE, prior_key
+from emotion.images import load_image
+from emotion.model import load_model
+from train.data import list_split
+
+SIDE = 16
+MIN_FACES = 8  # a class's own mean map only from at least this many faces predicted as it
+
+
+def mean_maps(model, crops: list[np.ndarray], batch: int = 32) -> dict[str, np.ndarray]:
+    """{"method|layer": mean map (SIDE x SIDE)} over `crops` (RGB uint8 faces), each for its predicted class,
+    and {"method|layer|class": mean map} over the faces predicted as that class (MIN_FACES or more)."""
+    out = {}
+    side = model.prep.size
+    for method in METHODS:
+        for layer in LAYERS:
+            total = np.zeros((side, side), np.float64)
+            per_class = np.zeros((len(model.labels), side, side), np.float64)
+            counts = np.zeros(len(model.labels), int)
+            for i in range(0, len(crops), batch):
+                x = model.prep.to_input(crops[i:i + batch])
+                logits, maps = explain(model, x, [None] * len(x), method, layer)
+                total += maps.sum(0)
+                for c, m in zip(logits.argmax(1).tolist(), maps):
+                    per_class[c] += m
+                    counts[c] += 1
+            key = prior_key(method, layer)
+            out[key] = _small(total / len(crops))
+            for c, name in enumerate(model.labels):
+                if counts[c] >= MIN_FACES:
+                    out[f"{key}|{name}"] = _small(per_class[c] / counts[c])
+    return out
+
+
+def _small(m: np.ndarray) -> np.ndarray:
+    return cv2.resize(m.astype(np.float32), (SIDE, SIDE), interpolation=cv2.INTER_AREA)
+
+
+def main(argv=None) -> dict[str, np.ndarray]:
+    p = argparse.ArgumentParser(prog="python -m train.face_prior", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default="weights")
+    p.add_argument("--data", required=True, help="FER2013 (folder layout or fer2013.csv)")
+    p.add_argument("--dataset", default="fer2013")
+    p.add_argument("--split", default="train")
+    p.add_argument("--n", type=int, default=256, help="faces, a seeded random sample of the split")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=str(PRIOR_FILE))
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.weights, fallback=False)
+    items = list_split(args.dataset, args.data, args.split)
+    items = random.Random(args.seed).sample(items, min(args.n, len(items)))
+    crops = [s if isinstance(s, np.ndarray) else load_image(s).rgb for s, _ in items]
+    crops = [np.repeat(c[..., None], 3, 2) if c.ndim == 2 else c for c in crops]
+    maps = mean_maps(model, crops)
+    np.savez_compressed(args.out, **{k: v.astype(np.float16) for k, v in maps.items()})
+    print(f"{len(maps)} mean maps over {len(crops)} {args.dataset} {args.split} faces -> {args.out}")
+    return maps
+
+
+if __name__ == "__main__":
+    main()
