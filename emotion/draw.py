@@ -31,8 +31,9 @@ def annotate(analysis: Analysis, heatmaps: bool = False,
              probabilities: list[dict[str, float]] | None = None) -> np.ndarray:
     """The analysed picture with each face boxed, numbered and labelled (RGB uint8).
 
-    `heatmaps` blends each face's heatmap over it (the webcam view); `probabilities` replaces each
-    face's own (the webcam's smoothed ones) for the label shown.
+    `heatmaps` blends each face's heatmap over it, fading out at its edge, and leaves the box out so no hard
+    square frames the face (the webcam view: the label sits where the box's corner would be);
+    `probabilities` replaces each face's own (the webcam's smoothed ones) for the label shown.
     """
     img = analysis.image.copy()
     s = analysis.scale
@@ -41,10 +42,11 @@ def annotate(analysis: Analysis, heatmaps: bool = False,
         x0, y0, x1, y1 = (int(round(v * s)) for v in face.box)
         probs = probabilities[i] if probabilities else face.probabilities
         label = max(probs, key=probs.get)
+        colour = _colour(label)
         if heatmaps:
             _blend_heatmap(img, face)
-        colour = _colour(label)
-        cv2.rectangle(img, (x0, y0), (x1, y1), colour, thick)
+        else:
+            cv2.rectangle(img, (x0, y0), (x1, y1), colour, thick)
         text = f"{i + 1}: {label} {probs[label]:.0%}" if len(analysis.faces) > 1 else f"{label} {probs[label]:.0%}"
         _text(img, text, (x0, max(14 * thick, y0 - 4)), 0.45 * thick, (255, 255, 255), thick, bg=colour)
     return img

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from emotion import service
-from emotion.draw import annotate
+from emotion.draw import _blend_heatmap, annotate
 from emotion.model import CLASSES
 from emotion.pipeline import analyse
 from tests import fixtures as fx
@@ -75,3 +75,9 @@ def test_live_heatmap_fades_out_at_the_edge_of_the_face_square(model):
         plain[y0 + side // 3:y1 - side // 3, x0 + side // 3:x1 - side // 3]
     assert np.abs(edge).max() <= 8  # almost nothing of the heatmap next to the square's edge ...
     assert np.abs(centre).mean() > 40  # ... and all of it over the middle of the face
+    # and no box drawn around the face: below its label, the face box's sides are the blended picture's pixels
+    blended = a.image.copy()
+    _blend_heatmap(blended, a.faces[0])
+    fx0, fy0, fx1, fy1 = (int(round(v * a.scale)) for v in a.faces[0].box)
+    sides = np.s_[fy0 + side // 4:fy1, [fx0, fx1]]
+    assert np.array_equal(drawn[sides], blended[sides].astype(int))
