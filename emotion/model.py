@@ -154,17 +154,16 @@ class EmotionModel:
 
     def describe(self) -> dict:
         """The model that answers, for the API's JSON: source (hf-hub:owner/name or a folder), the Hub's
-        revision (commit) when it came from there, and why the shipped model stands in if it does."""
-        return {"source": self.origin.get("source", self.source), "revision": self.origin.get("revision"),
-                **({"fallback_reason": self.origin["fallback_reason"]} if self.origin.get("fallback_reason") else {})}
+        revision (commit) when it came from there, and, when the shipped model stands in for a Hub model
+        that could not be reached, which one and why."""
+        d = {"source": self.origin.get("source", self.source), "revision": self.origin.get("revision")}
+        if self.origin.get("fallback_reason"):
+            d.update(standing_in_for=self.origin["requested"], fallback_reason=self.origin["fallback_reason"])
+        return d
 
     def name(self) -> str:
         """One line naming the model, for status text."""
-        d = self.describe()
-        text = d["source"] + (f" (revision {d['revision'][:12]})" if d["revision"] else "")
-        if d.get("fallback_reason"):
-            text += f", standing in for {self.origin['requested']}: {d['fallback_reason']}"
-        return text
+        return model_name(self.describe())
 
     @torch.inference_mode()
     def predict(self, crops: list[np.ndarray]) -> np.ndarray:
@@ -177,6 +176,14 @@ class EmotionModel:
             if self.prep.tta_flip:
                 logits = (logits + self.net(torch.flip(x, dims=[3]))) / 2
         return logits.softmax(1).float().numpy()
+
+
+def model_name(d: dict) -> str:
+    """EmotionModel.describe()'s dict as one line of text."""
+    text = d.get("source", "?") + (f" (revision {d['revision'][:12]})" if d.get("revision") else "")
+    if d.get("fallback_reason"):
+        text += f", standing in for {d['standing_in_for']}: {d['fallback_reason']}"
+    return text
 
 
 def create_net(num_classes: int = len(CLASSES), pretrained: bool = False, **kwargs) -> torch.nn.Module:

@@ -50,12 +50,13 @@ class Analysis:
     method: str = DEFAULT_METHOD
     layer: str = DEFAULT_LAYER
     timings_ms: dict[str, float] = field(default_factory=dict)
+    model: dict = field(default_factory=dict)  # which model answered: EmotionModel.describe()
 
     def to_json(self, with_heatmap: bool = True) -> dict:
         h, w = self.image.shape[:2]
         return {"faces": [f.to_json(with_heatmap) for f in self.faces], "messages": self.messages,
                 "method": self.method, "layer": self.layer.split()[0],
-                "image_size": [round(w / self.scale), round(h / self.scale)]}
+                "image_size": [round(w / self.scale), round(h / self.scale)], "model": self.model}
 
 
 def resolve_class(name: str | None, labels) -> str | None:
@@ -121,5 +122,5 @@ def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: 
     stamps = list(t.items())
     timings = {name: (stamps[i][1] - stamps[i - 1][1]) * 1000 for i, (name, _) in enumerate(stamps) if i}
     timings["total"] = (stamps[-1][1] - stamps[0][1]) * 1000
-    return Analysis(rgb, loaded.scale, faces, messages, method, layer, timings)
+    return Analysis(rgb, loaded.scale, faces, messages, method, layer, timings, model.describe())
 

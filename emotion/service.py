@@ -14,7 +14,7 @@ from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD
 from emotion.faithfulness import face_faithfulness
 from emotion.regions import face_region_areas, face_region_shares
 from emotion.live import LiveState
-from emotion.model import EmotionModel
+from emotion.model import EmotionModel, model_name
 from emotion.pipeline import Analysis, analyse
 from emotion.view import faces_html
 
@@ -84,6 +84,8 @@ def status(a: Analysis, checks: list[dict] | None = None) -> str:
         for i, c in enumerate(checks or []):
             lines.append(f"Face {i + 1}, heatmap for {a.faces[i].explained}: {c['faithfulness']['verdict']}")
     lines += [f"_{m}_" for m in a.messages]
+    if a.model:
+        lines.append(f"Model: {model_name(a.model)}")
     return "\n\n".join(lines)
 
 

@@ -185,11 +185,16 @@ class FakeHub(BaseHTTPRequestHandler):
 
 LOAD = """
 import json, sys
+import numpy as np
 from emotion.model import ModelLoadError, load_model
 for source in sys.argv[1:]:
     try:
         m = load_model(source, fallback=True)
-        print(json.dumps({"source": source, "loaded": m.describe(), "name": m.name()}))
+        from emotion.pipeline import analyse
+        from emotion.service import status
+        a = analyse(np.full((48, 48, 3), 128, np.uint8), m, whole_image=True, with_heatmaps=False)
+        print(json.dumps({"source": source, "loaded": m.describe(), "name": m.name(), "api": a.to_json()["model"],
+                          "status": status(a)}))
     except ModelLoadError as e:
         print(json.dumps({"source": source, "error": str(e)}))
 """
@@ -228,7 +233,9 @@ def test_an_unreachable_hub_falls_back_and_says_so(tmp_path):
     (got,) = load_with_endpoint(f"http://127.0.0.1:{port}", ["hf-hub:nobody/no-such-model"], tmp_path)
     assert got["loaded"]["source"] == str(M.DEFAULT_WEIGHTS) and got["loaded"]["revision"] is None
     assert "could not be reached" in got["loaded"]["fallback_reason"]
+    assert got["loaded"]["standing_in_for"] == "hf-hub:nobody/no-such-model"
     assert "standing in for hf-hub:nobody/no-such-model" in got["name"]
+    assert got["api"] == got["loaded"] and f"Model: {got['name']}" in got["status"]  # the API and the app say so
 
 
 def test_a_hub_model_is_named_with_its_revision(saved, tmp_path):
@@ -249,3 +256,4 @@ def test_a_hub_model_is_named_with_its_revision(saved, tmp_path):
     got = json.loads(out.stdout.splitlines()[-1])
     assert got["loaded"] == {"source": "hf-hub:someone/emotion", "revision": commit}, out.stderr
     assert got["name"] == "hf-hub:someone/emotion (revision 0123456789ab)"
+    assert got["api"] == got["loaded"] and got["status"].endswith("Model: hf-hub:someone/emotion (revision 0123456789ab)")
