@@ -81,9 +81,8 @@ def test_train_then_evaluate(tmp_path, layout):
     m = load_model(out, fallback=False)
     assert m.prep.size == 32 and m.labels == CLASSES
 
-    # resume continues after the last finished epoch
-    resumed = train.main(["--resume", str(run / "last.pt"), "--no-progress"])
-    assert resumed["epoch"] in (1, 2)
+    if dataset == "folder":  # no validation split in this layout, none named: 10% of train held out
+        assert json.loads((out / "results.json").read_text())["training"]["val_split"] == "10% held out of train"
 
     ev = tmp_path / "eval"
     eval_args = ["--weights", str(out), "--data", str(root), "--dataset", dataset, "--out", str(ev),
@@ -121,3 +120,41 @@ def test_no_answer_counts_as_wrong_everywhere():
     assert m["confusion_matrix"][0] == [1, 0, 0, 0, 0, 0, 0, 3] and sum(map(sum, m["confusion_matrix"])) == 6
     with pytest.raises(ValueError, match="class indices"):
         scores([0], [7])
+
+
+def test_stop_after_one_epoch_resume_and_evaluate_alike(tmp_path):
+    """A run stopped by its time limit after epoch 1 leaves --out alone; resumed, it trains epoch 2 and only
+    then writes --out; the validation accuracy logged in training is train.evaluate's on the same split."""
+    root = fx.make_fer2013_folders(tmp_path / "fer", per_class=4)
+    out, run = tmp_path / "model", tmp_path / "run"
+    first = train.main(["--dataset", "fer2013", "--data", str(root), "--train-split", "train", "--out", str(out),
+                        "--run-dir", str(run), "--size", "32", "--epochs", "2", "--batch-size", "8", "--threads", "2",
+                        "--no-progress", "--time-limit", "0.001"])
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in log] == [1] and first["epoch"] == 1
+    assert (run / "best" / "model.safetensors").is_file()
+    assert not out.exists()  # an unfinished schedule never replaces a model folder
+
+    best = train.main(["--resume", str(run / "last.pt"), "--no-progress"])
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in log] == [1, 2]
+    assert (out / "model.safetensors").read_bytes() == (run / "best" / "model.safetensors").read_bytes()
+
+    m = evaluate.main(["--weights", str(out), "--data", str(root), "--dataset", "fer2013", "--split", "public_test",
+                       "--out", str(tmp_path / "eval"), "--no-progress"])
+    assert m["n"] == 2 * len(CLASSES)
+    assert m["confusion_matrix"] == best["confusion_matrix"] and m["accuracy"] == best["accuracy"]
+    assert log[best["epoch"] - 1]["val_accuracy"] == round(m["accuracy"], 4)
+
+
+def test_a_validation_split_that_does_not_exist_is_refused(tmp_path):
+    common = ["--size", "32", "--epochs", "1", "--batch-size", "8", "--threads", "2", "--no-progress"]
+    fer = fx.make_fer2013_folders(tmp_path / "fer")
+    with pytest.raises(D.DatasetError, match="split"):
+        train.main(["--dataset", "fer2013", "--data", str(fer), "--val-split", "publictest",
+                    "--run-dir", str(tmp_path / "run1"), *common])
+    faces = fx.make_class_folders(tmp_path / "faces")
+    with pytest.raises(D.DatasetError):  # named, so it must exist: no silent 10% hold-out
+        train.main(["--dataset", "folder", "--data", str(faces), "--val-split", "val",
+                    "--run-dir", str(tmp_path / "run2"), *common])
+    assert not (tmp_path / "run1" / "log.jsonl").exists() and not (tmp_path / "run2" / "log.jsonl").exists()
