@@ -257,3 +257,33 @@ def test_a_hub_model_is_named_with_its_revision(saved, tmp_path):
     assert got["loaded"] == {"source": "hf-hub:someone/emotion", "revision": commit}, out.stderr
     assert got["name"] == "hf-hub:someone/emotion (revision 0123456789ab)"
     assert got["api"] == got["loaded"] and got["status"].endswith("Model: hf-hub:someone/emotion (revision 0123456789ab)")
+
+
+def test_the_model_cards_timm_snippet_reads_faces_as_the_app_does(model):
+    """The card's code for plain timm users (grey conversion, framing, resizing spelled out) gives the app's
+    probabilities on the astronaut, who reads happy."""
+    import re
+
+    from emotion.faces import detect_faces
+    from emotion.pipeline import analyse
+    from tests import fixtures as fx
+    from train.export import load_results, render_card
+
+    card = render_card(load_results(model.source), json.loads((M.DEFAULT_WEIGHTS / "config.json").read_text()))
+    code = re.search(r"## Use with timm alone.*?```python\n(.*?)```", card, re.S).group(1)
+    code = code.replace("hf-hub:OWNER/NAME", f"local-dir:{model.source}").replace("photo.jpg", str(fx.PORTRAIT))
+    det = detect_faces(np.asarray(fx.portrait()))[0]
+    scope = {"box": det.box, "right_eye": det.landmarks[0], "left_eye": det.landmarks[1]}
+    exec(code, scope)  # what a timm user would run
+    got = dict(zip(CLASSES, scope["probabilities"].tolist()))
+    want = analyse(fx.PORTRAIT, model).faces[0].probabilities
+    assert max(got, key=got.get) == "happy"
+    assert got == pytest.approx(want, abs=1e-4)
+    # a colour model framed on the eyes gets its own steps, and they run too
+    cfg = json.loads((M.DEFAULT_WEIGHTS / "config.json").read_text())
+    cfg["preprocess"].update(grayscale=False, eye_distance=0.36, eye_line=0.37)
+    code = re.search(r"```python\n(.*?)```", render_card({}, cfg), re.S).group(1)
+    assert "face_square(right_eye, left_eye)" in code and "COLOR_RGB2GRAY" not in code
+    scope = {"right_eye": det.landmarks[0], "left_eye": det.landmarks[1]}
+    exec(code.replace("hf-hub:OWNER/NAME", f"local-dir:{model.source}").replace("photo.jpg", str(fx.PORTRAIT)), scope)
+    assert scope["x"].shape == (1, 3, model.prep.size, model.prep.size)

@@ -86,6 +86,67 @@ def _framing_text(config: dict, size: int) -> str:
             f"{pre['face_margin']:.0%} on each side), resized to {size}x{size}.")
 
 
+def _usage(config: dict, size: int) -> list[str]:
+    """A usage snippet for plain timm users: timm reads config.json but not our `preprocess` block, so the grey
+    conversion, the framing and the resizing the model was trained with are spelled out."""
+    pre = config.get("preprocess", {})
+    grey, native = pre.get("grayscale", True), pre.get("native_size")
+    if pre.get("eye_distance"):
+        framing = [
+            "def face_square(right_eye, left_eye):",
+            "    \"\"\"The square the model expects, from the two eye centres (x, y) of any landmark detector.\"\"\"",
+            "    (rx, ry), (lx, ly) = right_eye, left_eye",
+            f"    side = ((lx - rx) ** 2 + (ly - ry) ** 2) ** 0.5 / {pre['eye_distance']}",
+            f"    left, top = (rx + lx) / 2 - side / 2, (ry + ly) / 2 - {pre['eye_line']} * side",
+            "    return round(left), round(top), round(left + side), round(top + side)",
+        ]
+        call = ["square = face_square(right_eye, left_eye)  # eye centres from YuNet, MTCNN, dlib..."]
+    else:
+        framing = [
+            "def face_square(x0, y0, x1, y1):",
+            "    \"\"\"The square the model expects, from a face detector's box.\"\"\"",
+            f"    side = max(x1 - x0, y1 - y0) * {1 + 2 * pre.get('face_margin', 0.25):g}",
+            "    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2",
+            "    return round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2)",
+        ]
+        call = ["square = face_square(*box)  # box: x0, y0, x1, y1 from your face detector"]
+    steps = [*call, "face = np.asarray(photo.crop(square))  # (the app repeats the edge where the square leaves "
+             "the photo)"]
+    if grey:
+        steps.append("face = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)")
+    if native:
+        steps += [f"if min(face.shape[:2]) > {native}:  # sharp faces first come down to the training pictures' "
+                  "resolution",
+                  f"    face = cv2.resize(face, ({native}, {native}), interpolation=cv2.INTER_AREA)"]
+    steps += [f"grow = face.shape[0] < {size}",
+              f"face = cv2.resize(face, ({size}, {size}), interpolation=cv2.INTER_CUBIC if grow else cv2.INTER_AREA)",
+              "x = torch.tensor(face, dtype=torch.float32)" + ("[None, None].expand(-1, 3, -1, -1) / 255  # grey on "
+                                                              "all three channels" if grey
+                                                              else ".permute(2, 0, 1)[None] / 255")]
+    return [
+        "## Use with timm alone", "",
+        "timm reads `config.json` but not its `preprocess` block, and timm's own transform (a colour crop, "
+        "ImageNet framing) reads the faces wrong. Do what the app does:" if grey else
+        "timm reads `config.json` but not its `preprocess` block (the framing). Do what the app does:", "",
+        "```python",
+        "import cv2  # pip install opencv-python-headless: the resizing the model was trained with",
+        "import numpy as np",
+        "import timm",
+        "import torch",
+        "from PIL import Image", "",
+        'model = timm.create_model("hf-hub:OWNER/NAME", pretrained=True).eval()  # or "local-dir:PATH"',
+        "cfg = model.pretrained_cfg", "",
+        *framing, "",
+        'photo = Image.open("photo.jpg").convert("RGB")',
+        *steps,
+        'x = (x - torch.tensor(cfg["mean"]).view(1, 3, 1, 1)) / torch.tensor(cfg["std"]).view(1, 3, 1, 1)',
+        "with torch.no_grad():",
+        "    probabilities = model(x).softmax(1)[0]",
+        'print(dict(zip(cfg["label_names"], probabilities.tolist())))',
+        "```", "",
+    ]
+
+
 def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
@@ -136,6 +197,7 @@ def render_card(results: dict, config: dict) -> str:
             lines += [f"| {h['epoch']} | {h['train_loss']} | {_pct(h['val_accuracy'])} | "
                       f"{_pct(h['val_mean_class_accuracy'])} |" for h in tr["history"]]
             lines.append("")
+    lines += _usage(config, size)
     lines += [
         "## Intended use and limits", "",
         "For explaining and auditing facial-expression recognition (with the Grad-CAM heatmaps of the app), "
