@@ -158,3 +158,34 @@ def test_a_validation_split_that_does_not_exist_is_refused(tmp_path):
         train.main(["--dataset", "folder", "--data", str(faces), "--val-split", "val",
                     "--run-dir", str(tmp_path / "run2"), *common])
     assert not (tmp_path / "run1" / "log.jsonl").exists() and not (tmp_path / "run2" / "log.jsonl").exists()
+
+
+def test_validation_pictures_are_read_as_the_app_reads_faces(tmp_path):
+    """Training picks its epoch on the validation split: read there as train.evaluate and the app read faces
+    (larger pictures first brought down to the training pictures' side), the figures are the same."""
+    import numpy as np
+
+    from emotion.images import load_image
+    from emotion.model import face_pixels
+
+    root = tmp_path / "faces"
+    for c, name in enumerate(CLASSES):
+        for split, side, n in (("train", 48, 4), ("val", 96, 2)):
+            d = root / split / name
+            d.mkdir(parents=True)
+            for i in range(n):
+                fx.class_image(c, size=side, seed=i).save(d / f"{i}.png")
+    args = train.parse_args(["--dataset", "folder", "--data", str(root), "--train-split", "train", "--val-split", "val",
+                             "--size", "32"])
+    _, val, _, native = train.load_data(args)
+    assert native == 48 and len(val) == 2 * len(CLASSES)
+    for img, source in zip(val.images, val.sources):  # what analyse(whole_image=True) gives the model
+        assert np.array_equal(img[0].numpy(), face_pixels(load_image(source).rgb, 32, True, 48))
+
+    run = tmp_path / "run"
+    best = train.main(["--dataset", "folder", "--data", str(root), "--train-split", "train", "--val-split", "val",
+                       "--run-dir", str(run), "--size", "32", "--epochs", "1", "--batch-size", "8", "--threads", "2",
+                       "--no-progress"])
+    m = evaluate.main(["--weights", str(run / "best"), "--data", str(root), "--dataset", "folder", "--split", "val",
+                       "--out", str(tmp_path / "eval"), "--no-progress"])
+    assert m["confusion_matrix"] == best["confusion_matrix"]

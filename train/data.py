@@ -244,26 +244,29 @@ def _list(dataset: str, root: str | Path, split: str | None, labels=None) -> lis
 
 
 # ---------------------------------------------------------------- loading into memory
-def _read(source: object, size: int, grayscale: bool) -> np.ndarray:
-    """One picture as C x size x size uint8, resized exactly as the app resizes a face crop."""
+def _read(source: object, size: int, grayscale: bool, native_size: int | None = None) -> np.ndarray:
+    """One picture as C x size x size uint8, resized exactly as the app resizes a face crop (for a model whose
+    training pictures were `native_size` pixels: see emotion.model.face_pixels)."""
     if isinstance(source, np.ndarray):
         img = Image.fromarray(source)
     else:
         with Image.open(source) as f:
             img = ImageOps.exif_transpose(f)
             img.load()
-    arr = face_pixels(np.asarray(img.convert("RGB")), size, grayscale)
+    arr = face_pixels(np.asarray(img.convert("RGB")), size, grayscale, native_size)
     return arr[None] if grayscale else arr.transpose(2, 0, 1)
 
 
 def load_split(dataset: str, root: str | Path, split: str | None, size: int, grayscale: bool = True,
-               limit: int | None = None, seed: int = 0, workers: int = 8, labels=None) -> Split:
-    """Read a split into memory at `size` x `size`. `limit` keeps a random subset (for quick runs)."""
+               limit: int | None = None, seed: int = 0, workers: int = 8, labels=None,
+               native_size: int | None = None) -> Split:
+    """Read a split into memory at `size` x `size`. `limit` keeps a random subset (for quick runs).
+    `native_size`: the training pictures' side, so a validation split is read as the app reads faces."""
     items = _list(dataset, root, split, labels)
     if limit and limit < len(items):
         items = random.Random(seed).sample(items, limit)
     with ThreadPoolExecutor(workers) as pool:
-        arrays = list(pool.map(lambda it: _read(it[0], size, grayscale), items))
+        arrays = list(pool.map(lambda it: _read(it[0], size, grayscale, native_size), items))
     images = torch.from_numpy(np.stack(arrays))
     classes = torch.tensor([it[1] for it in items], dtype=torch.int64)
     sources = [str(it[0]) if not isinstance(it[0], np.ndarray) else f"{dataset}.csv:{split}:{i}"

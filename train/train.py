@@ -105,6 +105,30 @@ def evaluate(net, split: D.Split, prep: Preprocess, device, batch_size=512) -> d
     return scores(split.labels.numpy(), torch.cat(probs).argmax(1).numpy())
 
 
+def load_data(args) -> tuple[D.Split, D.Split, str, int | None]:
+    """The training and validation splits, the validation split's name, and the training pictures' side.
+
+    The validation split is read as train.evaluate and the app read faces (a picture larger than the
+    training pictures is first brought down to their side), so the accuracy that picks the epoch is theirs.
+    A validation split that does not exist is refused, except for the folder layout with none named, which
+    holds out 10% of the training split.
+    """
+    gray = not args.color
+    train_set = D.load_split(args.dataset, args.data, args.train_split, args.size, gray, args.limit, args.seed,
+                             labels=args.labels)
+    native = D.native_size(args.dataset, args.data, args.train_split, args.labels)
+    val_split = args.val_split or VAL_SPLIT[args.dataset]
+    try:
+        val = D.load_split(args.dataset, args.data, val_split, args.size, gray, args.val_limit, args.seed,
+                           labels=args.labels, native_size=native)
+    except D.DatasetError:
+        if args.val_split or args.dataset != "folder":  # a split the user named, or one the layout must have
+            raise
+        train_set, val = D.split_off(train_set, 0.1, args.seed)
+        val_split = "10% held out of train"
+    return train_set, val, val_split, native
+
+
 def main(argv=None):
     args = parse_args(argv)
     ckpt = None
@@ -131,24 +155,14 @@ def main(argv=None):
     # ---- data: everything in memory, on the training device
     t0 = time.time()
     gray = not args.color
-    train_set = D.load_split(args.dataset, args.data, args.train_split, args.size, gray, args.limit, args.seed,
-                             labels=args.labels)
-    val_split = args.val_split or VAL_SPLIT[args.dataset]
-    try:
-        val = D.load_split(args.dataset, args.data, val_split, args.size, gray, args.val_limit, args.seed,
-                           labels=args.labels)
-    except D.DatasetError:
-        if args.val_split or args.dataset != "folder":  # a split the user named, or one the layout must have
-            raise
-        train_set, val = D.split_off(train_set, 0.1, args.seed)
-        val_split = "10% held out of train"
+    train_set, val, val_split, native = load_data(args)
     x_all = train_set.images.float().div(255)
     mean = tuple([round(x_all.mean().item(), 4)] * 3) if gray else tuple(x_all.mean((0, 2, 3)).tolist())
     std = tuple([round(x_all.std().item(), 4)] * 3) if gray else tuple(x_all.std((0, 2, 3)).tolist())
     del x_all
     framing = _framing(train_set, args.dataset, args.seed)
     prep = Preprocess(size=args.size, mean=mean, std=std, grayscale=gray,
-                      native_size=D.native_size(args.dataset, args.data, args.train_split, args.labels),
+                      native_size=native,
                       tta_flip=args.tta_flip, **framing)
     images, labels = train_set.images.to(device), train_set.labels.to(device)
     targets = train_set.targets.to(device) if soft else F.one_hot(labels, len(CLASSES)).float()
