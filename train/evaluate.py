@@ -5,8 +5,11 @@
 
 Writes OUT/metrics.json (accuracy, mean_class_accuracy, per_class_accuracy, confusion_matrix, n, ...)
 and OUT/confusion_matrix.png, and prints the per-class table. Images are taken as already-cropped
-faces unless --detect-faces is given (for uncropped photos: the largest face found is classified, and
-a picture with no face found counts as wrong). --card records the result in the model card.
+faces unless --detect-faces is given (for uncropped photos: the largest face found is classified).
+A picture with no face found, a file that cannot be read, or a class the model has that is not one of
+ours counts as wrong in every figure: the confusion matrix has a row per true class and a column per
+predicted class plus a last "no answer" column. Classes are matched by name, whatever order the model
+lists them in. --card records the result in the model card.
 """
 from __future__ import annotations
 
