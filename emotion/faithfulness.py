@@ -46,7 +46,8 @@ inverted map 1 - map): they must be judged "good" at most 5 % of the time (`fals
 
 The perturbed faces (maps x fractions) go through pytorch-grad-cam's `PerturbationConfidenceMetric` in one
 batch. Cost: one forward pass of the face (random maps and the base logit), one explanation for the other
-class, and one batched forward pass of (maps + 2 + n_random) x len(FRACTIONS) perturbed faces.
+class (for Grad-CAM, the default, both come from one pass: `gradcam_controls`), and one batched forward
+pass of (maps + 2 + n_random) x len(FRACTIONS) perturbed faces.
 """
 from __future__ import annotations
 
@@ -60,13 +61,14 @@ import numpy as np
 import torch
 from pytorch_grad_cam import RandomCAM
 from pytorch_grad_cam.metrics.perturbation_confidence import PerturbationConfidenceMetric
+from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, explain, resolve_layer
+from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, STAGES, explain, resolve_layer
 from emotion.model import EmotionModel
 
 FRACTIONS = (0.1, 0.25, 0.5)  # shares of the pixels deleted, most highlighted first
-N_RANDOM = 2
+N_RANDOM = 1  # random maps per face: with one, the whole check costs what the old 10-map check did
 MARGIN = 1.0  # a "good" map's score is at least twice the face prior's and the other class's
 UNTESTABLE = 0.05  # logit units: below this drop for every map and fraction, the test cannot tell maps apart
 BLUR_SIGMA = 1 / 8  # of the input side
@@ -146,6 +148,36 @@ def random_maps(model: EmotionModel, x: torch.Tensor, n: int = N_RANDOM, seed: i
         maps = cam(input_tensor=x, targets=None)
         logits = cam.outputs[0].float().numpy()
     return maps.astype(np.float32), logits
+
+
+def gradcam_controls(model: EmotionModel, x: torch.Tensor, other: int, n: int = N_RANDOM, seed: int = 0,
+                     layer: str = DEFAULT_LAYER) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For Grad-CAM at one of `LAYERS`, the controls in one pass: the logits (C,), class `other`'s Grad-CAM
+    map and `n` random maps, equal to `explain(..., [other], "Grad-CAM", layer)` and `random_maps(..., n,
+    seed, layer)` (RandomCAM's recipe: the ReLU of the layer's activations weighted by uniform(-1, 1) channel
+    weights from the same seeded generator, scaled as pytorch-grad-cam scales). Saves the second pass."""
+    x = _one(x)
+    net = model.net
+    upto = STAGES.index(resolve_layer(layer).split()[0])
+    with model.lock:
+        with torch.no_grad():  # as emotion.explain.gradcam: no gradient below the layer read
+            a = net.maxpool(net.act1(net.bn1(net.conv1(x))))
+            for name in STAGES[: upto + 1]:
+                a = getattr(net, name)(a)
+        a = a.detach().requires_grad_(True)
+        with torch.enable_grad():
+            h = a
+            for name in STAGES[upto + 1:]:
+                h = getattr(net, name)(h)
+            logits = net.forward_head(h)
+            (grads,) = torch.autograd.grad(logits[0, int(other)], a)
+    act = a.detach()[0].double().numpy()  # C x h x w
+    size = (x.shape[-1], x.shape[-2])
+    weights = np.concatenate([grads[0].double().mean((1, 2)).numpy()[None],
+                              np.random.default_rng([seed, 2]).uniform(-1, 1, size=(n, act.shape[0]))])
+    cams = np.maximum(np.einsum("nc,chw->nhw", weights, act), 0).astype(np.float32)
+    maps = scale_cam_image(scale_cam_image(cams, size))
+    return logits.detach()[0].float().numpy(), maps[0].astype(np.float32), maps[1:].astype(np.float32)
 
 
 def rank_map(heatmap: np.ndarray, size: tuple[int, int], key: tuple[int, ...] = (0,)) -> np.ndarray:
@@ -269,13 +301,15 @@ UNTESTABLE_VERDICT = "Hiding any part of the face hardly changes the {c} score, 
 def faithfulness_many(model: EmotionModel, x: torch.Tensor, heatmaps: dict[str, np.ndarray], target, *,
                       prior: np.ndarray | None = None, other: tuple[str, np.ndarray] | None = None,
                       n_random: int = N_RANDOM, seed: int | None = None, layer=DEFAULT_LAYER,
-                      class_agnostic: bool = False, fractions=FRACTIONS, margin: float = MARGIN) -> dict[str, dict]:
+                      class_agnostic: bool = False, fractions=FRACTIONS, margin: float = MARGIN,
+                      precomputed: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, dict]:
     """Judge several maps of one face for class `target` (index or name) against shared controls.
 
     `prior` is the face-prior map (default: `centre_prior`), `other` (class name, map) the same method's
     map for another class on this face (None: no class-sensitivity control), `layer` the layer the random
     maps are read from (a `LAYERS` name or a module), `seed` (default: from the input's bytes and the
-    class) seeds the random maps and tie-breaking. Returns {name: result}, results as `faithfulness`
+    class) seeds the random maps and tie-breaking; `precomputed` = (logits, random maps) made already for
+    this seed (`gradcam_controls`). Returns {name: result}, results as `faithfulness`
     describes; a map's result does not depend on which other maps are judged with it.
     """
     if n_random < 1:
@@ -285,7 +319,7 @@ def faithfulness_many(model: EmotionModel, x: torch.Tensor, heatmaps: dict[str, 
     c = _class_index(model, target)
     seed = input_seed(x, c) if seed is None else int(seed)
     size = tuple(x.shape[-2:])
-    rand, logits = random_maps(model, x, n_random, seed, layer)
+    rand, logits = random_maps(model, x, n_random, seed, layer) if precomputed is None else precomputed[::-1]
     z0 = float(logits[c])
     prior = centre_prior(size[0]) if prior is None else prior
     control_maps = {"face_prior": prior}
@@ -360,10 +394,16 @@ def face_faithfulness(model: EmotionModel, face, method: str = DEFAULT_METHOD, l
     with `method`'s map for the most likely other class and `method`'s face prior at `layer` as controls."""
     x = model.prep.to_input([face.crop])
     agnostic = method in CLASS_AGNOSTIC
-    other = None
+    other, precomputed = None, None
     if not agnostic:
         name = other_class(face.probabilities, face.explained)
-        other = (name, explain(model, x, [model.labels.index(name)], method, layer)[1][0])
+        k = model.labels.index(name)
+        if method == "Grad-CAM" and isinstance(layer, str):  # the default: the controls in one pass
+            seed = input_seed(x, model.labels.index(face.explained)) if seed is None else seed
+            logits, other_map, rand = gradcam_controls(model, x, k, n_random, seed, layer)
+            other, precomputed = (name, other_map), (logits, rand)
+        else:
+            other = (name, explain(model, x, [k], method, layer)[1][0])
     prior, _ = face_prior(method, layer, model.prep.size, face.explained)
     return faithfulness(model, x, face.heatmap, face.explained, prior=prior, other=other, n_random=n_random,
-                        seed=seed, layer=layer, class_agnostic=agnostic)
+                        seed=seed, layer=layer, class_agnostic=agnostic, precomputed=precomputed)

@@ -225,3 +225,25 @@ def test_audit_figures_and_false_good_rate_by_hand():
     by_layer = {"layer3": {"Grad-CAM": f, "Eigen-CAM": {**f, "share_good": 0.9}},
                 "layer4": {"Grad-CAM": {**f, "share_good": 0.5}}}
     assert audit.recommend(by_layer)["method"] == "Grad-CAM" and audit.recommend(by_layer)["layer"] == "layer4"
+
+
+def test_the_one_pass_gradcam_controls_equal_the_library_path(model):
+    """The app's default path makes the other class's map and the random maps in one pass: they must be
+    pytorch-grad-cam's own (explain's Grad-CAM, RandomCAM with the same seed), and so must the verdict."""
+    from emotion.explain import explain
+    from emotion.pipeline import analyse
+
+    face = analyse(fx.PORTRAIT, model).faces[0]
+    x = model.prep.to_input([face.crop])
+    other = model.labels.index(F.other_class(face.probabilities, face.explained))
+    logits, other_map, rand = F.gradcam_controls(model, x, other, 3, seed=7, layer="layer3")
+    want_logits, want_map = explain(model, x, [other], "Grad-CAM", "layer3")
+    want_rand, want_rand_logits = F.random_maps(model, x, 3, seed=7, layer="layer3")
+    assert np.abs(other_map - want_map[0]).max() < 1e-4 and np.abs(rand - want_rand).max() < 1e-4
+    assert logits == pytest.approx(want_logits[0].numpy(), abs=1e-4)
+    assert logits == pytest.approx(want_rand_logits, abs=1e-4)
+    fast = F.face_faithfulness(model, face, "Grad-CAM", "layer3")
+    slow = F.faithfulness(model, x, face.heatmap, face.explained, other=(model.labels[other], want_map[0]),
+                          prior=F.face_prior("Grad-CAM", "layer3", model.prep.size, face.explained)[0], layer="layer3")
+    assert fast["level"] == slow["level"] and fast["score"] == pytest.approx(slow["score"], abs=1e-3)
+    assert fast["controls"] == pytest.approx(slow["controls"], abs=1e-3)
