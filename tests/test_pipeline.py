@@ -7,7 +7,7 @@ from PIL import Image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from emotion.draw import annotate, face_panel
-from emotion.explain import CLASS_AGNOSTIC, LAYERS, METHODS, explain
+from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, LAYERS, METHODS, explain
 from emotion.model import CLASSES, EmotionModel, Preprocess, create_net
 from emotion.pipeline import NO_FACE, analyse
 from tests import fixtures as fx
@@ -67,7 +67,7 @@ def test_every_method_is_pytorch_grad_cams_and_follows_the_class(model, method):
     f = analyse(fx.PORTRAIT, model, method=method, explain_class=other).faces[0]
     x = model.prep.to_input([own.crop])
     net = model.net
-    with torch.enable_grad(), METHODS[method](model=net, target_layers=[net.layer3[-1]]) as cam:
+    with torch.enable_grad(), METHODS[method](model=net, target_layers=[LAYERS[DEFAULT_LAYER](net)]) as cam:
         ref = cam(input_tensor=x.repeat(2, 1, 1, 1), targets=[ClassifierOutputTarget(model.labels.index(c))
                                                              for c in (own.label, other)])
     net.zero_grad(set_to_none=True)
