@@ -222,9 +222,12 @@ def test_audit_figures_and_false_good_rate_by_hand():
     assert (f["share_good"], f["share_weak"], f["share_chance"], f["share_empty"]) == (0.25, 0.25, 0.25, 0.25)
     assert f["false_good"] == pytest.approx({"shuffled": 1 / 3, "inverted": 1 / 4})
     assert f["false_good_rate"] == pytest.approx(1 / 3)  # the worse of the two
-    by_layer = {"layer3": {"Grad-CAM": f, "Eigen-CAM": {**f, "share_good": 0.9}},
-                "layer4": {"Grad-CAM": {**f, "share_good": 0.5}}}
+    ok = {**f, "false_good_rate": 0.04}
+    by_layer = {"layer3": {"Grad-CAM": ok, "Eigen-CAM": {**ok, "share_good": 0.9}, "HiResCAM": {**f, "share_good": 0.8}},
+                "layer4": {"Grad-CAM": {**ok, "share_good": 0.5}}}
+    # class-agnostic Eigen-CAM, and HiResCAM whose uninformative maps pass too often (1 in 3), are passed over
     assert audit.recommend(by_layer)["method"] == "Grad-CAM" and audit.recommend(by_layer)["layer"] == "layer4"
+    assert audit.recommend({"layer3": {"HiResCAM": f}}) is None
 
 
 def test_the_one_pass_gradcam_controls_equal_the_library_path(model):

@@ -57,7 +57,7 @@ from emotion.explain import (
     overlay,
     resolve_layer,
 )
-from emotion.faithfulness import CONTROLS, LEVELS, N_RANDOM, face_prior, faithfulness_many, other_class
+from emotion.faithfulness import CONTROLS, LEVELS, MARGIN, N_RANDOM, face_prior, faithfulness_many, other_class
 from emotion.images import ImageError
 from emotion.model import CLASSES, EmotionModel, load_model
 from emotion.pipeline import analyse
@@ -408,13 +408,17 @@ def faithfulness_figures(results: list[dict]) -> dict:
             "mean_ms": _mean(r["ms"] for r in maps)}
 
 
+MAX_FALSE_GOOD = 0.05  # a method and layer whose uninformative maps pass as "good" more often is not recommended
+
+
 def recommend(by_layer: dict[str, dict[str, dict]]) -> dict | None:
-    """The method and layer whose maps are judged "good" most often (class-specific methods only), ties
-    broken by the mean margin over the best control."""
+    """The method and layer whose maps are judged "good" most often, among the class-specific methods whose
+    measured false-"good" rate is at most MAX_FALSE_GOOD (ties broken by the mean margin over the best
+    control); None when none qualifies."""
     best = None
     for lay, table in by_layer.items():
         for m, v in table.items():
-            if m in CLASS_AGNOSTIC:
+            if m in CLASS_AGNOSTIC or v["false_good_rate"] is None or v["false_good_rate"] > MAX_FALSE_GOOD:
                 continue
             key = (v["share_good"], v["mean_margin"] if v["mean_margin"] is not None else -np.inf)
             if best is None or key > best[0]:
@@ -724,7 +728,8 @@ predicted class's logit is recorded; the score is the area under that deletion c
 units; emotion/faithfulness.py). The same test is run on three controls that carry no evidence about this face
 and this class: the face prior (the method's mean map over training faces predicted as the class), the same
 method's map for the most likely other class, and RandomCAM maps. A map is judged "good" only when it beats every
-control (the prior and the other class's map by the stated margin), "weak" when it only beats the random maps.
+control (the prior's and the other class's map's drop at least """ + f"{1 + MARGIN:g}" + """ times over), "weak" when it
+only beats the random maps.
 The false-"good" rate is how often a map without this face's evidence is judged "good": another face's map
 ("shuffled") and the inverted map (1 - map); the larger of the two is reported, and must stay at or under 5%.</p>""")
     by_layer = s.get("faithfulness_by_layer") or {}
@@ -740,9 +745,17 @@ The false-"good" rate is how often a map without this face's evidence is judged 
                              _pct(v["false_good"]["inverted"]), v["n"]])
         parts.append(_table(["method", "map", "face prior", "other class", "random", "good", "weak", "chance",
                              "untestable", "empty", "false good: shuffled", "false good: inverted", "n"], rows))
+        own = (by_layer.get(s["layer"]) or {}).get(s["method"])
+        if own and own["mean_score"] is not None and own["controls"].get("face_prior") is not None \
+                and own["mean_score"] <= own["controls"]["face_prior"]:
+            parts.append(f"<p><b>Finding: {html.escape(s['method'])}'s maps at {html.escape(s['layer'])} do not beat the face "
+                         f"prior</b> (mean drop {own['mean_score']:.3f} against {own['controls']['face_prior']:.3f} for the "
+                         "class's average map): they show where this model usually looks for a class, not evidence "
+                         "found in each face.</p>")
         rec = s.get("recommended")
         if rec:
-            parts.append(f"<p>Judged \"good\" most often: <b>{html.escape(rec['method'])} at {html.escape(rec['layer'])}</b> "
+            parts.append(f"<p>Judged \"good\" most often, among those whose false-\"good\" rate is at most "
+                         f"{MAX_FALSE_GOOD:.0%}: <b>{html.escape(rec['method'])} at {html.escape(rec['layer'])}</b> "
                          f"({_pct(rec['share_good'])} of faces; false-\"good\" rate {_pct(rec['false_good_rate'])}).</p>")
         parts.append(_img(out, "faithfulness.png", "faithfulness"))
     else:
