@@ -28,9 +28,10 @@ ABOUT = """# Explainable facial-emotion recognition
 Finds every face, says which of seven expressions it shows (angry, disgust, fear, happy, neutral, sad,
 surprise), draws all seven probabilities, and shows **why** with a heatmap of the pixels that drove the
 score. Pick another class under *Heatmap for* to ask "why not X?". Each heatmap is tested: hiding the pixels
-it marks must cost the class more than hiding pixels picked by random maps, and the verdict says how far to
-trust it; a small chart shows how much of it falls on the eyes, nose, mouth, the rest of the face and
-outside it. A heatmap is evidence about the model, not about the person: expressions are not feelings, and
+it marks must cost the class more than hiding the pixels of a random map, of the class's average map over
+many faces, and of another class's map, and the verdict says how far to trust it; a small chart shows how
+much of it falls on the eyes, nose, mouth, the rest of the face and outside it, with a tick at what a flat
+map would give. A heatmap is evidence about the model, not about the person: expressions are not feelings, and
 the model makes mistakes (see its model card)."""
 README = Path(__file__).resolve().parent / "README.md"
 

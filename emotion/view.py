@@ -33,7 +33,10 @@ CSS = """
 .ev-bars { list-style: none; padding: 0; margin: 0 0 8px; }
 .ev-bars li { display: grid; grid-template-columns: 6.5em 1fr 3em; align-items: center; gap: 6px;
               font-size: 0.9em; margin: 0; padding: 1px 0; }
-.ev-bars .ev-track { background: var(--background-fill-secondary); height: 12px; border-radius: 3px; }
+.ev-bars .ev-track { background: var(--background-fill-secondary); height: 12px; border-radius: 3px;
+                     position: relative; }
+.ev-bars .ev-base { position: absolute; top: -2px; width: 2px; height: 16px; background: #000; }
+.ev-note { font-size: 0.8em; margin: 0; opacity: 0.8; }
 .ev-bars .ev-fill { height: 12px; border-radius: 3px; }
 .ev-bars .ev-top { font-weight: bold; }
 .ev-bars .ev-pct { text-align: right; }
@@ -78,14 +81,21 @@ def legend(method: str, layer: str) -> str:
             f'<span>{e(meaning)}</span></div>')
 
 
-def _bars(rows: list[tuple[str, float, tuple[int, int, int]]], top: str | None, label: str, dash: bool = False) -> str:
+def _bars(rows: list[tuple], top: str | None, label: str, dash: bool = False) -> str:
+    """One bar per (name, value, colour[, baseline]) row; a baseline is drawn as a black tick on the bar."""
     items = []
-    for name, value, (r, g, b) in rows:
+    for name, value, (r, g, b), *rest in rows:
+        base = rest[0] if rest else None
         cls = ' class="ev-top"' if name == top else ""
         pct = "-" if dash else f"{value:.0%}"
-        items.append(f'<li data-name="{html.escape(name)}" data-value="{value:.4f}"{cls}><span>{html.escape(name)}</span>'
+        tick, base_attr = "", ""
+        if base is not None:
+            tick = f'<span class="ev-base" style="left:{base * 100:.1f}%" title="area {base:.0%}"></span>'
+            base_attr = f' data-baseline="{base:.4f}"'
+        items.append(f'<li data-name="{html.escape(name)}" data-value="{value:.4f}"{base_attr}{cls}>'
+                     f'<span>{html.escape(name)}</span>'
                      f'<span class="ev-track"><span class="ev-fill" style="display:block; width:{value * 100:.1f}%;'
-                     f' background: rgb({r},{g},{b})"></span></span><span class="ev-pct">{pct}</span></li>')
+                     f' background: rgb({r},{g},{b})"></span>{tick}</span><span class="ev-pct">{pct}</span></li>')
     return f'<ul class="ev-bars" aria-label="{html.escape(label)}">' + "".join(items) + "</ul>"
 
 
@@ -99,8 +109,10 @@ def face_card(i: int, face, check: dict, method: str) -> str:
     empty = float(face.heatmap.max()) <= 0
     faith = check.get("faithfulness") or {}
     regions = check.get("regions") or {}
+    baseline = check.get("region_baseline") or {}
     probs = [(name, float(p), COLOURS.get(name, (0, 160, 0))) for name, p in face.probabilities.items()]
-    shares = [(REGION_LABELS.get(k, k), float(regions.get(k, 0.0)), REGION_COLOURS.get(k, (147, 161, 161)))
+    shares = [(REGION_LABELS.get(k, k), float(regions.get(k, 0.0)), REGION_COLOURS.get(k, (147, 161, 161)),
+               None if k not in baseline else float(baseline[k]))
               for k in (*REGIONS, *(k for k in regions if k not in REGIONS))]
     no_map = " (no positive evidence for this class anywhere: the map is empty)" if empty else ""
     return (
@@ -116,7 +128,9 @@ def face_card(i: int, face, check: dict, method: str) -> str:
         + f'<div class="ev-h4">Can this heatmap be trusted?</div>'
         f'<p class="ev-verdict {e(str(faith.get("level", "")))}">{e(str(faith.get("verdict", "Not checked.")))}</p>'
         '<div class="ev-h4">Where the heatmap lies</div>'
-        + _bars(shares, None, f"Face {i} heatmap share by region", dash=sum(v for _, v, _ in shares) <= 0)
+        + _bars(shares, None, f"Face {i} heatmap share by region", dash=sum(row[1] for row in shares) <= 0)
+        + ('<p class="ev-note">Black tick: the region\'s share of the picture, what a map that looks nowhere in '
+           "particular would give.</p>" if baseline else "")
         + "</div></div></section>"
     )
 

@@ -11,6 +11,7 @@ from emotion import service
 from emotion.draw import _blend_heatmap, annotate
 from emotion.model import CLASSES
 from emotion.pipeline import analyse
+from emotion.regions import REGIONS
 from tests import fixtures as fx
 
 TWO_FACES = fx.ROOT / "examples" / "two_faces.jpg"
@@ -49,6 +50,11 @@ def test_every_face_gets_a_card_in_the_photo_numbers_order(model):
         regions = card.split("Where the heatmap lies")[1]
         assert re.findall(r'data-name="([\w &;]+)"', regions) == ["eyes &amp; brows", "nose", "mouth",
                                                                   "rest of face", "outside face"]
+        # each region's bar carries its baseline (its share of the crop's area) as a tick
+        ticks = [float(v) for v in re.findall(r'data-baseline="([\d.]+)"', regions)]
+        base = dict(zip(REGIONS, ticks))
+        assert base == pytest.approx(face["region_baseline"], abs=1e-4)
+        assert sum(base.values()) == pytest.approx(1, abs=1e-3) and regions.count('class="ev-base"') == 5
     legend = v.faces.split('<section')[0]
     assert "Grad-CAM at layer3" in legend and "red:" in legend and "blue:" in legend
 
