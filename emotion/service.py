@@ -10,20 +10,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from emotion.draw import annotate
-from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD
+from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, resolve_method
 from emotion.faithfulness import face_faithfulness
 from emotion.regions import face_region_areas, face_region_shares
 from emotion.live import LiveState
 from emotion.model import EmotionModel, model_name
-from emotion.pipeline import Analysis, analyse
+from emotion.pipeline import PREDICTED, Analysis, analyse
 from emotion.view import faces_html
 
-PREDICTED = "predicted class"  # the "heatmap for" choice that explains each face's own prediction
 LIVE_DETECT_SIDE = 320  # webcam faces are large: detect on a 320 px frame (4x fewer pixels than 640)
 
 
 def _explain_class(choice: str | None) -> str | None:
-    return None if not choice or choice == PREDICTED else choice
+    return None if not choice or choice.strip().lower() == PREDICTED else choice
 
 
 @dataclass
@@ -41,11 +40,7 @@ FAITH_FIELDS = ("level", "verdict", "score", "curve", "controls", "random_mean",
 def honesty(model: EmotionModel, a: Analysis) -> list[dict]:
     """For each face: how faithful its heatmap is (against the face prior, another class's map and random
     maps; emotion/faithfulness.py), where its mass lies, and where a flat map's would (`region_baseline`:
-    each region's share of the crop's area, what the shares are read against). Raises ValueError for "why
-    not X?" with a class-agnostic method, whose map is the same for every class."""
-    if a.method in CLASS_AGNOSTIC and any(f.explained != f.label for f in a.faces):
-        raise ValueError(f"{a.method} draws the same map for every class, so it cannot answer \"why not X?\": "
-                         f"ask for the predicted class, or pick a class-specific method such as {DEFAULT_METHOD}.")
+    each region's share of the crop's area, what the shares are read against)."""
     out = []
     for face in a.faces:
         f = face_faithfulness(model, face, method=a.method, layer=a.layer)
@@ -57,7 +52,14 @@ def honesty(model: EmotionModel, a: Analysis) -> list[dict]:
 
 def _checked(model: EmotionModel, image, method, layer, explain_for, whole_image,
              with_heatmap: bool) -> tuple[Analysis, list[dict], dict]:
-    """analyse(), the honesty checks of every face, and the JSON answer with those checks in it."""
+    """analyse(), the honesty checks of every face, and the JSON answer with those checks in it.
+
+    Raises ValueError for "why not X?" with a class-agnostic method, whose map is the same for every class.
+    """
+    method = resolve_method(method, controls=False)
+    if method in CLASS_AGNOSTIC and _explain_class(explain_for) is not None:
+        raise ValueError(f"{method} draws the same map for every class, so it cannot answer \"why not X?\": "
+                         f"ask for the predicted class, or pick a class-specific method such as {DEFAULT_METHOD}.")
     a = analyse(image, model, method=method, layer=layer, explain_class=_explain_class(explain_for),
                 whole_image=whole_image)
     checks = honesty(model, a)

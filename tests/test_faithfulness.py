@@ -190,8 +190,10 @@ def test_service_names_its_controls_baseline_and_refuses_why_not_for_eigen_cam(m
     assert face["region_baseline"] == pytest.approx(R.face_region_shares(
         _face(model), 1.0, np.ones((32, 32), np.float32)), abs=0.05)
     wrong = next(c for c in CLASSES if c != face["label"])
-    with pytest.raises(ValueError, match="same map for every class"):
-        service.predict(model, fx.PORTRAIT, "Eigen-CAM", explain_for=wrong)
+    for asked in (wrong, face["label"].upper()):  # any class named, in any spelling of the method
+        with pytest.raises(ValueError, match="same map for every class"):
+            service.predict(model, fx.PORTRAIT, "eigen-cam", explain_for=asked)
+    assert service.predict(model, fx.PORTRAIT, "Eigen-CAM", explain_for="Predicted Class")["faces"]
     g = service.predict(model, fx.PORTRAIT, "Grad-CAM")["faces"][0]["faithfulness"]
     assert g["class_agnostic"] is False and g["other_class"] != face["label"]
     assert set(g["controls"]) == {"face_prior", "other_class", "random"} and g["quantity"] == "logit"
