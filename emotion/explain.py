@@ -109,16 +109,10 @@ def explain(model: EmotionModel, x: torch.Tensor, classes: list[int | None], met
     return logits, maps.astype(np.float32)
 
 
-def gradcam(net: torch.nn.Module, x: torch.Tensor, classes: list[int | None],
-            layer: str = DEFAULT_LAYER) -> tuple[torch.Tensor, np.ndarray]:
-    """Grad-CAM of a timm ResNet in one forward pass: logits and maps, as `explain` returns them.
-
-    Grad-CAM weighs each channel k of the layer's activations A by the mean over positions of
-    d(score of class c) / dA_k, sums, keeps the positive part, and pytorch-grad-cam then scales each map to
-    0..1 and resizes it to the input: the same steps here, on the same activations.
-    """
-    stage = resolve_layer(layer).split()[0]
-    upto = STAGES.index(stage)
+def split_forward(net: torch.nn.Module, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The activations of `layer` (a leaf that requires grad) and the logits differentiable with respect to
+    them only: the network runs without autograd up to the layer read, with it above."""
+    upto = STAGES.index(resolve_layer(layer).split()[0])
     with torch.no_grad():  # below the layer read nothing needs a gradient
         a = net.maxpool(net.act1(net.bn1(net.conv1(x))))
         for name in STAGES[: upto + 1]:
@@ -129,6 +123,19 @@ def gradcam(net: torch.nn.Module, x: torch.Tensor, classes: list[int | None],
         for name in STAGES[upto + 1:]:
             h = getattr(net, name)(h)
         logits = net.forward_head(h)
+    return a, logits
+
+
+def gradcam(net: torch.nn.Module, x: torch.Tensor, classes: list[int | None],
+            layer: str = DEFAULT_LAYER) -> tuple[torch.Tensor, np.ndarray]:
+    """Grad-CAM of a timm ResNet in one forward pass: logits and maps, as `explain` returns them.
+
+    Grad-CAM weighs each channel k of the layer's activations A by the mean over positions of
+    d(score of class c) / dA_k, sums, keeps the positive part, and pytorch-grad-cam then scales each map to
+    0..1 and resizes it to the input: the same steps here, on the same activations.
+    """
+    a, logits = split_forward(net, x, layer)
+    with torch.enable_grad():
         predicted = logits.argmax(1)
         target = torch.tensor([int(p) if c is None else int(c) for c, p in zip(classes, predicted)])
         score = logits.gather(1, target.view(-1, 1)).sum()

@@ -64,7 +64,8 @@ from pytorch_grad_cam.metrics.perturbation_confidence import PerturbationConfide
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, STAGES, explain, resolve_layer
+from emotion.explain import (CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, explain, resolve_layer,
+                             split_forward)
 from emotion.model import EmotionModel
 
 FRACTIONS = (0.1, 0.25, 0.5)  # shares of the pixels deleted, most highlighted first
@@ -157,20 +158,9 @@ def gradcam_controls(model: EmotionModel, x: torch.Tensor, other: int, n: int = 
     seed, layer)` (RandomCAM's recipe: the ReLU of the layer's activations weighted by uniform(-1, 1) channel
     weights from the same seeded generator, scaled as pytorch-grad-cam scales). Saves the second pass."""
     x = _one(x)
-    net = model.net
-    upto = STAGES.index(resolve_layer(layer).split()[0])
     with model.lock:
-        with torch.no_grad():  # as emotion.explain.gradcam: no gradient below the layer read
-            a = net.maxpool(net.act1(net.bn1(net.conv1(x))))
-            for name in STAGES[: upto + 1]:
-                a = getattr(net, name)(a)
-        a = a.detach().requires_grad_(True)
-        with torch.enable_grad():
-            h = a
-            for name in STAGES[upto + 1:]:
-                h = getattr(net, name)(h)
-            logits = net.forward_head(h)
-            (grads,) = torch.autograd.grad(logits[0, int(other)], a)
+        a, logits = split_forward(model.net, x, layer)
+        (grads,) = torch.autograd.grad(logits[0, int(other)], a)
     act = a.detach()[0].double().numpy()  # C x h x w
     size = (x.shape[-1], x.shape[-2])
     weights = np.concatenate([grads[0].double().mean((1, 2)).numpy()[None],
