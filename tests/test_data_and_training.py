@@ -189,3 +189,56 @@ def test_validation_pictures_are_read_as_the_app_reads_faces(tmp_path):
     m = evaluate.main(["--weights", str(run / "best"), "--data", str(root), "--dataset", "folder", "--split", "val",
                        "--out", str(tmp_path / "eval"), "--no-progress"])
     assert m["confusion_matrix"] == best["confusion_matrix"]
+
+
+def test_fit_schedule_shortens_the_run_to_the_time_and_a_resume_ends_there(tmp_path):
+    """--fit-schedule: with too little time for the epochs asked, the schedule is cut to what fits (never
+    below two epochs) while it is still warming up, so the cosine ends on time; the checkpoint keeps it."""
+    root = fx.make_fer2013_folders(tmp_path / "fer", per_class=4)
+    out, run = tmp_path / "model", tmp_path / "run"
+    train.main(["--dataset", "fer2013", "--data", str(root), "--train-split", "train", "--out", str(out),
+                "--run-dir", str(run), "--size", "32", "--epochs", "50", "--batch-size", "8", "--threads", "2",
+                "--warmup-epochs", "1", "--no-progress", "--time-limit", "0.0001", "--fit-schedule"])
+    assert torch.load(run / "last.pt", weights_only=True)["args"]["epochs"] == 2
+    train.main(["--resume", str(run / "last.pt"), "--no-progress"])
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in log] == [1, 2]  # not 50
+    assert (out / "model.safetensors").is_file()  # the fitted schedule finished
+    recipe = json.loads((out / "results.json").read_text())["training"]["recipe"]
+    assert recipe["epochs"] == 2
+
+
+def test_init_starts_from_a_model_folder_matching_classes_by_name(tmp_path):
+    """--init loads a model's weights (classifier rows matched to our classes by name, whatever order its
+    label_names has) and keeps its normalisation; with a learning rate of ~0 they come out unchanged."""
+    from safetensors.torch import load_file, save_file
+
+    root = fx.make_fer2013_folders(tmp_path / "fer", per_class=4)
+    common = ["--dataset", "fer2013", "--data", str(root), "--train-split", "train", "--size", "32",
+              "--epochs", "1", "--batch-size", "8", "--threads", "2", "--no-progress"]
+    train.main([*common, "--run-dir", str(tmp_path / "a")])
+    a = tmp_path / "a" / "best"
+    # the same model with its classes listed backwards: the classifier's rows reversed to match
+    b = tmp_path / "b"
+    b.mkdir()
+    w = load_file(a / "model.safetensors")
+    w["fc.weight"], w["fc.bias"] = w["fc.weight"].flip(0).contiguous(), w["fc.bias"].flip(0).contiguous()
+    save_file(w, b / "model.safetensors")
+    cfg = json.loads((a / "config.json").read_text())
+    cfg["label_names"] = cfg["label_names"][::-1]
+    cfg["pretrained_cfg"]["mean"], cfg["pretrained_cfg"]["std"] = [0.3] * 3, [0.2] * 3
+    (b / "config.json").write_text(json.dumps(cfg))
+
+    train.main([*common, "--run-dir", str(tmp_path / "c"), "--init", str(b), "--lr", "1e-12"])
+    c = tmp_path / "c" / "best"
+    wa, wc = load_file(a / "model.safetensors"), load_file(c / "model.safetensors")
+    for name in ("conv1.weight", "layer3.0.conv2.weight", "fc.weight", "fc.bias"):
+        assert torch.allclose(wa[name], wc[name], atol=1e-6), name
+    m = load_model(c, fallback=False)
+    assert m.labels == CLASSES and m.prep.mean == (0.3,) * 3 and m.prep.std == (0.2,) * 3
+    assert json.loads((c / "results.json").read_text())["training"]["recipe"]["init"] == str(b)
+
+    with pytest.raises(SystemExit, match="classes"):
+        cfg["label_names"][0] = "contempt"
+        (b / "config.json").write_text(json.dumps(cfg))
+        train.main([*common, "--run-dir", str(tmp_path / "d"), "--init", str(b)])

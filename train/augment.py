@@ -32,13 +32,13 @@ def jpeg(x: torch.Tensor, p: float, quality: tuple = (30, 90)) -> torch.Tensor:
     if not pick:
         return x
     x = x.clone()
-    for i in pick:
-        img = x[i].permute(1, 2, 0).cpu().numpy()
+    some = x[pick].permute(0, 2, 3, 1).cpu().numpy()  # one transfer for the whole share, not one per image
+    for j in range(len(some)):
         q = int(torch.randint(quality[0], quality[1] + 1, ()).item())
-        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img), [cv2.IMWRITE_JPEG_QUALITY, q])
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(some[j]), [cv2.IMWRITE_JPEG_QUALITY, q])
         dec = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-        dec = dec[..., None] if dec.ndim == 2 else dec
-        x[i] = torch.from_numpy(dec).permute(2, 0, 1).to(x.device)
+        some[j] = dec[..., None] if dec.ndim == 2 else dec
+    x[pick] = torch.from_numpy(some).permute(0, 3, 1, 2).to(x.device)
     return x
 
 

@@ -62,10 +62,16 @@ def parse_args(argv=None):
     p.add_argument("--drop-rate", type=float, default=0.3, help="dropout before the classifier")
     p.add_argument("--drop-path", type=float, default=0.05, help="stochastic depth")
     p.add_argument("--pretrained", action="store_true", help="start from timm's ImageNet weights (needs internet)")
+    p.add_argument("--init", default=None, help="start from this model's weights (a model folder, local-dir:PATH or "
+                   "hf-hub:owner/name), e.g. to fine-tune the shipped model on another data set or to finish a "
+                   "schedule cut short; its normalisation is kept")
     p.add_argument("--tta-flip", action="store_true", help="average with the mirrored face at test time (app too)")
     p.add_argument("--limit", type=int, default=None, help="use a random subset of N training images")
     p.add_argument("--val-limit", type=int, default=None)
     p.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes, keeping the best")
+    p.add_argument("--fit-schedule", action="store_true",
+                   help="with --time-limit: after each warm-up epoch, cut --epochs to what fits in the time left, "
+                   "so the cosine schedule ends on time instead of being cut off at a high learning rate")
     p.add_argument("--resume", default=None, help="checkpoint (last.pt) to continue from")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -135,7 +141,7 @@ def main(argv=None):
     if args.resume:
         ckpt = torch.load(args.resume, map_location="cpu", weights_only=True)  # tensors and plain data only
         resumed = vars(args)
-        args = argparse.Namespace(**{**ckpt["args"], "resume": args.resume, "time_limit": resumed["time_limit"],
+        args = argparse.Namespace(**{**vars(parse_args([])), **ckpt["args"], "resume": args.resume, "time_limit": resumed["time_limit"],
                                      "device": resumed["device"], "no_progress": resumed["no_progress"],
                                      "out": resumed["out"] or ckpt["args"].get("out"),
                                      "threads": resumed["threads"] or ckpt["args"].get("threads")})
@@ -143,6 +149,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # one input shape all run long
     run_dir = Path(args.run_dir or f"runs/{args.dataset}")
     run_dir.mkdir(parents=True, exist_ok=True)
     best_dir = run_dir / "best"
@@ -160,6 +167,9 @@ def main(argv=None):
     mean = tuple([round(x_all.mean().item(), 4)] * 3) if gray else tuple(x_all.mean((0, 2, 3)).tolist())
     std = tuple([round(x_all.std().item(), 4)] * 3) if gray else tuple(x_all.std((0, 2, 3)).tolist())
     del x_all
+    start = _init_model(args.init) if args.init else None
+    if start:  # the weights were fitted to the start model's normalisation
+        mean, std = start.prep.mean, start.prep.std
     framing = _framing(train_set, args.dataset, args.seed)
     prep = Preprocess(size=args.size, mean=mean, std=std, grayscale=gray,
                       native_size=native,
@@ -172,6 +182,10 @@ def main(argv=None):
     # ---- model, optimiser, schedule
     net = create_net(len(CLASSES), pretrained=args.pretrained, drop_rate=args.drop_rate,
                      drop_path_rate=args.drop_path).to(device, memory_format=torch.channels_last)
+    if start:
+        net.load_state_dict(start.net.state_dict())
+        print(f"init: weights of {start.name()}")
+        del start
     if args.compile:
         net.compile()  # in place: state_dict keys stay those of the plain timm model
     weights = class_weights(train_set.class_counts(), args.balance).to(device)
@@ -200,6 +214,7 @@ def main(argv=None):
 
     # ---- training loop
     deadline = time.time() + args.time_limit * 60 if args.time_limit else None
+    asked_epochs = args.epochs
     log_file = run_dir / "log.jsonl"
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, args.epochs):
@@ -238,6 +253,16 @@ def main(argv=None):
         with log_file.open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
+        if args.fit_schedule and deadline and epoch + 1 <= args.warmup_epochs and not ckpt:
+            # Still warming up: the cosine has not begun, so its length can change without a jump. The first
+            # epoch pays for warm-up (cuDNN's search), so the second may lengthen it again. 15% to spare: epoch
+            # times wandered by that much on a lent GPU, and an overrun is cut off above a learning rate of zero.
+            left = (deadline - time.time()) / (1.15 * row["epoch_s"])
+            fit = min(asked_epochs, max(epoch + 2, epoch + 1 + int(left)))
+            if fit != args.epochs:
+                print(f"fit-schedule: {row['epoch_s']:.1f}s an epoch; the schedule now ends after {fit} epochs "
+                      f"(asked for {asked_epochs})", flush=True)
+                args.epochs, total = fit, fit * steps_per_epoch
         if m["accuracy"] > best["accuracy"]:
             best = {**m, "epoch": epoch + 1}
             save_model(net, best_dir, prep, training=_training_facts(args, train_set, val_split, best, history))
@@ -245,6 +270,8 @@ def main(argv=None):
                     "history": history, "args": vars(args)}, run_dir / "last.pt")
         if deadline and time.time() > deadline:
             print(f"time limit reached after epoch {epoch + 1}")
+            break
+        if epoch + 1 >= args.epochs:  # the schedule may have been fitted shorter than range() above
             break
     # the card of the best epoch, with the full curve
     write_card(best_dir, _training_facts(args, train_set, val_split, best, history))
@@ -257,6 +284,20 @@ def main(argv=None):
     print(f"best {val_split} accuracy {best['accuracy']:.4f} (mean-class {best['mean_class_accuracy']:.4f}) "
           f"at epoch {best['epoch']}; model in {where}")
     return best
+
+
+def _init_model(source: str):
+    """The model to start from, its classifier rows in our class order (matched by name)."""
+    from emotion.model import load_model
+    start = load_model(source, fallback=False)
+    if sorted(start.labels) != sorted(CLASSES):
+        raise SystemExit(f"--init {source}: its classes {list(start.labels)} are not {list(CLASSES)}")
+    order = [start.labels.index(c) for c in CLASSES]
+    fc = start.net.get_classifier()
+    with torch.no_grad():
+        fc.weight.copy_(fc.weight[order].clone())
+        fc.bias.copy_(fc.bias[order].clone())
+    return start
 
 
 def _framing(train_set: D.Split, dataset: str, seed: int, n: int = 300) -> dict:
@@ -288,7 +329,8 @@ def _framing(train_set: D.Split, dataset: str, seed: int, n: int = 300) -> dict:
 def _training_facts(args, train_set, val_split, best, history) -> dict:
     """What the model card says about how the model was made."""
     keep = ("dataset", "labels", "size", "color", "epochs", "batch_size", "opt", "lr", "weight_decay", "warmup_epochs",
-            "label_smoothing", "balance", "jpeg_p", "drop_rate", "drop_path", "pretrained", "tta_flip", "limit", "seed")
+            "label_smoothing", "balance", "jpeg_p", "drop_rate", "drop_path", "pretrained", "init", "tta_flip", "limit",
+            "seed")
     return {"recipe": {k: getattr(args, k) for k in keep}, "train_images": len(train_set),
             "class_counts": dict(zip(CLASSES, train_set.class_counts())), "val_split": val_split,
             "best_epoch": best.get("epoch"), "val_metrics": {k: v for k, v in best.items() if k != "epoch"},
