@@ -228,6 +228,7 @@ def test_init_starts_from_a_model_folder_matching_classes_by_name(tmp_path):
     cfg["label_names"] = cfg["label_names"][::-1]
     cfg["pretrained_cfg"]["mean"], cfg["pretrained_cfg"]["std"] = [0.3] * 3, [0.2] * 3
     (b / "config.json").write_text(json.dumps(cfg))
+    (b / "results.json").write_text((a / "results.json").read_text())  # how b was made: a's training
 
     train.main([*common, "--run-dir", str(tmp_path / "c"), "--init", str(b), "--lr", "1e-12"])
     c = tmp_path / "c" / "best"
@@ -236,7 +237,10 @@ def test_init_starts_from_a_model_folder_matching_classes_by_name(tmp_path):
         assert torch.allclose(wa[name], wc[name], atol=1e-6), name
     m = load_model(c, fallback=False)
     assert m.labels == CLASSES and m.prep.mean == (0.3,) * 3 and m.prep.std == (0.2,) * 3
-    assert json.loads((c / "results.json").read_text())["training"]["recipe"]["init"] == str(b)
+    facts = json.loads((c / "results.json").read_text())["training"]
+    assert facts["recipe"]["init"] == str(b)
+    assert facts["started_from"] == json.loads((b / "results.json").read_text())["training"]
+    assert "Before that, the start model: Trained from scratch" in (c / "README.md").read_text()
 
     with pytest.raises(SystemExit, match="classes"):
         cfg["label_names"][0] = "contempt"

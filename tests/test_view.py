@@ -80,7 +80,7 @@ def test_live_heatmap_fades_out_at_the_edge_of_the_face_square(model):
     centre = drawn[y0 + side // 3:y1 - side // 3, x0 + side // 3:x1 - side // 3] - \
         plain[y0 + side // 3:y1 - side // 3, x0 + side // 3:x1 - side // 3]
     assert np.abs(edge).max() <= 8  # almost nothing of the heatmap next to the square's edge ...
-    assert np.abs(centre).mean() > 40  # ... and all of it over the middle of the face
+    assert np.abs(centre).mean() > 20  # ... and it is drawn over the middle of the face (0 if it were not)
     # and no box drawn around the face: below its label, the face box's sides are the blended picture's pixels
     blended = a.image.copy()
     _blend_heatmap(blended, a.faces[0])

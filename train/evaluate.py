@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -114,8 +115,11 @@ def main(argv=None) -> dict:
         print(f"| {c} | {'n/a' if v is None else f'{v:.1%}'} | {n} | {none} |")
     if args.card:
         name = f"{args.dataset} {split}" + (" (faces detected)" if args.detect_faces else "")
-        write_card(model.source, evaluation=(name, {k: m[k] for k in
-                   ("accuracy", "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "n")}))
+        picture = f"confusion_matrix_{args.dataset}_{split}{'_detected' if args.detect_faces else ''}.png"
+        shutil.copy2(out / "confusion_matrix.png", Path(model.source) / picture)
+        write_card(model.source, evaluation=(name, {**{k: m[k] for k in (
+            "accuracy", "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "n", "no_face")},
+            "picture": picture}))
     return m
 
 

@@ -147,6 +147,30 @@ def _usage(config: dict, size: int) -> list[str]:
     ]
 
 
+def _training_lines(tr: dict, stage: str = "") -> list[str]:
+    """How the model was trained; a model fine-tuned from another (`--init`) describes that one first."""
+    recipe = tr.get("recipe", {})
+    before = _training_lines(tr["started_from"], "Before that, the start model: ") if tr.get("started_from") else []
+    origin = f"from `{recipe['init']}` (below)" if recipe.get("init") else \
+        "from ImageNet weights" if recipe.get("pretrained") else "from scratch (no ImageNet weights)"
+    balance = recipe.get("balance")
+    weighting = ("No class weights in the loss" + (" (the targets are the taggers' vote distributions, and the "
+                 "metric is plain accuracy)." if recipe.get("dataset") == "ferplus" else ".")) if balance == "none" \
+        else f"The loss weights classes by `{balance}` of their frequency so that disgust and fear are not drowned out."
+    out = [f"{stage}Trained {origin} on {tr.get('train_images')} images of {recipe.get('dataset', 'unknown')} "
+           f"({tr.get('val_split')} used to pick the epoch: best epoch {tr.get('best_epoch')}, accuracy "
+           f"{_pct(tr.get('val_metrics', {}).get('accuracy'))}).", "",
+           "Recipe: " + ", ".join(f"`{k}={v}`" for k, v in recipe.items()) + ".", "",
+           "Class counts in training: " + ", ".join(f"{k} {v}" for k, v in tr.get("class_counts", {}).items())
+           + ". " + weighting, ""]
+    if tr.get("history"):
+        out += ["| epoch | train loss | val accuracy | val mean-class accuracy | img/s |", "|---|---|---|---|---|"]
+        out += [f"| {h['epoch']} | {h['train_loss']} | {_pct(h['val_accuracy'])} | "
+                f"{_pct(h['val_mean_class_accuracy'])} | {h.get('images_per_s', 'n/a')} |" for h in tr["history"]]
+        out.append("")
+    return out + before  # the last training first, then the model it started from
+
+
 def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
@@ -181,22 +205,16 @@ def render_card(results: dict, config: dict) -> str:
             pc = m["per_class_accuracy"]
             lines.append(f"| {name} | {m['n']} | {_pct(m['accuracy'])} | {_pct(m['mean_class_accuracy'])} | "
                          + " | ".join(_pct(pc.get(c)) for c in CLASSES) + " |")
-        lines += ["", "Reproduce with `python -m train.evaluate --weights weights --data PATH --dataset fer2013 "
-                  "--split private_test --out eval/private_test` (see the project README).", ""]
+        lines += ["", "Reproduce each row with `python -m train.evaluate --weights weights --data FER2013_FOLDER "
+                  "--dataset DATASET --split SPLIT --out DIR` (FER+ also `--labels ferplus_labels.csv`; "
+                  "\"faces detected\" rows `--detect-faces`: the app's own face detector and crop run on each "
+                  "test picture, a face not found counts as wrong); see the project README.", ""]
     if tr:
-        lines += ["## Training", "",
-                  f"Trained from {'ImageNet weights' if recipe.get('pretrained') else 'scratch (no ImageNet weights)'} "
-                  f"on {tr.get('train_images')} images of {dataset} ({tr.get('val_split')} used to pick the epoch: "
-                  f"best epoch {tr.get('best_epoch')}, accuracy {_pct(tr.get('val_metrics', {}).get('accuracy'))}).",
-                  "", "Recipe: " + ", ".join(f"`{k}={v}`" for k, v in recipe.items()) + ".", "",
-                  "Class counts in training: " + ", ".join(f"{k} {v}" for k, v in tr.get("class_counts", {}).items())
-                  + f". The loss weights classes by `{recipe.get('balance')}` of their frequency so that disgust "
-                  "and fear are not drowned out.", ""]
-        if tr.get("history"):
-            lines += ["| epoch | train loss | val accuracy | val mean-class accuracy |", "|---|---|---|---|"]
-            lines += [f"| {h['epoch']} | {h['train_loss']} | {_pct(h['val_accuracy'])} | "
-                      f"{_pct(h['val_mean_class_accuracy'])} |" for h in tr["history"]]
-            lines.append("")
+        lines += ["## Training", ""] + _training_lines(tr)
+    pictures = [(name, m["picture"]) for name, m in evals.items() if m.get("picture")]
+    if pictures:
+        lines += ["## Confusion matrices", ""]
+        lines += [f"![{name}]({picture})" for name, picture in pictures] + [""]
     lines += _usage(config, size)
     lines += [
         "## Intended use and limits", "",

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from emotion.model import CLASSES, FER_FRAMING, Preprocess, create_net
 from train import data as D
 from train.augment import augment, jpeg, normalize
-from train.export import save_model, write_card
+from train.export import load_results, save_model, write_card
 from train.metrics import scores
 
 VAL_SPLIT = {"fer2013": "public_test", "ferplus": "public_test", "rafdb": "test", "folder": "val"}
@@ -170,6 +170,7 @@ def main(argv=None):
     start = _init_model(args.init) if args.init else None
     if start:  # the weights were fitted to the start model's normalisation
         mean, std = start.prep.mean, start.prep.std
+        args.started_from = load_results(start.source).get("training")  # for the model card
     framing = _framing(train_set, args.dataset, args.seed)
     prep = Preprocess(size=args.size, mean=mean, std=std, grayscale=gray,
                       native_size=native,
@@ -333,6 +334,7 @@ def _training_facts(args, train_set, val_split, best, history) -> dict:
             "seed")
     return {"recipe": {k: getattr(args, k) for k in keep}, "train_images": len(train_set),
             "class_counts": dict(zip(CLASSES, train_set.class_counts())), "val_split": val_split,
+            **({"started_from": args.started_from} if getattr(args, "started_from", None) else {}),
             "best_epoch": best.get("epoch"), "val_metrics": {k: v for k, v in best.items() if k != "epoch"},
             "history": history}
 
