@@ -148,10 +148,10 @@ def _usage(config: dict, size: int) -> list[str]:
 
 
 def _training_lines(tr: dict, stage: str = "") -> list[str]:
-    """How the model was trained; a model fine-tuned from another (`--init`) describes that one first."""
+    """How the model was trained, then (`--init`) how the model it started from was, when that is known."""
     recipe = tr.get("recipe", {})
     before = _training_lines(tr["started_from"], "Before that, the start model: ") if tr.get("started_from") else []
-    origin = f"from `{recipe['init']}` (below)" if recipe.get("init") else \
+    origin = f"from `{recipe['init']}`" + (" (below)" if before else "") if recipe.get("init") else \
         "from ImageNet weights" if recipe.get("pretrained") else "from scratch (no ImageNet weights)"
     balance = recipe.get("balance")
     weighting = ("No class weights in the loss" + (" (the targets are the taggers' vote distributions, and the "

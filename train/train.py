@@ -141,7 +141,8 @@ def main(argv=None):
     if args.resume:
         ckpt = torch.load(args.resume, map_location="cpu", weights_only=True)  # tensors and plain data only
         resumed = vars(args)
-        args = argparse.Namespace(**{**vars(parse_args([])), **ckpt["args"], "resume": args.resume, "time_limit": resumed["time_limit"],
+        args = argparse.Namespace(**{**vars(parse_args([])),  # defaults of options added since the checkpoint
+                                     **ckpt["args"], "resume": args.resume, "time_limit": resumed["time_limit"],
                                      "device": resumed["device"], "no_progress": resumed["no_progress"],
                                      "out": resumed["out"] or ckpt["args"].get("out"),
                                      "threads": resumed["threads"] or ckpt["args"].get("threads")})
@@ -167,7 +168,7 @@ def main(argv=None):
     mean = tuple([round(x_all.mean().item(), 4)] * 3) if gray else tuple(x_all.mean((0, 2, 3)).tolist())
     std = tuple([round(x_all.std().item(), 4)] * 3) if gray else tuple(x_all.std((0, 2, 3)).tolist())
     del x_all
-    start = _init_model(args.init) if args.init else None
+    start = _init_model(args.init) if args.init else None  # (on a resume too: its normalisation is needed)
     if start:  # the weights were fitted to the start model's normalisation
         mean, std = start.prep.mean, start.prep.std
         args.started_from = load_results(start.source).get("training")  # for the model card
