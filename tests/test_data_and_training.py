@@ -98,7 +98,10 @@ def test_train_then_evaluate(tmp_path, layout):
     correct = sum(saved["confusion_matrix"][i][i] for i in range(7))
     assert saved["accuracy"] == pytest.approx(correct / saved["n"])
     assert (ev / "confusion_matrix.png").stat().st_size > 1000
-    assert "## Results" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "## Results" in card
+    picture = f"confusion_matrix_{dataset}_{metrics['split']}.png"  # the card shows the matrix beside it
+    assert (out / picture).read_bytes() == (ev / "confusion_matrix.png").read_bytes() and f"]({picture})" in card
 
 
 def test_class_weights_keep_mean_one_and_favour_rare_classes():
