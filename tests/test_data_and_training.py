@@ -1,5 +1,6 @@
 """Every data-set layout: labels arrive as the right classes, a short real training run, an evaluation."""
 import json
+import shutil
 
 import pytest
 import torch
@@ -249,3 +250,28 @@ def test_init_starts_from_a_model_folder_matching_classes_by_name(tmp_path):
         cfg["label_names"][0] = "contempt"
         (b / "config.json").write_text(json.dumps(cfg))
         train.main([*common, "--run-dir", str(tmp_path / "d"), "--init", str(b)])
+
+
+def test_a_resume_keeps_the_start_models_normalisation_without_it(tmp_path):
+    """A run started with --init keeps the start model's normalisation in its checkpoint: resumed after the
+    start model is gone, it finishes with that normalisation and that model's training facts."""
+    root = fx.make_fer2013_folders(tmp_path / "fer", per_class=4)
+    common = ["--dataset", "fer2013", "--data", str(root), "--train-split", "train", "--size", "32",
+              "--batch-size", "8", "--threads", "2", "--no-progress"]
+    train.main([*common, "--epochs", "1", "--run-dir", str(tmp_path / "a")])
+    start = tmp_path / "start"
+    shutil.copytree(tmp_path / "a" / "best", start)
+    cfg = json.loads((start / "config.json").read_text())
+    cfg["pretrained_cfg"]["mean"], cfg["pretrained_cfg"]["std"] = [0.3] * 3, [0.2] * 3
+    (start / "config.json").write_text(json.dumps(cfg))
+    started_from = json.loads((start / "results.json").read_text())["training"]
+
+    run, out = tmp_path / "run", tmp_path / "model"
+    train.main([*common, "--epochs", "2", "--run-dir", str(run), "--out", str(out), "--init", str(start),
+                "--time-limit", "0.0001"])
+    assert not out.exists()  # stopped after epoch 1
+    shutil.rmtree(start)
+    train.main(["--resume", str(run / "last.pt"), "--no-progress"])
+    m = load_model(out, fallback=False)
+    assert m.prep.mean == (0.3,) * 3 and m.prep.std == (0.2,) * 3
+    assert json.loads((out / "results.json").read_text())["training"]["started_from"] == started_from

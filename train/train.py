@@ -168,8 +168,12 @@ def main(argv=None):
     mean = tuple([round(x_all.mean().item(), 4)] * 3) if gray else tuple(x_all.mean((0, 2, 3)).tolist())
     std = tuple([round(x_all.std().item(), 4)] * 3) if gray else tuple(x_all.std((0, 2, 3)).tolist())
     del x_all
-    start = _init_model(args.init) if args.init else None  # (on a resume too: its normalisation is needed)
-    if start:  # the weights were fitted to the start model's normalisation
+    start = None
+    if ckpt and "mean" in ckpt:  # a resume keeps the normalisation it began with (that of --init, if any)
+        mean, std = tuple(ckpt["mean"]), tuple(ckpt["std"])
+    elif args.init:  # the weights were fitted to the start model's normalisation
+        # (checkpoints written before they kept the normalisation read it from --init again on a resume)
+        start = _init_model(args.init)
         mean, std = start.prep.mean, start.prep.std
         args.started_from = load_results(start.source).get("training")  # for the model card
     framing = _framing(train_set, args.dataset, args.seed)
@@ -184,10 +188,10 @@ def main(argv=None):
     # ---- model, optimiser, schedule
     net = create_net(len(CLASSES), pretrained=args.pretrained, drop_rate=args.drop_rate,
                      drop_path_rate=args.drop_path).to(device, memory_format=torch.channels_last)
-    if start:
+    if start and not ckpt:  # (a resume loads the checkpoint's weights below)
         net.load_state_dict(start.net.state_dict())
         print(f"init: weights of {start.name()}")
-        del start
+    del start
     if args.compile:
         net.compile()  # in place: state_dict keys stay those of the plain timm model
     weights = class_weights(train_set.class_counts(), args.balance).to(device)
@@ -269,7 +273,8 @@ def main(argv=None):
             best = {**m, "epoch": epoch + 1}
             save_model(net, best_dir, prep, training=_training_facts(args, train_set, val_split, best, history))
         torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "best": best,
-                    "history": history, "args": vars(args)}, run_dir / "last.pt")
+                    "history": history, "args": vars(args), "mean": list(prep.mean), "std": list(prep.std)},
+                   run_dir / "last.pt")
         if deadline and time.time() > deadline:
             print(f"time limit reached after epoch {epoch + 1}")
             break
