@@ -20,6 +20,11 @@ from emotion.model import FER_FRAMING  # noqa: E402
 DETECT_SIDE = 640  # longer side the detector sees at most
 MIN_SIDE = 320  # small pictures (e.g. a 48 px face crop) are enlarged to this first
 MIN_CONFIDENCE = 0.6
+# When nothing reaches MIN_CONFIDENCE, one face filling at least CLOSE_UP_SHARE of the picture's shorter side
+# is still taken down to CLOSE_UP_CONFIDENCE: YuNet is least sure of tight face crops (no head or shoulders
+# around the face), while its false faces in scenes are small boxes. `python -m tools.detector` measures both.
+CLOSE_UP_CONFIDENCE = 0.4
+CLOSE_UP_SHARE = 0.5
 MAX_FACES = 20  # the largest faces are kept; the app says when there were more
 
 
@@ -35,9 +40,15 @@ class Detection:
         return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
 
 
-def detect_faces(rgb: np.ndarray, min_confidence: float = MIN_CONFIDENCE,
-                 detect_side: int = DETECT_SIDE) -> list[Detection]:
-    """All faces in an RGB image, largest first."""
+def detect_faces(rgb: np.ndarray, min_confidence: float = MIN_CONFIDENCE, detect_side: int = DETECT_SIDE,
+                 close_up_confidence: float = CLOSE_UP_CONFIDENCE) -> list[Detection]:
+    """The faces in an RGB image, largest first (see `keep_faces`)."""
+    found = find_candidates(rgb, min(min_confidence, close_up_confidence), detect_side)
+    return keep_faces(found, rgb.shape, min_confidence, close_up_confidence)
+
+
+def find_candidates(rgb: np.ndarray, floor: float, detect_side: int = DETECT_SIDE) -> list[Detection]:
+    """Every box YuNet scores at `floor` or above, in the image's pixels."""
     h, w = rgb.shape[:2]
     if min(h, w) < 8:
         return []
@@ -45,8 +56,8 @@ def detect_faces(rgb: np.ndarray, min_confidence: float = MIN_CONFIDENCE,
     small = rgb if s == 1.0 else cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))),
                                             interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
     bgr = np.ascontiguousarray(small[..., ::-1])
-    confs, boxes, marks = yuface.detect(bgr, conf=min_confidence)
-    faces = []
+    confs, boxes, marks = yuface.detect(bgr, conf=floor)
+    found = []
     for c, b, m in zip(confs, boxes.astype(np.float32), marks.astype(np.float32)):
         x, y, bw, bh = (b / s).tolist()
         x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
@@ -54,9 +65,19 @@ def detect_faces(rgb: np.ndarray, min_confidence: float = MIN_CONFIDENCE,
         if x1 - x0 < 2 or y1 - y0 < 2:
             continue
         pts = tuple((float(m[i] / s), float(m[i + 1] / s)) for i in range(0, 10, 2))
-        faces.append(Detection((x0, y0, x1, y1), float(c) / 100 if c > 1 else float(c), pts))
-    faces.sort(key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-    return faces
+        found.append(Detection((x0, y0, x1, y1), float(c) / 100 if c > 1 else float(c), pts))
+    return found
+
+
+def keep_faces(found: list[Detection], shape: tuple[int, ...], min_confidence: float = MIN_CONFIDENCE,
+               close_up_confidence: float = CLOSE_UP_CONFIDENCE) -> list[Detection]:
+    """The candidates that reach `min_confidence`, largest first; if none does, the most confident one that
+    fills the picture (CLOSE_UP_SHARE of its shorter side) and reaches `close_up_confidence`."""
+    faces = [f for f in found if f.score >= min_confidence]
+    if not faces:
+        close_ups = [f for f in found if f.score >= close_up_confidence and f.size >= CLOSE_UP_SHARE * min(shape[:2])]
+        faces = sorted(close_ups, key=lambda f: -f.score)[:1]
+    return sorted(faces, key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
 
 
 def whole_image_face(rgb: np.ndarray) -> Detection:

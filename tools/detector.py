@@ -1,0 +1,109 @@
+"""Measure the face detector's two errors here: faces it misses, and faces it finds where there are none.
+
+    python -m tools.detector --data ../shared/datasets/fer2013 --dataset ferplus \
+        --labels ../shared/datasets/ferplus/ferplus_labels.csv --split public_test [--json detector.json]
+
+Faces: every picture of a labelled split, read as `train.evaluate --detect-faces` reads it. Face-free
+pictures: scikit-image's sample pictures that show no person, whole and as 30 random squares of each
+(32 px up to the whole side, seed 0), and the 100 non-face patches of its LFW subset. Each picture goes
+through YuNet once (`emotion.faces.find_candidates`); each rule then keeps faces as `keep_faces` does.
+Rules: a plain confidence threshold, and the app's (MIN_CONFIDENCE, else one close-up down to a lower one).
+Prints, per rule, the share of face pictures with no face kept and of face-free pictures with one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+from tqdm import tqdm
+
+PEOPLE = {"astronaut", "camera"}  # scikit-image samples that show a person
+SAMPLES = ("brick", "cat", "cell", "checkerboard", "chelsea", "clock", "coffee", "coins", "colorwheel", "eagle",
+           "grass", "gravel", "horse", "hubble_deep_field", "immunohistochemistry", "logo", "microaneurysms", "moon",
+           "page", "retina", "rocket", "shepp_logan_phantom", "stereo_motorcycle", "text")
+
+
+def as_rgb(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype == bool:
+        x = x.astype(np.uint8) * 255
+    elif x.dtype != np.uint8:
+        x = (255 * (x - x.min()) / max(1e-9, float(x.max() - x.min()))).astype(np.uint8)
+    if x.ndim == 2:
+        x = np.repeat(x[..., None], 3, 2)
+    return np.ascontiguousarray(x[..., :3])
+
+
+def face_free_pictures(crops_each: int = 30, seed: int = 0) -> dict[str, list[np.ndarray]]:
+    import skimage.data as sd
+
+    whole = []
+    for name in SAMPLES:
+        assert name not in PEOPLE
+        try:
+            x = getattr(sd, name)()
+        except Exception:  # noqa: BLE001 - samples that need a download (pooch) are left out
+            continue
+        whole.append(as_rgb(x[0] if isinstance(x, tuple) else x))
+    rng = np.random.default_rng(seed)
+    squares = []
+    for x in whole:
+        h, w = x.shape[:2]
+        for _ in range(crops_each):
+            s = int(rng.integers(32, max(33, min(h, w))))
+            y0, x0 = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
+            squares.append(x[y0:y0 + s, x0:x0 + s])
+    patches = [as_rgb(p) for p in sd.lfw_subset()[100:]]  # the first 100 are faces
+    return {f"scikit-image samples ({len(whole)})": whole, f"their squares ({len(squares)})": squares,
+            f"LFW non-faces ({len(patches)})": patches}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--dataset", default="ferplus", choices=["fer2013", "ferplus", "rafdb", "folder"])
+    p.add_argument("--labels", default=None)
+    p.add_argument("--split", default="public_test")
+    p.add_argument("--limit", type=int, default=None, help="first N face pictures only")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+
+    from emotion.faces import CLOSE_UP_CONFIDENCE, MIN_CONFIDENCE, find_candidates, keep_faces
+    from emotion.images import load_image
+    from train.data import list_split
+
+    floor = 0.2
+    rules = {f"threshold {t}": (t, t) for t in (0.6, 0.5, 0.4, 0.3)}
+    rules.update({f"{MIN_CONFIDENCE}, close-up {t}": (MIN_CONFIDENCE, t) for t in (0.5, 0.4, 0.3)})
+    app_rule = f"{MIN_CONFIDENCE}, close-up {CLOSE_UP_CONFIDENCE}"
+
+    sources = [s for s, *_ in list_split(args.dataset, args.data, args.split, args.labels)][:args.limit]
+    sets = {f"{args.dataset} {args.split} faces ({len(sources)})": (sources, True)}
+    sets.update({k: (v, False) for k, v in face_free_pictures().items()})
+    rates = {}
+    for name, (pictures, faces) in sets.items():
+        kept = {r: 0 for r in rules}
+        for pic in tqdm(pictures, desc=name, leave=False, disable=None):
+            rgb = load_image(pic).rgb if faces else pic
+            found = find_candidates(rgb, floor)
+            for r, (conf, close_up) in rules.items():
+                kept[r] += bool(keep_faces(found, rgb.shape, conf, close_up))
+        rates[name] = {r: round(100 * (1 - k / len(pictures) if faces else k / len(pictures)), 2)
+                       for r, k in kept.items()}
+
+    short = {r: r.replace("threshold ", "").replace(", close-up ", " / ") for r in rules}
+    print(f"share of pictures: missed (faces) or with a face found (face-free), by rule: threshold, or "
+          f"{MIN_CONFIDENCE} / a close-up's threshold; the app's rule is {short[app_rule]}")
+    print(f"{'':36s}" + "".join(f"{short[r]:>11s}" for r in rules))
+    for name, row in rates.items():
+        print(f"{name:36s}" + "".join(f"{row[r]:10.1f}%" for r in rules))
+    out = {"rules": {r: list(v) for r, v in rules.items()}, "app_rule": app_rule, "percent": rates}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
+if __name__ == "__main__":
+    main()
