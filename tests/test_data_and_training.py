@@ -275,3 +275,56 @@ def test_a_resume_keeps_the_start_models_normalisation_without_it(tmp_path):
     m = load_model(out, fallback=False)
     assert m.prep.mean == (0.3,) * 3 and m.prep.std == (0.2,) * 3
     assert json.loads((out / "results.json").read_text())["training"]["started_from"] == started_from
+
+
+def test_average_of_a_runs_checkpoints_with_batch_norm_measured_again(tmp_path):
+    """train.average: the weights are the mean of the sources'; each BN layer's statistics are those of its
+    input over the training pictures; the model folder scores as train.evaluate scores it; the card says so."""
+    from safetensors.torch import load_file
+
+    from train import average
+
+    root = fx.make_fer2013_folders(tmp_path / "fer", per_class=4)
+    run = tmp_path / "run"
+    common = ["--dataset", "fer2013", "--data", str(root), "--train-split", "train", "--size", "32",
+              "--batch-size", "8", "--threads", "2", "--no-progress"]
+    train.main([*common, "--run-dir", str(run), "--epochs", "2", "--time-limit", "0.0001"])
+    shutil.copy(run / "last.pt", run / "epoch1.pt")
+    train.main(["--resume", str(run / "last.pt"), "--no-progress"])
+    # a model folder with the run's normalisation (as --init's start model has), other weights (another seed)
+    train.main([*common, "--run-dir", str(tmp_path / "b"), "--epochs", "1", "--seed", "1"])
+    start = tmp_path / "b" / "best"
+
+    out = tmp_path / "swa"
+    m = average.main([str(run / "epoch1.pt"), str(run / "last.pt"), str(start), "--out", str(out),
+                      "--threads", "2", "--no-progress"])
+    states = [torch.load(run / f, weights_only=True)["model"] for f in ("epoch1.pt", "last.pt")]
+    states.append({k: v.float() for k, v in load_file(start / "model.safetensors").items()})
+    w = load_file(out / "model.safetensors")
+    for name in ("conv1.weight", "layer4.2.conv3.weight", "fc.weight"):
+        mean = sum(s[name].float() for s in states) / 3
+        assert torch.allclose(w[name].float(), mean, atol=2e-3), name
+
+    model = load_model(out, fallback=False)
+    _, _, _, native = train.load_data(train.parse_args(common))
+    pictures = D.load_split("fer2013", root, "train", 32, native_size=native).images
+    x = ((pictures.float() / 255 - model.prep.mean[0]) / model.prep.std[0]).expand(-1, 3, -1, -1)
+    with torch.no_grad():
+        first = model.net.conv1(x)  # what the first BN layer sees
+    assert torch.allclose(model.net.bn1.running_mean, first.mean((0, 2, 3)), atol=2e-3)
+    assert torch.allclose(model.net.bn1.running_var, first.var((0, 2, 3)), rtol=2e-2)
+
+    e = evaluate.main(["--weights", str(out), "--data", str(root), "--dataset", "fer2013", "--split", "public_test",
+                       "--out", str(tmp_path / "eval"), "--no-progress"])
+    assert e["confusion_matrix"] == m["confusion_matrix"]
+    card = (out / "README.md").read_text()
+    assert "The average of the weights of 3 models" in card and "epochs 1, 2 of the run below" in card
+    assert "The run: Trained from scratch" in card
+
+    other = tmp_path / "other"
+    shutil.copytree(start, other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["pretrained_cfg"]["mean"] = [0.3] * 3
+    (other / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(SystemExit, match="normalisation"):
+        average.main([str(run / "last.pt"), str(other), "--out", str(tmp_path / "no")])

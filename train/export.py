@@ -149,6 +149,18 @@ def _usage(config: dict, size: int) -> list[str]:
 
 def _training_lines(tr: dict, stage: str = "") -> list[str]:
     """How the model was trained, then (`--init`) how the model it started from was, when that is known."""
+    if tr.get("averaged"):  # train.average: the mean of a run's checkpoints, then that run
+        a = tr["averaged"]
+        bn = {"clean": f"measured again on the {a['batch_norm_images']} training pictures",
+              "augmented": f"measured again on the {a['batch_norm_images']} training pictures, augmented as in "
+                           "training",
+              "average": "averaged with the weights"}[a["batch_norm"]]
+        return [f"{stage}The average of the weights of {len(a['sources'])} models (stochastic weight averaging): "
+                + ", ".join(f"`{s}`" for s in a["sources"]) + f" (the checkpoints after epochs "
+                + ", ".join(map(str, a["epochs"])) + f" of the run below). Batch-norm statistics {bn}. "
+                f"{tr.get('val_split')}: accuracy {_pct(tr.get('val_metrics', {}).get('accuracy'))}, mean-class "
+                f"{_pct(tr.get('val_metrics', {}).get('mean_class_accuracy'))}.", "",
+                *_training_lines(tr["run"], "The run: ")]
     recipe = tr.get("recipe", {})
     before = _training_lines(tr["started_from"], "Before that, the start model: ") if tr.get("started_from") else []
     origin = f"from `{recipe['init']}`" + (" (below)" if before else "") if recipe.get("init") else \
