@@ -167,14 +167,15 @@ class EmotionModel:
         return model_name(self.describe())
 
     @torch.inference_mode()
-    def predict(self, crops: list[np.ndarray]) -> np.ndarray:
-        """Class probabilities, one row per RGB crop (N x num_classes)."""
+    def predict(self, crops: list[np.ndarray], flip: bool | None = None) -> np.ndarray:
+        """Class probabilities, one row per RGB crop (N x num_classes); `flip` averages them with the
+        mirrored crops' (None: as the config's `tta_flip` says)."""
         if not crops:
             return np.zeros((0, len(self.labels)), np.float32)
         x = self.prep.to_input(crops)
         with self.lock:
             logits = self.net(x)
-            if self.prep.tta_flip:
+            if self.prep.tta_flip if flip is None else flip:
                 logits = (logits + self.net(torch.flip(x, dims=[3]))) / 2
         return logits.softmax(1).float().numpy()
 

@@ -72,15 +72,18 @@ def resolve_class(name: str | None, labels) -> str | None:
 def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
             explain_class: str | None = None, whole_image: bool = False, max_faces: int = MAX_FACES,
             min_confidence: float = MIN_CONFIDENCE, with_heatmaps: bool = True,
-            detect_side: int = DETECT_SIDE) -> Analysis:
+            detect_side: int = DETECT_SIDE, flip: bool | None = None) -> Analysis:
     """Find, classify and explain every face in `image` (path, bytes, PIL image or numpy array).
 
     `explain_class` names the class every heatmap is for ("why not X?"); None explains each face's own
     prediction. `with_heatmaps=False` (evaluation) skips the explanation and leaves heatmaps empty.
     `detect_side` is the longer side the face detector sees (smaller is faster, but misses small faces).
+    `flip` averages each prediction with the mirrored face's (one more forward pass a face); None: as the
+    model's config says (`tta_flip`).
     Raises `emotion.images.ImageError` for input that is not a usable picture.
     """
     layer = resolve_layer(layer)
+    flip = model.prep.tta_flip if flip is None else flip
     method = resolve_method(method, controls=False)
     explain_class = resolve_class(explain_class, model.labels)
     t = {"start": time.perf_counter()}
@@ -103,14 +106,14 @@ def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: 
         target = None if explain_class is None else model.labels.index(explain_class)
         if with_heatmaps:
             classes = [target] * len(crops)
-            if model.prep.tta_flip:  # the label shown comes from the flip-averaged prediction: explain that one
-                probs = model.predict(crops)
+            if flip:  # the label shown comes from the flip-averaged prediction: explain that one
+                probs = model.predict(crops, flip=True)
                 classes = [int(p.argmax()) if target is None else target for p in probs]
             logits, maps = explain(model, x, classes, method, layer)
-            if not model.prep.tta_flip:
+            if not flip:
                 probs = logits.softmax(1).numpy()
         else:
-            probs = model.predict(crops)
+            probs = model.predict(crops, flip=flip)
             maps = np.zeros((len(crops), 0, 0), np.float32)
         t["classify_explain"] = time.perf_counter()
         for d, sq, crop, p, m in zip(dets, squares, crops, probs, maps):

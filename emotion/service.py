@@ -104,7 +104,8 @@ def live_frame(model: EmotionModel, frame: np.ndarray | None, state: LiveState |
     state = state or LiveState()
     if frame is None:
         return None, None, state
-    a = analyse(frame, model, method=method, layer=layer, detect_side=LIVE_DETECT_SIDE)
+    # no mirrored second pass (the config's tta_flip) on the live path: it would cost a forward pass a face
+    a = analyse(frame, model, method=method, layer=layer, detect_side=LIVE_DETECT_SIDE, flip=False)
     t = time.perf_counter()
     smoothed = state.update(a, model.labels)
     img = annotate(a, heatmaps=True, probabilities=smoothed)
