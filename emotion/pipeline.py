@@ -78,8 +78,8 @@ def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: 
     `explain_class` names the class every heatmap is for ("why not X?"); None explains each face's own
     prediction. `with_heatmaps=False` (evaluation) skips the explanation and leaves heatmaps empty.
     `detect_side` is the longer side the face detector sees (smaller is faster, but misses small faces).
-    `flip` averages each prediction with the mirrored face's (one more forward pass a face); None: as the
-    model's config says (`tta_flip`).
+    `flip` averages each prediction with the mirrored face's (two more forward passes a face with heatmaps,
+    one without); None: as the model's config says (`tta_flip`).
     Raises `emotion.images.ImageError` for input that is not a usable picture.
     """
     layer = resolve_layer(layer)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from PIL import Image
 
 from emotion import model as M
 from emotion.model import CLASSES, ModelLoadError, Preprocess, create_net, load_model
@@ -279,6 +280,12 @@ def test_the_model_cards_timm_snippet_reads_faces_as_the_app_does(model):
     want = analyse(fx.PORTRAIT, model).faces[0].probabilities
     assert max(got, key=got.get) == "happy"
     assert got == pytest.approx(want, abs=1e-4)
+    # Grace Hopper, whom the model reads less surely (so that mirror averaging, if the config has it, shows)
+    det = detect_faces(np.asarray(Image.open(fx.SECOND_PORTRAIT).convert("RGB")))[0]
+    scope = {"box": det.box, "right_eye": det.landmarks[0], "left_eye": det.landmarks[1]}
+    exec(code.replace(str(fx.PORTRAIT), str(fx.SECOND_PORTRAIT)), scope)
+    got = dict(zip(CLASSES, scope["probabilities"].tolist()))
+    assert got == pytest.approx(analyse(fx.SECOND_PORTRAIT, model).faces[0].probabilities, abs=1e-4)
     # a colour model framed on the eyes gets its own steps, and they run too
     cfg = json.loads((M.DEFAULT_WEIGHTS / "config.json").read_text())
     cfg["preprocess"].update(grayscale=False, eye_distance=0.36, eye_line=0.37)

@@ -141,7 +141,10 @@ def _usage(config: dict, size: int) -> list[str]:
         *steps,
         'x = (x - torch.tensor(cfg["mean"]).view(1, 3, 1, 1)) / torch.tensor(cfg["std"]).view(1, 3, 1, 1)',
         "with torch.no_grad():",
-        "    probabilities = model(x).softmax(1)[0]",
+        "    logits = model(x)",
+        *(["    logits = (logits + model(torch.flip(x, dims=[3]))) / 2  # and the mirror image's, as the app does"]
+          if pre.get("tta_flip") else []),
+        "    probabilities = logits.softmax(1)[0]",
         'print(dict(zip(cfg["label_names"], probabilities.tolist())))',
         "```", "",
     ]
@@ -203,7 +206,9 @@ def render_card(results: dict, config: dict) -> str:
         "",
         f"# Facial-emotion classifier: timm ResNet50, {size}x{size} {'grey' if config['preprocess']['grayscale'] else 'colour'}",
         "",
-        "Seven classes: " + ", ".join(config.get("label_names", CLASSES)) + ". " + _framing_text(config, size),
+        "Seven classes: " + ", ".join(config.get("label_names", CLASSES)) + ". " + _framing_text(config, size)
+        + (" Each prediction averages the face's and its mirror image's (`tta_flip`; the app's webcam mode skips "
+           "the mirror to stay real time)." if config["preprocess"].get("tta_flip") else ""),
         "",
     ]
     if results.get("note"):
