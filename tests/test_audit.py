@@ -226,6 +226,15 @@ def test_audit_cli_without_groups(tiny_model, data, tmp_path, capsys):
                 "controls", "false_good_rate", "sanity_rank_correlation", "outside_face_share", "fairness"):
         assert key in json.loads((out / "summary.json").read_text())
     assert "No groups file" in (out / "report.html").read_text()
+    # the verdicts re-judged at other margins: at today's MARGIN they are the verdicts given, and a larger
+    # margin never makes more maps good
+    from emotion.faithfulness import MARGIN
+    for table in s["faithfulness_by_layer"].values():
+        for v in table.values():
+            now = v["by_margin"][f"{MARGIN:g}"]
+            assert now["share_good"] == v["share_good"] and now["false_good_rate"] == v["false_good_rate"]
+            goods = [b["share_good"] for b in v["by_margin"].values()]
+            assert goods == sorted(goods, reverse=True)
     assert "report:" in capsys.readouterr().out
 
 
@@ -270,3 +279,20 @@ def test_a_model_listing_its_classes_in_another_order_is_scored_by_name(tiny_mod
                         progress=False, layer="layer3")
     assert s["accuracy"] == pytest.approx(want)
     assert s["per_class_accuracy"] == m["per_class_accuracy"]
+
+
+def test_verdicts_re_judged_at_other_margins():
+    """A map scoring 3.0 against a face prior of 1.2 and another class's 1.0 is good up to a margin of 1.5
+    (3.0 must exceed 1.2 + 1.5 * 1.2); its inverted map (1.1) is never good; an untestable map stays so."""
+    def result(score, level):
+        return {"score": score, "level": level, "controls": {"face_prior": 1.2, "other_class": 1.0, "random": 0.5},
+                "random_scores": [0.5], "class_agnostic": False, "margin": score - 1.2, "beats_random": 1,
+                "n_random": 1, "ms": 1.0}
+
+    assert [audit._level_at(result(3.0, "good"), g) for g in (0.5, 1.0, 1.5, 2.0)] == ["good", "good", "weak", "weak"]
+    assert audit._level_at(result(0.1, "untestable"), 0.0) == "untestable"
+    rows = [{"map": result(3.0, "good"), "inverted": result(1.1, "weak")},
+            {"map": result(2.0, "weak"), "inverted": result(0.4, "chance")}]
+    by = audit.faithfulness_figures(rows)["by_margin"]
+    assert {g: b["share_good"] for g, b in by.items()} == {"0.5": 1.0, "1": 0.5, "1.5": 0.0, "2": 0.0}
+    assert all(b["false_good_rate"] == 0.0 for b in by.values())

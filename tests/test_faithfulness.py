@@ -207,8 +207,8 @@ def _face(model):
 
 def _result(level, score, prior=1.0, other=0.5, rand=0.2):
     return {"level": level, "score": score, "margin": None if score is None else score - max(prior, other),
-            "controls": {"face_prior": prior, "other_class": other, "random": rand}, "beats_random": 2,
-            "n_random": 2, "ms": 1.0}
+            "controls": {"face_prior": prior, "other_class": other, "random": rand}, "random_scores": [rand, rand],
+            "class_agnostic": False, "beats_random": 2, "n_random": 2, "ms": 1.0}
 
 
 def test_audit_figures_and_false_good_rate_by_hand():

@@ -57,7 +57,8 @@ from emotion.explain import (
     overlay,
     resolve_layer,
 )
-from emotion.faithfulness import CONTROLS, LEVELS, MARGIN, N_RANDOM, face_prior, faithfulness_many, other_class
+from emotion.faithfulness import (CONTROLS, LEVELS, MARGIN, N_RANDOM, face_prior, faithfulness_many, judge,
+                                  other_class)
 from emotion.images import ImageError
 from emotion.model import CLASSES, EmotionModel, load_model
 from emotion.pipeline import analyse
@@ -388,6 +389,17 @@ def _sem(values) -> float:
     return float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
 
 
+MARGINS = (0.5, 1.0, 1.5, 2.0)  # the verdict's MARGIN re-judged from the same scores, to calibrate it
+
+
+def _level_at(r: dict, margin: float) -> str:
+    """The level a judged map would get with another MARGIN (untestable and empty maps stay so)."""
+    if r["level"] not in ("good", "weak", "chance"):
+        return r["level"]
+    controls = {k: v for k, v in r["controls"].items() if k != "random"}
+    return judge(r["score"], controls, r["random_scores"], class_agnostic=r["class_agnostic"], margin=margin)[0]
+
+
 def faithfulness_figures(results: list[dict]) -> dict:
     """Mean scores of the map and of each control, verdict shares, and the false-"good" rates of one method
     at one layer, from `faithfulness_many` results (keys "map", "inverted", optionally "shuffled")."""
@@ -405,6 +417,12 @@ def faithfulness_figures(results: list[dict]) -> dict:
             "mean_beats_random": _mean(r["beats_random"] / r["n_random"] for r in scored),
             **{f"share_{level}": float(np.mean([r["level"] == level for r in maps])) for level in LEVELS},
             "false_good": rates, "false_good_rate": max(known) if known else None,
+            "by_margin": {f"{g:g}": {"share_good": float(np.mean([_level_at(r, g) == "good" for r in maps])),
+                                     "false_good_rate": max([float(np.mean([_level_at(r[k], g) == "good"
+                                                                            for r in results if k in r]))
+                                                             for k in ("shuffled", "inverted")
+                                                             if any(k in r for r in results)], default=None)}
+                          for g in MARGINS},
             "mean_ms": _mean(r["ms"] for r in maps)}
 
 
@@ -842,6 +860,10 @@ def main(argv=None) -> dict:
             print(f"faithfulness {lay} {m}: map {score} ({ctl}); good {v['share_good']:.1%}, weak "
                   f"{v['share_weak']:.1%}, chance {v['share_chance']:.1%}, empty {v['share_empty']:.1%}; "
                   f"false good {fg}")
+            print("  with MARGIN " + "; ".join(
+                f"{g}: good {b['share_good']:.1%}, false good "
+                + ("n/a" if b["false_good_rate"] is None else f"{b['false_good_rate']:.1%}")
+                for g, b in v["by_margin"].items()) + f" (now {MARGIN:g})")
     if summary["recommended"]:
         r = summary["recommended"]
         print(f"recommended: {r['method']} at {r['layer']} (good {r['share_good']:.1%})")
