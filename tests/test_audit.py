@@ -1,6 +1,7 @@
 """Honest explanations: region shares, faithfulness against random maps, and the audit report's numbers."""
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -296,3 +297,24 @@ def test_verdicts_re_judged_at_other_margins():
     by = audit.faithfulness_figures(rows)["by_margin"]
     assert {g: b["share_good"] for g, b in by.items()} == {"0.5": 1.0, "1": 0.5, "1.5": 0.0, "2": 0.0}
     assert all(b["false_good_rate"] == 0.0 for b in by.values())
+
+
+def test_a_class_we_do_not_score_is_named_as_the_model_names_it(tiny_model, data, tmp_path):
+    """tiny_model relabelled so that its last class is contempt (none of ours): the faces it puts there
+    count as wrong, and the mistakes list says contempt, not one of our classes."""
+    root, items, _, _ = data
+    folder = tmp_path / "with_contempt"
+    folder.mkdir()
+    cfg = json.loads((Path(tiny_model.source) / "config.json").read_text())
+    cfg["label_names"] = [*CLASSES[:-1], "contempt"]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    shutil.copy(Path(tiny_model.source) / "model.safetensors", folder / "model.safetensors")
+    model = load_model(folder, fallback=False)
+    s = audit.run_audit(model, items, tmp_path / "audit", data_root=root, faithfulness_limit=0, sanity_limit=0,
+                        progress=False, layer="layer3", n_mistakes=len(items))
+    last = len(CLASSES) - 1
+    answers = built_answers(items)
+    assert s["accuracy"] == pytest.approx(np.mean([a == c != last for a, (_, c) in zip(answers, items)]))
+    named = sorted(m["pred"] for m in s["confident_mistakes"] if m["pred"] == "contempt")
+    assert len(named) == sum(a == last for a in answers) > 0
+    assert all(m["pred"] != m["true"] for m in s["confident_mistakes"])

@@ -269,9 +269,11 @@ def plot_mistakes(mistakes, path: Path) -> None:
     for k, m in enumerate(mistakes):
         r, c = divmod(k, cols)
         crop = _upscale(m["crop"])
+        true_panel = ((overlay(crop, m["map_true"]), f"map: {m['true']} {m['p_true']:.0%}")
+                      if m["map_true"] is not None else (crop, f"(the model has no {m['true']})"))
         for j, (img, t) in enumerate(((crop, f"true {m['true']}"),
                                       (overlay(crop, m["map_pred"]), f"map: {m['pred']} {m['confidence']:.0%}"),
-                                      (overlay(crop, m["map_true"]), f"map: {m['true']} {m['p_true']:.0%}"))):
+                                      true_panel)):
             ax = axes[r, 3 * c + j]
             ax.imshow(img)
             ax.set_title(t, fontsize=8)
@@ -516,7 +518,7 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
             face_sum["map"][row, c] += f.heatmap
             counts[row, c] += 1
         if pred != label:
-            mistakes_pool.append((conf[-1], i))
+            mistakes_pool.append((conf[-1], i, f.label))  # the model's own name: it may be none of ours
         kept_maps[i] = (np.uint8(np.clip(grey, 0, 255)), f.heatmap)
     timings["classify_explain_s"] = time.perf_counter() - t0
     n_images = len(items)
@@ -556,13 +558,16 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
     # ------------------------------------------------ 3. confident mistakes
     t0 = time.perf_counter()
     mistakes = []
-    for confidence, i in sorted(mistakes_pool, reverse=True)[:n_mistakes]:
+    for confidence, i, pred_name in sorted(mistakes_pool, reverse=True)[:n_mistakes]:
         true_name = labels[y_true[i]]
-        a_true = analyse(items[i][0], model, method=method, layer=layer, whole_image=whole, explain_class=true_name)
+        map_true = None  # a model may lack one of our classes: then there is no map for it
+        if true_name in model.labels:
+            map_true = analyse(items[i][0], model, method=method, layer=layer, whole_image=whole,
+                               explain_class=true_name).faces[0].heatmap
         crop, map_pred = kept_maps[i]
-        mistakes.append({"index": i, "source": sources[i], "true": true_name, "pred": labels[y_pred[i]],
+        mistakes.append({"index": i, "source": sources[i], "true": true_name, "pred": pred_name,
                          "confidence": confidence, "p_true": p_true[i], "crop": _grey_rgb(crop),
-                         "map_pred": map_pred, "map_true": a_true.faces[0].heatmap})
+                         "map_pred": map_pred, "map_true": map_true})
     if mistakes:
         plot_mistakes(mistakes, out / "mistakes.png")
     summary["confident_mistakes"] = [{k: m[k] for k in ("source", "true", "pred", "confidence", "p_true")}
