@@ -78,11 +78,12 @@ def resolve_method(name: str, controls: bool = True) -> str:
 
 
 def explain(model: EmotionModel, x: torch.Tensor, classes: list[int | None], method: str = DEFAULT_METHOD,
-            layer: str = DEFAULT_LAYER) -> tuple[torch.Tensor, np.ndarray]:
+            layer: str = DEFAULT_LAYER, mirror_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """Logits (N x C) and heatmaps (N x H x W, each scaled to 0..1) for `classes[i]` of face i.
 
-    A class of None means "the predicted class". Maps that are zero everywhere mean the method found no
-    positive evidence for that class (common when asking about an unlikely class).
+    A class of None means "the predicted class": the argmax of the logits, or, given the mirrored faces'
+    `mirror_logits`, of their sum with them (mirror averaging). Maps that are zero everywhere mean the method
+    found no positive evidence for that class (common when asking about an unlikely class).
     """
     cam_cls = {**METHODS, **CONTROL_METHODS}[resolve_method(method)]
     n = len(model.labels)
@@ -91,16 +92,16 @@ def explain(model: EmotionModel, x: torch.Tensor, classes: list[int | None], met
         raise ValueError(f"Class index {bad[0]} out of range: the model has {n} classes (0 to {n - 1}).")
     if cam_cls is GradCAM:
         with model.lock:
-            return gradcam(model.net, x, classes, layer)
+            return gradcam(model.net, x, classes, layer, mirror_logits)
     net = model.net
     target_layer = LAYERS[resolve_layer(layer)](net)
     with model.lock, torch.enable_grad(), cam_cls(model=net, target_layers=[target_layer]) as cam:
-        if all(c is None for c in classes):
+        if all(c is None for c in classes) and mirror_logits is None:
             targets = None  # pytorch-grad-cam explains each face's top class from the same forward pass
         else:
-            if any(c is None for c in classes):  # mixed: the predicted classes need a pass of their own
+            if any(c is None for c in classes):  # the predicted classes need a pass of their own
                 with torch.no_grad():
-                    predicted = net(x).argmax(1).tolist()
+                    predicted = (net(x) + (0 if mirror_logits is None else mirror_logits)).argmax(1).tolist()
                 classes = [p if c is None else c for c, p in zip(classes, predicted)]
             targets = [ClassifierOutputTarget(int(c)) for c in classes]
         maps = cam(input_tensor=x, targets=targets)
@@ -126,8 +127,8 @@ def split_forward(net: torch.nn.Module, x: torch.Tensor, layer: str) -> tuple[to
     return a, logits
 
 
-def gradcam(net: torch.nn.Module, x: torch.Tensor, classes: list[int | None],
-            layer: str = DEFAULT_LAYER) -> tuple[torch.Tensor, np.ndarray]:
+def gradcam(net: torch.nn.Module, x: torch.Tensor, classes: list[int | None], layer: str = DEFAULT_LAYER,
+            mirror_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """Grad-CAM of a timm ResNet in one forward pass: logits and maps, as `explain` returns them.
 
     Grad-CAM weighs each channel k of the layer's activations A by the mean over positions of
@@ -136,7 +137,7 @@ def gradcam(net: torch.nn.Module, x: torch.Tensor, classes: list[int | None],
     """
     a, logits = split_forward(net, x, layer)
     with torch.enable_grad():
-        predicted = logits.argmax(1)
+        predicted = (logits.detach() if mirror_logits is None else logits.detach() + mirror_logits).argmax(1)
         target = torch.tensor([int(p) if c is None else int(c) for c, p in zip(classes, predicted)])
         score = logits.gather(1, target.view(-1, 1)).sum()
         (grads,) = torch.autograd.grad(score, a)  # with respect to the activations only

@@ -166,6 +166,12 @@ class EmotionModel:
         """One line naming the model, for status text."""
         return model_name(self.describe())
 
+    @torch.no_grad()  # (not inference mode: the result may meet autograd tensors, as in explain's mirror_logits)
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's logits for a prepared batch (`prep.to_input`), under the model's lock."""
+        with self.lock:
+            return self.net(x)
+
     @torch.inference_mode()
     def predict(self, crops: list[np.ndarray], flip: bool | None = None) -> np.ndarray:
         """Class probabilities, one row per RGB crop (N x num_classes); `flip` averages them with the

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD, explain, resolve_layer, resolve_method
 from emotion.faces import DETECT_SIDE, MAX_FACES, MIN_CONFIDENCE, Detection, cut, detect_faces, whole_image_face
@@ -78,8 +79,8 @@ def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: 
     `explain_class` names the class every heatmap is for ("why not X?"); None explains each face's own
     prediction. `with_heatmaps=False` (evaluation) skips the explanation and leaves heatmaps empty.
     `detect_side` is the longer side the face detector sees (smaller is faster, but misses small faces).
-    `flip` averages each prediction with the mirrored face's (two more forward passes a face with heatmaps,
-    one without); None: as the model's config says (`tta_flip`).
+    `flip` averages each prediction with the mirrored face's (one more forward pass a face); None: as the
+    model's config says (`tta_flip`).
     Raises `emotion.images.ImageError` for input that is not a usable picture.
     """
     layer = resolve_layer(layer)
@@ -105,13 +106,10 @@ def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: 
         t["preprocess"] = time.perf_counter()
         target = None if explain_class is None else model.labels.index(explain_class)
         if with_heatmaps:
-            classes = [target] * len(crops)
-            if flip:  # the label shown comes from the flip-averaged prediction: explain that one
-                probs = model.predict(crops, flip=True)
-                classes = [int(p.argmax()) if target is None else target for p in probs]
-            logits, maps = explain(model, x, classes, method, layer)
-            if not flip:
-                probs = logits.softmax(1).numpy()
+            mirrored = model.logits(torch.flip(x, dims=[3])) if flip else None
+            # with the mirror, the label shown (and explained) comes from the averaged prediction
+            logits, maps = explain(model, x, [target] * len(crops), method, layer, mirror_logits=mirrored)
+            probs = (logits if mirrored is None else (logits + mirrored) / 2).softmax(1).numpy()
         else:
             probs = model.predict(crops, flip=flip)
             maps = np.zeros((len(crops), 0, 0), np.float32)

@@ -104,7 +104,7 @@ def live_frame(model: EmotionModel, frame: np.ndarray | None, state: LiveState |
     state = state or LiveState()
     if frame is None:
         return None, None, state
-    # no mirror averaging (the config's tta_flip) on the live path: it costs two more forward passes a face
+    # no mirror averaging (the config's tta_flip) on the live path: it costs one more forward pass a face
     a = analyse(frame, model, method=method, layer=layer, detect_side=LIVE_DETECT_SIDE, flip=False)
     t = time.perf_counter()
     smoothed = state.update(a, model.labels)

@@ -130,7 +130,8 @@ def test_whole_picture_not_square_is_centre_cropped(model):
                                             abs=1e-6)
 
 
-def test_mirror_averaging_explains_the_label_shown():
+@pytest.mark.parametrize("method", ["Grad-CAM", "Grad-CAM++"])  # the app's own Grad-CAM, and the library's path
+def test_mirror_averaging_explains_the_label_shown(method):
     """With tta_flip, a face whose plain and mirrored predictions disagree: the heatmap is for the label
     shown (from the averaged prediction), not for the plain argmax."""
     torch.manual_seed(0)
@@ -150,12 +151,14 @@ def test_mirror_averaging_explains_the_label_shown():
     m = EmotionModel(net=net, labels=CLASSES, prep=prep, source="synthetic")
     plain = net(x).argmax(1).item()
     assert CLASSES[plain] == "angry"
-    got = analyse(face, m, whole_image=True).faces[0]
+    got = analyse(face, m, whole_image=True, method=method).faces[0]
     assert got.label == got.explained == "disgust"
-    want = analyse(face, m, whole_image=True, explain_class="disgust").faces[0].heatmap
+    assert got.probabilities == pytest.approx(dict(zip(CLASSES, m.predict([face], flip=True)[0].tolist())), abs=1e-6)
+    want = analyse(face, m, whole_image=True, method=method, explain_class="disgust").faces[0].heatmap
     assert np.array_equal(got.heatmap, want)
-    assert not np.allclose(got.heatmap, analyse(face, m, whole_image=True, explain_class="angry").faces[0].heatmap)
-    assert analyse(face, m, whole_image=True, flip=False).faces[0].label == "angry"  # the plain prediction
+    other = analyse(face, m, whole_image=True, method=method, explain_class="angry").faces[0].heatmap
+    assert not np.allclose(got.heatmap, other)
+    assert analyse(face, m, whole_image=True, method=method, flip=False).faces[0].label == "angry"  # plain
 
 
 def test_the_webcam_path_skips_the_mirrored_pass():
