@@ -47,3 +47,29 @@ def test_sure_faces_come_largest_first_and_no_unsure_box_joins_them():
     small = Detection((0, 0, 40, 40), 0.55, ())  # under CLOSE_UP_SHARE of the side
     assert keep_faces([small], (100, 100)) == []
     assert keep_faces([Detection((0, 0, 100, 100), 0.3, ())], (100, 100)) == []  # under CLOSE_UP_CONFIDENCE
+
+
+def test_the_detector_tool_counts_misses_and_false_faces(tmp_path):
+    """tools.detector on a split of one real face and two blank pictures: two thirds are missed under
+    every rule; on the face-free pictures the app's rule never finds more than a plain threshold at its
+    close-up level, and never fewer than a plain MIN_CONFIDENCE."""
+    import shutil
+
+    from tools import detector
+
+    for name in ("happy", "sad"):
+        (tmp_path / "faces" / "test" / name).mkdir(parents=True)
+    shutil.copy(fx.PORTRAIT, tmp_path / "faces" / "test" / "happy" / "astronaut.jpg")
+    for k in range(2):
+        Image.new("RGB", (96, 96), (128 + k, 128, 128)).save(tmp_path / "faces" / "test" / "sad" / f"blank{k}.png")
+    out = detector.main(["--data", str(tmp_path / "faces"), "--dataset", "folder", "--split", "test",
+                         "--json", str(tmp_path / "detector.json")])
+    sets = list(out["percent"])
+    assert all(v == 66.67 for v in out["percent"][sets[0]].values())
+    app = f"{MIN_CONFIDENCE}, close-up {CLOSE_UP_CONFIDENCE}"
+    assert out["app_rule"] == app
+    for name in sets[1:]:
+        rates = out["percent"][name]
+        assert rates[f"threshold {MIN_CONFIDENCE}"] <= rates[app] <= rates[f"threshold {CLOSE_UP_CONFIDENCE}"]
+    squares = out["percent"][sets[2]]
+    assert squares[f"threshold {CLOSE_UP_CONFIDENCE}"] > squares[app]  # the close-up rule earns its keep
