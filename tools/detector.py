@@ -18,8 +18,8 @@ import json
 import numpy as np
 from tqdm import tqdm
 
-# scikit-image's samples that show no person (its astronaut and camera do)
-SAMPLES = ("brick", "cat", "cell", "checkerboard", "chelsea", "clock", "coffee", "coins", "colorwheel",
+# scikit-image's samples that show no person (its astronaut and camera do; its cat is chelsea again)
+SAMPLES = ("brick", "cell", "checkerboard", "chelsea", "clock", "coffee", "coins", "colorwheel",
            "grass", "gravel", "horse", "hubble_deep_field", "immunohistochemistry", "logo", "microaneurysms", "moon",
            "page", "retina", "rocket", "shepp_logan_phantom", "stereo_motorcycle", "text")
 
