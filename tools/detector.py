@@ -24,19 +24,11 @@ SAMPLES = ("brick", "cell", "checkerboard", "chelsea", "clock", "coffee", "coins
            "page", "retina", "rocket", "shepp_logan_phantom", "stereo_motorcycle", "text")
 
 
-def as_rgb(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x)
-    if x.dtype == bool:
-        x = x.astype(np.uint8) * 255
-    elif x.dtype != np.uint8:
-        x = (255 * (x - x.min()) / max(1e-9, float(x.max() - x.min()))).astype(np.uint8)
-    if x.ndim == 2:
-        x = np.repeat(x[..., None], 3, 2)
-    return np.ascontiguousarray(x[..., :3])
-
-
 def face_free_pictures(crops_each: int = 30, seed: int = 0) -> dict[str, list[np.ndarray]]:
+    """The face-free pictures as RGB arrays, read as the app reads an array (`emotion.images.load_image`)."""
     import skimage.data as sd
+
+    from emotion.images import load_image
 
     whole = []
     for name in SAMPLES:
@@ -44,7 +36,7 @@ def face_free_pictures(crops_each: int = 30, seed: int = 0) -> dict[str, list[np
             x = getattr(sd, name)()
         except Exception:  # noqa: BLE001 - samples that need a download (pooch) are left out
             continue
-        whole.append(as_rgb(x[0] if isinstance(x, tuple) else x))
+        whole.append(load_image(x[0] if isinstance(x, tuple) else x).rgb)
     rng = np.random.default_rng(seed)
     squares = []
     for x in whole:
@@ -53,7 +45,7 @@ def face_free_pictures(crops_each: int = 30, seed: int = 0) -> dict[str, list[np
             s = int(rng.integers(32, max(33, min(h, w))))
             y0, x0 = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
             squares.append(x[y0:y0 + s, x0:x0 + s])
-    patches = [as_rgb(p) for p in sd.lfw_subset()[100:]]  # the first 100 are faces
+    patches = [load_image(p).rgb for p in sd.lfw_subset()[100:]]  # the first 100 are faces
     return {f"scikit-image samples ({len(whole)})": whole, f"their squares ({len(squares)})": squares,
             f"LFW non-faces ({len(patches)})": patches}
 
@@ -84,7 +76,7 @@ def main(argv=None) -> dict:
     for name, (pictures, faces) in sets.items():
         kept = {r: 0 for r in rules}
         for pic in tqdm(pictures, desc=name, leave=False, disable=None):
-            rgb = load_image(pic).rgb if faces else pic
+            rgb = load_image(pic).rgb if faces else pic  # (face-free pictures are read already)
             found = find_candidates(rgb, floor)
             for r, (conf, close_up) in rules.items():
                 kept[r] += bool(keep_faces(found, rgb.shape, conf, close_up))
