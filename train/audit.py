@@ -402,16 +402,29 @@ def _level_at(r: dict, margin: float) -> str:
     return judge(r["score"], controls, r["random_scores"], class_agnostic=r["class_agnostic"], margin=margin)[0]
 
 
+def _false_good(results: list[dict], level) -> dict[str, float | None]:
+    """How often each uninformative map ("shuffled", "inverted") is judged good, with `level(result)`."""
+    rates = {}
+    for kind in ("shuffled", "inverted"):
+        judged = [level(r[kind]) == "good" for r in results if kind in r]
+        rates[kind] = float(np.mean(judged)) if judged else None
+    return rates
+
+
+def _at_margin(results: list[dict], margin: float) -> dict:
+    """The share of good maps and the false-"good" rate (the worse kind) were MARGIN `margin`."""
+    known = [v for v in _false_good(results, lambda r: _level_at(r, margin)).values() if v is not None]
+    return {"share_good": float(np.mean([_level_at(r["map"], margin) == "good" for r in results])),
+            "false_good_rate": max(known) if known else None}
+
+
 def faithfulness_figures(results: list[dict]) -> dict:
     """Mean scores of the map and of each control, verdict shares, and the false-"good" rates of one method
     at one layer, from `faithfulness_many` results (keys "map", "inverted", optionally "shuffled")."""
     maps = [r["map"] for r in results]
     scored = [r for r in maps if r["score"] is not None]
     controls = {name: _mean(r["controls"].get(name) for r in scored) for name in CONTROLS}
-    rates = {}
-    for kind in ("shuffled", "inverted"):
-        judged = [r[kind]["level"] == "good" for r in results if kind in r]
-        rates[kind] = float(np.mean(judged)) if judged else None
+    rates = _false_good(results, lambda r: r["level"])
     known = [v for v in rates.values() if v is not None]
     return {"n": len(maps), "mean_score": _mean(r["score"] for r in scored), "sem": _sem(r["score"] for r in scored),
             "mean_margin": _mean(r["margin"] for r in scored), "margin_sem": _sem(r["margin"] for r in scored),
@@ -419,12 +432,7 @@ def faithfulness_figures(results: list[dict]) -> dict:
             "mean_beats_random": _mean(r["beats_random"] / r["n_random"] for r in scored),
             **{f"share_{level}": float(np.mean([r["level"] == level for r in maps])) for level in LEVELS},
             "false_good": rates, "false_good_rate": max(known) if known else None,
-            "by_margin": {f"{g:g}": {"share_good": float(np.mean([_level_at(r, g) == "good" for r in maps])),
-                                     "false_good_rate": max([float(np.mean([_level_at(r[k], g) == "good"
-                                                                            for r in results if k in r]))
-                                                             for k in ("shuffled", "inverted")
-                                                             if any(k in r for r in results)], default=None)}
-                          for g in MARGINS},
+            "by_margin": {f"{g:g}": _at_margin(results, g) for g in MARGINS},
             "mean_ms": _mean(r["ms"] for r in maps)}
 
 

@@ -107,7 +107,7 @@ def main(argv=None) -> dict:
                           "epochs": [c["epoch"] + 1 for c in loaded.values()], "batch_norm": args.bn,
                           "batch_norm_images": seen},
              "train_images": len(train_set), "val_split": val_split,
-             "val_metrics": {k: v for k, v in m.items()}, "run": run_facts}
+             "val_metrics": dict(m), "run": run_facts}
     save_model(net, args.out, prep, training=facts)
     print(f"model in {args.out}")
     return m
