@@ -76,9 +76,22 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (+11%% img/s on 2 CPU cores)")
+    p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                   help="bfloat16 autocast for the training passes: auto = on a GPU, and on a CPU that has bf16 "
+                   "instructions (AVX512-BF16 or AMX: 2-2.6x the img/s of float32 on 2 cores); validation always "
+                   "runs as the app does")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
+
+
+def use_bf16(mode: str, device: torch.device) -> bool:
+    """Whether the training passes run under bfloat16 autocast (see --bf16)."""
+    if mode != "auto":
+        return mode == "on"
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and torch.cpu._is_avx512_bf16_supported()
 
 
 def class_weights(counts: list[int], mode: str) -> torch.Tensor:
@@ -219,6 +232,8 @@ def main(argv=None):
         print(f"resumed from {args.resume} at epoch {start_epoch}")
 
     # ---- training loop
+    bf16 = use_bf16(args.bf16, device)
+    print(f"bf16 autocast for training passes: {'on' if bf16 else 'off'} ({args.bf16})")
     deadline = time.time() + args.time_limit * 60 if args.time_limit else None
     asked_epochs = args.epochs
     log_file = run_dir / "log.jsonl"
@@ -235,7 +250,7 @@ def main(argv=None):
             x = augment(jpeg(images[idx], args.jpeg_p), prep.mean, prep.std)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = net(x)
             loss = soft_cross_entropy(logits.float(), targets[idx], weights, args.label_smoothing)
             opt.zero_grad(set_to_none=True)
@@ -336,7 +351,7 @@ def _framing(train_set: D.Split, dataset: str, seed: int, n: int = 300) -> dict:
 def _training_facts(args, train_set, val_split, best, history) -> dict:
     """What the model card says about how the model was made."""
     keep = ("dataset", "labels", "size", "color", "epochs", "batch_size", "opt", "lr", "weight_decay", "warmup_epochs",
-            "label_smoothing", "balance", "jpeg_p", "drop_rate", "drop_path", "pretrained", "init", "tta_flip", "limit",
+            "label_smoothing", "balance", "jpeg_p", "drop_rate", "drop_path", "pretrained", "init", "tta_flip", "limit", "bf16",
             "seed")
     return {"recipe": {k: getattr(args, k) for k in keep}, "train_images": len(train_set),
             "class_counts": dict(zip(CLASSES, train_set.class_counts())), "val_split": val_split,
