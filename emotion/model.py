@@ -19,6 +19,8 @@ import numpy as np
 import timm
 import torch
 
+from emotion.decision import Decision
+
 log = logging.getLogger(__name__)
 
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
@@ -152,12 +154,14 @@ class EmotionModel:
     config: dict = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     origin: dict = field(default_factory=dict)  # what was asked for and what answered: see `load_model`
+    decision: Decision = field(default_factory=Decision)  # how logits become the probabilities shown
 
     def describe(self) -> dict:
         """The model that answers, for the API's JSON: source (hf-hub:owner/name or a folder), the Hub's
         revision (commit) when it came from there, and, when the shipped model stands in for a Hub model
         that could not be reached, which one and why."""
-        d = {"source": self.origin.get("source", self.source), "revision": self.origin.get("revision")}
+        d = {"source": self.origin.get("source", self.source), "revision": self.origin.get("revision"),
+             "decision_rule": self.decision.rule}
         if self.origin.get("fallback_reason"):
             d.update(standing_in_for=self.origin["requested"], fallback_reason=self.origin["fallback_reason"])
         return d
@@ -191,6 +195,10 @@ def model_name(d: dict) -> str:
     text = d.get("source", "?") + (f" (revision {d['revision'][:12]})" if d.get("revision") else "")
     if d.get("fallback_reason"):
         text += f", standing in for {d['standing_in_for']}: {d['fallback_reason']}"
+    if d.get("decision_rule") == "balanced":
+        text += "; probabilities read balanced (the training class balance divided out)"
+    elif d.get("decision_rule") == "prior":
+        text += "; probabilities read with the training class balance"
     return text
 
 
@@ -278,8 +286,12 @@ def _download_from_hub(repo: str) -> tuple[Path, str]:
     return folder, folder.name  # the cache's snapshot folder is named after the commit
 
 
-def load_model(source: str | os.PathLike | None = None, fallback: bool = True) -> EmotionModel:
+def load_model(source: str | os.PathLike | None = None, fallback: bool = True,
+               rule: str | None = None) -> EmotionModel:
     """Load the classifier from `source`, $EMOTION_MODEL or `weights/`.
+
+    `rule` overrides the decision rule of its config.json (emotion/decision.py): "prior" gives the network's
+    own scores (training from a model, averaging models), "balanced" divides the training prior out.
 
     When the Hub cannot be reached and `fallback` is true, the shipped `weights/` folder is used instead
     (with a warning) so the app still starts offline. When the Hub answers but refuses (a mistyped name, a
@@ -321,5 +333,17 @@ def load_model(source: str | os.PathLike | None = None, fallback: bool = True) -
     told = "config.json's preprocess block" if "preprocess" in config else \
         "timm's pretrained_cfg (config.json has no preprocess block: a model made elsewhere)"
     log.info("Model %s: input %s, from %s.", origin["source"], prep.describe(), told)
+    try:
+        decision = Decision.from_config(config)
+        if rule is not None:
+            decision = Decision(rule=rule, tau=decision.tau, prior=decision.prior)
+        offset = torch.from_numpy(decision.logit_offset(labels))
+    except ValueError as e:
+        raise ModelLoadError(f"{folder}: config.json's decision block: {e}") from e
+    if offset.any():  # the rule's shift of the logits, folded into the classifier's bias (emotion/decision.py)
+        fc = net.get_classifier()
+        with torch.no_grad():
+            fc.bias.add_(offset.to(fc.bias.dtype))
     net = net.eval().to(memory_format=torch.channels_last)
-    return EmotionModel(net=net, labels=labels, prep=prep, source=str(folder), config=config, origin=origin)
+    return EmotionModel(net=net, labels=labels, prep=prep, source=str(folder), config=config, origin=origin,
+                        decision=decision)

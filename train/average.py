@@ -81,10 +81,11 @@ def main(argv=None) -> dict:
     run_dirs = {c["args"]["run_dir"] or f"runs/{c['args']['dataset']}" for c in loaded.values()}
     if len(run_dirs) > 1:
         raise SystemExit(f"the checkpoints come from different runs: {sorted(run_dirs)}")
-    prep = load_model(Path(run_dirs.pop()) / "best", fallback=False).prep  # the run's framing and normalisation
+    best = load_model(Path(run_dirs.pop()) / "best", fallback=False, rule="prior")
+    prep = best.prep  # the run's framing and normalisation
     states = [c["model"] for c in loaded.values()]
     for f in folders:
-        m = load_model(f, fallback=False)
+        m = load_model(f, fallback=False, rule="prior")  # the network's own scores
         if (m.prep.mean, m.prep.std, m.prep.size) != (prep.mean, prep.std, prep.size):
             raise SystemExit(f"{f}: its normalisation or input size differs from the run's")
         states.append(m.net.state_dict())
@@ -108,7 +109,7 @@ def main(argv=None) -> dict:
                           "batch_norm_images": seen},
              "train_images": len(train_set), "val_split": val_split,
              "val_metrics": dict(m), "run": run_facts}
-    save_model(net, args.out, prep, training=facts)
+    save_model(net, args.out, prep, training=facts, decision=best.decision)
     print(f"model in {args.out}")
     return m
 

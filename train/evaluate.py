@@ -6,8 +6,9 @@
 Writes OUT/metrics.json (accuracy, mean_class_accuracy, per_class_accuracy, confusion_matrix, n, ...)
 and OUT/confusion_matrix.png, and prints the per-class table. Images are taken as already-cropped
 faces unless --detect-faces is given (for uncropped photos: the largest face found is classified).
-A picture with no face found, a file that cannot be read, or a class the model has that is not one of
-ours counts as wrong in every figure: the confusion matrix has a row per true class and a column per
+The figures of record are read by the model's decision rule (config.json, emotion/decision.py); the same
+probabilities read by the other rule are reported beside them. A picture with no face found, a file that
+cannot be read, or a class the model has that is not one of ours counts as wrong in every figure: the confusion matrix has a row per true class and a column per
 predicted class plus a last "no answer" column. Classes are matched by name, whatever order the model
 lists them in. --card records the result in the model card.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from emotion.decision import RULES, reread
 from emotion.images import ImageError
 from emotion.model import CLASSES, load_model
 from emotion.pipeline import analyse
@@ -30,6 +32,7 @@ from train.data import list_split
 from train.export import write_card
 from train.metrics import NO_ANSWER, NO_ANSWER_NAME, class_indices, scores
 
+UNREADABLE = "unreadable"  # collect()'s entry for a file that could not be read (None: no face found)
 DEFAULT_SPLIT = {"fer2013": "private_test", "ferplus": "private_test", "rafdb": "test", "folder": None}
 
 
@@ -76,6 +79,38 @@ def plot_confusion(cm: np.ndarray, labels, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def collect(model, items, detect_faces: bool, progress: bool = True, desc: str = "") -> tuple[list[int], list]:
+    """Each picture's true class and the probabilities the app gives its face (`model.labels` order, read by
+    the model's decision rule), None where no face was found, or UNREADABLE."""
+    y_true, probs = [], []
+    for source, label, *_ in tqdm(items, desc=desc, disable=not progress):
+        y_true.append(label)
+        try:
+            a = analyse(source, model, whole_image=not detect_faces, with_heatmaps=False)
+        except ImageError:
+            probs.append(UNREADABLE)
+            continue
+        probs.append(np.array([a.faces[0].probabilities[c] for c in model.labels], np.float32) if a.faces else None)
+    return y_true, probs
+
+
+def readings(model, y_true, probs) -> dict:
+    """Scores of the same probabilities under every decision rule the model's config allows (emotion/decision.py):
+    {rule: scores(...)}, the model's own rule first. Without a known class prior, only the model's own rule."""
+    to_ours = class_indices(model.labels)  # the model's label order may not be ours: compare by name
+    answered = [i for i, p in enumerate(probs) if isinstance(p, np.ndarray)]
+    stacked = np.stack([probs[i] for i in answered]) if answered else np.zeros((0, len(model.labels)), np.float32)
+    rules = [model.decision.rule] + ([r for r in RULES if r != model.decision.rule] if model.decision.prior else [])
+    out = {}
+    for rule in rules:
+        p = stacked if rule == model.decision.rule else reread(stacked, model.labels, model.decision, rule)
+        y_pred = [NO_ANSWER] * len(probs)  # nothing found, or unreadable, counts as a wrong answer
+        for i, row in zip(answered, p):
+            y_pred[i] = to_ours[int(row.argmax())]
+        out[rule] = scores(y_true, y_pred, CLASSES)
+    return out
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     model = load_model(args.weights, fallback=False)
@@ -83,32 +118,28 @@ def main(argv=None) -> dict:
     items = list_split(args.dataset, args.data, split, args.labels)
     if args.limit and args.limit < len(items):
         items = random.Random(0).sample(items, args.limit)
-    to_ours = class_indices(model.labels)  # the model's label order may not be ours: compare by name
-    y_true, y_pred, no_face, unreadable = [], [], 0, 0
     t0 = time.time()
-    for source, label in tqdm(items, desc=f"{args.dataset}/{split}", disable=args.no_progress):
-        y_true.append(label)
-        try:
-            a = analyse(source, model, whole_image=not args.detect_faces, with_heatmaps=False)
-        except ImageError:
-            unreadable += 1
-            y_pred.append(NO_ANSWER)
-            continue
-        if not a.faces:
-            no_face += 1
-            y_pred.append(NO_ANSWER)  # nothing found counts as a wrong answer
-        else:
-            y_pred.append(to_ours[model.labels.index(a.faces[0].label)])
-    m = scores(y_true, y_pred, CLASSES)
-    m.update({"dataset": args.dataset, "split": split, "detect_faces": args.detect_faces, "no_face": no_face,
-              "unreadable": unreadable, "weights": model.source, "tta_flip": model.prep.tta_flip,
+    y_true, probs = collect(model, items, args.detect_faces, not args.no_progress, f"{args.dataset}/{split}")
+    by_rule = readings(model, y_true, probs)
+    m = dict(by_rule[model.decision.rule])  # the app's reading: the figures of record
+    m.update({"dataset": args.dataset, "split": split, "detect_faces": args.detect_faces,
+              "no_face": sum(p is None for p in probs), "unreadable": sum(isinstance(p, str) for p in probs),
+              "weights": model.source, "tta_flip": model.prep.tta_flip, "decision_rule": model.decision.rule,
+              "readings": {r: {k: v[k] for k in ("accuracy", "mean_class_accuracy", "per_class_accuracy")}
+                           for r, v in by_rule.items()},
               "seconds": round(time.time() - t0, 1)})
+    no_face = m["no_face"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
     title = f"{args.dataset} {split}: accuracy {m['accuracy']:.1%}, mean-class {m['mean_class_accuracy']:.1%}"
     plot_confusion(np.array(m["confusion_matrix"]), CLASSES, out / "confusion_matrix.png", title)
-    print(title + f" (n={m['n']}{', no face: %d' % no_face if args.detect_faces else ''})")
+    print(title + f" (n={m['n']}{', no face: %d' % no_face if args.detect_faces else ''}; "
+          f"decision rule {model.decision.rule})")
+    for rule, r in m["readings"].items():
+        if rule != model.decision.rule:
+            print(f"read with the {rule} rule instead: accuracy {r['accuracy']:.1%}, "
+                  f"mean-class {r['mean_class_accuracy']:.1%}")
     print(f"| class | accuracy | n | {NO_ANSWER_NAME} |\n|---|---|---|---|")
     cm = np.array(m["confusion_matrix"])
     for (c, v), n, none in zip(m["per_class_accuracy"].items(), cm.sum(1), cm[:, -1]):
@@ -118,7 +149,8 @@ def main(argv=None) -> dict:
         picture = f"confusion_matrix_{args.dataset}_{split}{'_detected' if args.detect_faces else ''}.png"
         shutil.copy2(out / "confusion_matrix.png", Path(model.source) / picture)
         write_card(model.source, evaluation=(name, {**{k: m[k] for k in (
-            "accuracy", "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "n", "no_face")},
+            "accuracy", "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "n", "no_face",
+            "decision_rule", "readings")},
             "picture": picture}))
     return m
 

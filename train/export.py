@@ -15,14 +15,16 @@ import torch
 from safetensors.torch import save_file
 from timm.models._hub import save_config_for_hf
 
+from emotion.decision import DESCRIPTIONS, Decision
 from emotion.model import CLASSES, CONFIG_FILE, WEIGHTS_FILE, Preprocess
 
 RESULTS_FILE = "results.json"
 
 
 def save_model(net: torch.nn.Module, out: str | Path, prep: Preprocess, training: dict | None = None,
-               fp16: bool = True) -> Path:
-    """Save weights and config; keep `training` facts for the card. Returns the folder."""
+               fp16: bool = True, decision: Decision | None = None) -> Path:
+    """Save weights (the network's own scores) and config, with the decision rule and the class prior it
+    was trained under (emotion/decision.py); keep `training` facts for the card. Returns the folder."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dtype = torch.float16 if fp16 else torch.float32
@@ -47,6 +49,8 @@ def save_model(net: torch.nn.Module, out: str | Path, prep: Preprocess, training
     for k in ("tag", "license", "origin_url", "paper_ids", "paper_name", "notes", "hf_hub_id"):
         cfg["pretrained_cfg"].pop(k, None)
     cfg["pretrained_cfg"]["description"] = "Facial-expression classifier (7 classes), see README.md"
+    if decision is not None:
+        cfg["decision"] = decision.to_config()
     (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
     if training is not None:
         write_card(out, training)
@@ -144,10 +148,22 @@ def _usage(config: dict, size: int) -> list[str]:
         "    logits = model(x)",
         *(["    logits = (logits + model(torch.flip(x, dims=[3]))) / 2  # and the mirror image's, as the app does"]
           if pre.get("tta_flip") else []),
+        *_balanced_lines(config),
         "    probabilities = logits.softmax(1)[0]",
         'print(dict(zip(cfg["label_names"], probabilities.tolist())))',
         "```", "",
     ]
+
+
+def _balanced_lines(config: dict) -> list[str]:
+    """The snippet's line for the balanced decision rule: the training prior divided out, as the app does."""
+    d = Decision.from_config(config)
+    if d.rule != "balanced":
+        return []
+    shares = ", ".join(f"{d.prior[c]:.4f}" for c in config.get("label_names", CLASSES))
+    tau = "" if d.tau == 1 else f"{d.tau:g} * "
+    return [f"    logits = logits - {tau}torch.tensor([{shares}]).log()  # balanced: the training class prior "
+            "divided out, as the app does"]
 
 
 def _training_lines(tr: dict, stage: str = "") -> list[str]:
@@ -211,17 +227,31 @@ def render_card(results: dict, config: dict) -> str:
            "the mirror to stay real time)." if config["preprocess"].get("tta_flip") else ""),
         "",
     ]
+    decision = Decision.from_config(config)
+    if decision.prior:
+        lines += [f"Decision rule: **{decision.rule}**, {decision.describe()}. The class prior the model was "
+                  "trained under (each class's share of the training targets, `config.json`'s `decision` block): "
+                  + ", ".join(f"{c} {100 * v:.1f}%" for c, v in decision.prior.items())
+                  + ". The weights file holds the network's own scores; the app folds the rule's shift, "
+                  "minus tau x log(prior), into the classifier's bias when it loads the model.", ""]
     if results.get("note"):
         lines += [f"> {results['note']}", ""]
     evals = results.get("evaluations", {})
     if evals:
+        rule = Decision.from_config(config).rule
         lines += ["## Results", "",
-                  "| evaluation | n | accuracy | mean-class accuracy | " + " | ".join(CLASSES) + " |",
-                  "|---|---|---|---|" + "---|" * len(CLASSES)]
+                  f"Each row is read by the app's decision rule (**{rule}**: {DESCRIPTIONS[rule]}); where the "
+                  "training class prior is known, the row below it reads the same probabilities by the other "
+                  "rule.", "",
+                  "| evaluation | n | rule | accuracy | mean-class accuracy | " + " | ".join(CLASSES) + " |",
+                  "|---|---|---|---|---|" + "---|" * len(CLASSES)]
         for name, m in evals.items():
-            pc = m["per_class_accuracy"]
-            lines.append(f"| {name} | {m['n']} | {_pct(m['accuracy'])} | {_pct(m['mean_class_accuracy'])} | "
-                         + " | ".join(_pct(pc.get(c)) for c in CLASSES) + " |")
+            rows = m.get("readings") or {m.get("decision_rule", "prior"): m}
+            for i, (r, v) in enumerate(rows.items()):
+                pc = v["per_class_accuracy"]
+                lines.append(f"| {name if i == 0 else ''} | {m['n'] if i == 0 else ''} | {r} | "
+                             f"{_pct(v['accuracy'])} | {_pct(v['mean_class_accuracy'])} | "
+                             + " | ".join(_pct(pc.get(c)) for c in CLASSES) + " |")
         lines += ["", "Reproduce each row with `python -m train.evaluate --weights weights --data FER2013_FOLDER "
                   "--dataset DATASET --split SPLIT --out DIR` (FER+ also `--labels ferplus_labels.csv`; "
                   "\"faces detected\" rows `--detect-faces`: the app's own face detector and crop run on each "

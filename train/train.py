@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from emotion.decision import RULES, Decision, training_prior
 from emotion.model import CLASSES, FER_FRAMING, Preprocess, create_net
 from train import data as D
 from train.augment import augment, jpeg, normalize
@@ -65,6 +66,10 @@ def parse_args(argv=None):
     p.add_argument("--init", default=None, help="start from this model's weights (a model folder, local-dir:PATH or "
                    "hf-hub:owner/name), e.g. to fine-tune the shipped model on another data set or to finish a "
                    "schedule cut short; its normalisation is kept")
+    p.add_argument("--rule", choices=RULES, default="balanced",
+                   help="the decision rule the model folder is written with (emotion/decision.py): balanced "
+                   "divides the training class prior out of the probabilities, prior keeps it; "
+                   "`python -m train.decide` measures both and can change it later")
     p.add_argument("--tta-flip", action="store_true", help="average with the mirrored face at test time (app too)")
     p.add_argument("--limit", type=int, default=None, help="use a random subset of N training images")
     p.add_argument("--val-limit", type=int, default=None)
@@ -195,6 +200,7 @@ def main(argv=None):
                       tta_flip=args.tta_flip, **framing)
     images, labels = train_set.images.to(device), train_set.labels.to(device)
     targets = train_set.targets.to(device) if soft else F.one_hot(labels, len(CLASSES)).float()
+    decision = Decision(rule=args.rule, prior=training_prior(targets.cpu().numpy(), CLASSES))
     print(f"data: {len(train_set)} train / {len(val)} val ({val_split}) images at {args.size}px in "
           f"{time.time() - t0:.0f}s; classes {dict(zip(CLASSES, train_set.class_counts()))}")
 
@@ -286,7 +292,8 @@ def main(argv=None):
                 args.epochs, total = fit, fit * steps_per_epoch
         if m["accuracy"] > best["accuracy"]:
             best = {**m, "epoch": epoch + 1}
-            save_model(net, best_dir, prep, training=_training_facts(args, train_set, val_split, best, history))
+            save_model(net, best_dir, prep, training=_training_facts(args, train_set, val_split, best, history),
+                       decision=decision)
         torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "best": best,
                     "history": history, "args": vars(args), "mean": list(prep.mean), "std": list(prep.std)},
                    run_dir / "last.pt")
@@ -311,7 +318,7 @@ def main(argv=None):
 def _init_model(source: str):
     """The model to start from, its classifier rows in our class order (matched by name)."""
     from emotion.model import load_model
-    start = load_model(source, fallback=False)
+    start = load_model(source, fallback=False, rule="prior")  # the network's own scores
     if sorted(start.labels) != sorted(CLASSES):
         raise SystemExit(f"--init {source}: its classes {list(start.labels)} are not {list(CLASSES)}")
     order = [start.labels.index(c) for c in CLASSES]
@@ -351,7 +358,7 @@ def _framing(train_set: D.Split, dataset: str, seed: int, n: int = 300) -> dict:
 def _training_facts(args, train_set, val_split, best, history) -> dict:
     """What the model card says about how the model was made."""
     keep = ("dataset", "labels", "size", "color", "epochs", "batch_size", "opt", "lr", "weight_decay", "warmup_epochs",
-            "label_smoothing", "balance", "jpeg_p", "drop_rate", "drop_path", "pretrained", "init", "tta_flip", "limit", "bf16",
+            "label_smoothing", "balance", "jpeg_p", "drop_rate", "drop_path", "pretrained", "init", "tta_flip", "limit", "bf16", "rule",
             "seed")
     return {"recipe": {k: getattr(args, k) for k in keep}, "train_images": len(train_set),
             "class_counts": dict(zip(CLASSES, train_set.class_counts())), "val_split": val_split,

@@ -1,0 +1,113 @@
+"""The decision rule (emotion/decision.py): the balanced reading divides the training prior out everywhere the
+app reads the model, evaluation reports both readings, and train.decide measures and writes the rule.
+
+The model here is built to have a known answer: its classifier ignores the face (weights zero) and its bias
+is log(prior) plus a small lead for "sad". Read with the prior, every face is neutral (the largest share);
+with the prior divided out, only sad's lead is left, so every face is sad.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from emotion.decision import Decision, reread
+from emotion.model import CLASSES, Preprocess, create_net, load_model
+from emotion.pipeline import analyse
+from tests.fixtures import make_fer2013_folders
+from train import decide, evaluate
+from train.export import save_model
+from train.train import _init_model
+
+ROOT = Path(__file__).resolve().parent.parent
+PRIOR = {"angry": 0.08, "disgust": 0.01, "fear": 0.03, "happy": 0.2, "neutral": 0.5, "sad": 0.1, "surprise": 0.08}
+LEAD = 0.05  # sad's extra logit
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    torch.manual_seed(0)
+    net = create_net().eval()
+    with torch.no_grad():
+        net.fc.weight.zero_()
+        net.fc.bias.copy_(torch.tensor([math.log(PRIOR[c]) + (LEAD if c == "sad" else 0.0) for c in CLASSES]))
+    return save_model(net, tmp_path_factory.mktemp("decision") / "model", Preprocess(size=48), training={},
+                      fp16=False, decision=Decision(rule="balanced", prior=PRIOR))
+
+
+def test_balanced_rule_divides_the_prior_out_of_what_the_app_shows(folder):
+    balanced, plain = load_model(folder, fallback=False), load_model(folder, fallback=False, rule="prior")
+    assert balanced.decision.rule == "balanced" and plain.decision.rule == "prior"
+    a = analyse(ROOT / "examples" / "astronaut.jpg", balanced)
+    face = a.faces[0]
+    expected = np.exp([LEAD if c == "sad" else 0.0 for c in CLASSES])
+    np.testing.assert_allclose([face.probabilities[c] for c in CLASSES], expected / expected.sum(), atol=1e-5)
+    assert face.label == "sad" and face.explained == "sad"  # the heatmap is for the class shown
+    assert a.to_json()["model"]["decision_rule"] == "balanced"
+    p = analyse(ROOT / "examples" / "astronaut.jpg", plain).faces[0]
+    assert p.label == "neutral" and p.explained == "neutral"
+    shares = np.array([PRIOR[c] * (math.exp(LEAD) if c == "sad" else 1) for c in CLASSES])
+    np.testing.assert_allclose([p.probabilities[c] for c in CLASSES], shares / shares.sum(), atol=1e-5)
+
+
+def test_the_file_keeps_the_network_own_scores_and_training_starts_from_them(folder):
+    """The shift lives only in the loaded model: the weights file, and a model trained --init from it, keep the
+    plain bias (a shift baked in at every stage would pile up)."""
+    stored = load_file(folder / "model.safetensors")["fc.bias"]
+    np.testing.assert_allclose(stored.numpy(), [math.log(PRIOR[c]) + (LEAD if c == "sad" else 0) for c in CLASSES],
+                               atol=1e-6)
+    start = _init_model(str(folder))
+    np.testing.assert_allclose(start.net.fc.bias.detach().numpy(), stored.numpy(), atol=1e-6)
+
+
+def test_reread_moves_between_rules_and_back():
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(7), size=20).astype(np.float32)
+    d = Decision(rule="prior", prior=PRIOR)
+    b = reread(p, CLASSES, d, "balanced")
+    expected = p / np.array([PRIOR[c] for c in CLASSES])
+    np.testing.assert_allclose(b, expected / expected.sum(1, keepdims=True), rtol=1e-4)
+    back = reread(b, CLASSES, Decision(rule="balanced", prior=PRIOR), "prior")
+    np.testing.assert_allclose(back, p, rtol=1e-4, atol=1e-6)
+    half = reread(p, CLASSES, d, "balanced", tau=0.5)
+    expected = p / np.sqrt([PRIOR[c] for c in CLASSES])
+    np.testing.assert_allclose(half, expected / expected.sum(1, keepdims=True), rtol=1e-4)
+
+
+def test_evaluate_reports_both_readings(folder, tmp_path):
+    root = make_fer2013_folders(tmp_path / "fer")  # PrivateTest: 2 pictures of each class
+    m = evaluate.main(["--weights", str(folder), "--data", str(root), "--dataset", "fer2013",
+                       "--split", "private_test", "--out", str(tmp_path / "eval"), "--no-progress"])
+    assert m["decision_rule"] == "balanced"
+    assert m["per_class_accuracy"] == {c: float(c == "sad") for c in CLASSES}  # the app's reading: always sad
+    assert m["accuracy"] == pytest.approx(1 / 7)
+    prior = m["readings"]["prior"]
+    assert prior["per_class_accuracy"] == {c: float(c == "neutral") for c in CLASSES}  # always neutral
+    assert m["readings"]["balanced"]["accuracy"] == m["accuracy"]
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["readings"]["prior"]["per_class_accuracy"]["neutral"] == 1.0
+
+
+def test_decide_measures_both_rules_and_writes_the_prior(folder, tmp_path):
+    root = make_fer2013_folders(tmp_path / "fer", per_class=3)  # training split: 3 of each class
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for f in folder.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    rows = decide.main(["--weights", str(copy), "--data", str(root), "--dataset", "fer2013", "--taus", "1",
+                        "--write", "prior", "--no-progress"])
+    # the validation split (PublicTest, 2 of each class) read both ways: always neutral, then always sad
+    # (measured with the training prior, here uniform, which takes nothing out: the model's own prior is gone)
+    assert [r["rule"] for r in rows] == ["prior", "balanced"]
+    assert rows[0]["per_class_accuracy"]["neutral"] == 1.0
+    assert rows[1]["per_class_accuracy"]["neutral"] == 1.0  # a uniform prior changes nothing
+    cfg = json.loads((copy / "config.json").read_text())
+    assert cfg["decision"]["rule"] == "prior"
+    assert cfg["decision"]["prior"] == pytest.approx({c: 1 / 7 for c in CLASSES}, abs=1e-6)
+    assert load_model(copy, fallback=False).decision.rule == "prior"
+    assert "Decision rule: **prior**" in (copy / "README.md").read_text()

@@ -1,0 +1,101 @@
+"""Measure both decision rules on the validation split, and write the chosen one into a model folder.
+
+    python -m train.decide --weights weights --data ../shared/datasets/fer2013 --dataset ferplus \\
+        --labels ../shared/datasets/ferplus/ferplus_labels.csv               # print the table
+    python -m train.decide ... --write balanced --tau 1                     # and set the rule
+
+The class prior is each class's share of the training split's targets (FER+: the taggers' votes; other data
+sets: their labels). The validation split's faces go once through the app's pipeline (as train.evaluate
+reads them); the same probabilities are then read by the prior rule and by the balanced rule at each tau
+(emotion/decision.py), and accuracy and mean-class accuracy are printed for each. `--write` stores the
+prior, the rule and tau in config.json's `decision` block and renders the card again; evaluate the model
+again afterwards (`train.evaluate --card`), since its results were read by the old rule.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from emotion.decision import RULES, Decision, reread, training_prior
+from emotion.model import CLASSES, CONFIG_FILE, load_model
+from train.data import list_split
+from train.evaluate import collect
+from train.export import write_card
+from train.metrics import NO_ANSWER, class_indices, scores
+from train.train import VAL_SPLIT
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m train.decide", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default="weights")
+    p.add_argument("--data", required=True)
+    p.add_argument("--dataset", choices=["fer2013", "ferplus", "rafdb", "folder"], default="ferplus")
+    p.add_argument("--labels", default=None, help="ferplus: the per-file vote table")
+    p.add_argument("--train-split", default="train", help="the split whose targets give the class prior")
+    p.add_argument("--split", default=None, help="the split to measure on (default: the validation split)")
+    p.add_argument("--taus", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0])
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--write", choices=RULES, default=None, help="set this rule in the model folder")
+    p.add_argument("--tau", type=float, default=1.0, help="with --write balanced: how much of the log prior")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def prior_of(dataset: str, data: str, split: str, labels=None) -> dict[str, float]:
+    """Each class's share of a split's targets: vote distributions where the data set has them, else labels."""
+    items = list_split(dataset, data, split, labels)
+    if items and len(items[0]) > 2:
+        targets = np.array([it[2] for it in items], np.float64)
+    else:
+        targets = np.eye(len(CLASSES))[[it[1] for it in items]]
+    return training_prior(targets, CLASSES)
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    prior = prior_of(args.dataset, args.data, args.train_split, args.labels)
+    print("training prior: " + ", ".join(f"{c} {v:.1%}" for c, v in prior.items()))
+    model = load_model(args.weights, fallback=False)
+    split = args.split or VAL_SPLIT[args.dataset]
+    items = list_split(args.dataset, args.data, split, args.labels)
+    if args.limit:
+        items = items[:args.limit]
+    y_true, probs = collect(model, items, False, not args.no_progress, f"{args.dataset}/{split}")
+    answered = [i for i, p in enumerate(probs) if isinstance(p, np.ndarray)]
+    plain = reread(np.stack([probs[i] for i in answered]), model.labels, model.decision, "prior")  # own scores
+    measured = Decision(prior=prior)
+    to_ours = class_indices(model.labels)
+    rows = []
+    for rule, tau in [("prior", 0.0)] + [("balanced", t) for t in args.taus]:
+        p = reread(plain, model.labels, measured, rule, tau)
+        y_pred = [NO_ANSWER] * len(probs)
+        for i, row in zip(answered, p):
+            y_pred[i] = to_ours[int(row.argmax())]
+        m = scores(y_true, y_pred, CLASSES)
+        rows.append({"rule": rule, "tau": tau, "accuracy": m["accuracy"], "mean_class_accuracy": m["mean_class_accuracy"],
+                     "per_class_accuracy": m["per_class_accuracy"]})
+    print(f"\n{args.dataset} {split} (n={len(y_true)}), the model's probabilities read by each rule:\n")
+    print("| rule | tau | accuracy | mean-class | " + " | ".join(CLASSES) + " |")
+    print("|---|---|---|---|" + "---|" * len(CLASSES))
+    for r in rows:
+        pc = r["per_class_accuracy"]
+        print(f"| {r['rule']} | {r['tau']:g} | {r['accuracy']:.1%} | {r['mean_class_accuracy']:.1%} | "
+              + " | ".join("n/a" if pc[c] is None else f"{pc[c]:.1%}" for c in CLASSES) + " |")
+    if args.write:
+        folder = Path(model.source)
+        cfg_file = folder / CONFIG_FILE
+        cfg = json.loads(cfg_file.read_text())
+        cfg["decision"] = Decision(rule=args.write, tau=args.tau, prior=prior).to_config()
+        cfg_file.write_text(json.dumps(cfg, indent=2) + "\n")
+        write_card(folder)
+        print(f"\n{cfg_file}: decision rule {args.write}" + (f", tau {args.tau:g}" if args.write == "balanced" else "")
+              + ". Evaluate it again (python -m train.evaluate ... --card): its results were read by the old rule.")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
