@@ -10,6 +10,10 @@ A picture with no face found, a file that cannot be read, or a class the model h
 ours counts as wrong in every figure: the confusion matrix has a row per true class and a column per
 predicted class plus a last "no answer" column. Classes are matched by name, whatever order the model
 lists them in. --card records the result in the model card.
+
+`torchrun --nproc_per_node N -m train.evaluate ...` splits the images into N blocks, one per process, and
+gathers the answers on rank 0, which writes the same figures as one process would (`world_size` in
+metrics.json says how many did the work).
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from tqdm import tqdm
 from emotion.images import ImageError
 from emotion.model import CLASSES, load_model
 from emotion.pipeline import analyse
+from train import distributed
 from train.data import list_split
 from train.export import write_card
 from train.metrics import NO_ANSWER, NO_ANSWER_NAME, class_indices, scores
@@ -76,33 +81,42 @@ def plot_confusion(cm: np.ndarray, labels, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def answer(model, source, detect_faces: bool, to_ours: list[int]) -> tuple[int, str | None]:
+    """Our class index for the picture (NO_ANSWER when none), and why there is none ("unreadable", "no_face")."""
+    try:
+        a = analyse(source, model, whole_image=not detect_faces, with_heatmaps=False)
+    except ImageError:
+        return NO_ANSWER, "unreadable"
+    if not a.faces:
+        return NO_ANSWER, "no_face"  # nothing found counts as a wrong answer
+    return to_ours[model.labels.index(a.faces[0].label)], None
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    world = distributed.start()
     model = load_model(args.weights, fallback=False)
     split = args.split or DEFAULT_SPLIT[args.dataset]
     items = list_split(args.dataset, args.data, split, args.labels)
     if args.limit and args.limit < len(items):
         items = random.Random(0).sample(items, args.limit)
     to_ours = class_indices(model.labels)  # the model's label order may not be ours: compare by name
-    y_true, y_pred, no_face, unreadable = [], [], 0, 0
     t0 = time.time()
-    for source, label in tqdm(items, desc=f"{args.dataset}/{split}", disable=args.no_progress):
-        y_true.append(label)
-        try:
-            a = analyse(source, model, whole_image=not args.detect_faces, with_heatmaps=False)
-        except ImageError:
-            unreadable += 1
-            y_pred.append(NO_ANSWER)
-            continue
-        if not a.faces:
-            no_face += 1
-            y_pred.append(NO_ANSWER)  # nothing found counts as a wrong answer
-        else:
-            y_pred.append(to_ours[model.labels.index(a.faces[0].label)])
+    mine = world.share(len(items))  # this process's block of the images (all of them for one process)
+    answers = [answer(model, items[i][0], args.detect_faces, to_ours)
+               for i in tqdm(mine, desc=f"{args.dataset}/{split}", disable=args.no_progress or not world.main)]
+    answers = [a for part in world.all_gather(answers) for a in part]  # in the images' order
+    distributed.stop()
+    y_true = [label for _, label in items]
+    y_pred = [pred for pred, _ in answers]
+    no_face = sum(why == "no_face" for _, why in answers)
+    unreadable = sum(why == "unreadable" for _, why in answers)
     m = scores(y_true, y_pred, CLASSES)
     m.update({"dataset": args.dataset, "split": split, "detect_faces": args.detect_faces, "no_face": no_face,
               "unreadable": unreadable, "weights": model.source, "tta_flip": model.prep.tta_flip,
-              "seconds": round(time.time() - t0, 1)})
+              "seconds": round(time.time() - t0, 1), "world_size": world.size})
+    if not world.main:
+        return m
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
