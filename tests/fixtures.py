@@ -62,13 +62,19 @@ def make_fer2013_csv(root: Path, per_class: int = 3) -> Path:
     return root
 
 
-def make_rafdb_basic(root: Path, per_class: int = 3) -> Path:
-    """Official layout: basic/EmoLabel/list_patition_label.txt and basic/Image/aligned/*_aligned.jpg."""
+def make_rafdb_basic(root: Path, per_class: int = 3, test_per_class: int = 2, attributes=None) -> Path:
+    """Official layout: basic/EmoLabel/list_patition_label.txt and basic/Image/aligned/*_aligned.jpg.
+
+    `attributes(split, k)` -> (gender, race, age) codes for the k-th picture of a split (in the label file's
+    order) also writes RAF-DB's manual annotations, basic/Annotation/manual/<image>_manu_attri.txt."""
     basic = root / "basic"
     (basic / "EmoLabel").mkdir(parents=True, exist_ok=True)
     (basic / "Image" / "aligned").mkdir(parents=True, exist_ok=True)
+    if attributes:
+        (basic / "Annotation" / "manual").mkdir(parents=True, exist_ok=True)
     lines, k = [], 0
-    for split, n in (("train", per_class), ("test", 2)):
+    for split, n in (("train", per_class), ("test", test_per_class)):
+        j = 0
         for c, name in enumerate(CLASSES):
             for i in range(n):
                 k += 1
@@ -76,8 +82,41 @@ def make_rafdb_basic(root: Path, per_class: int = 3) -> Path:
                 class_image(c, size=100, seed=i, colour=True).save(basic / "Image" / "aligned" / f"{stem}_aligned.jpg",
                                                                  quality=95)
                 lines.append(f"{stem}.jpg {RAF_NUMBER[name]}")
+                if attributes:
+                    marks = "\n".join(f"{x:.2f}\t{y:.2f}" for x, y in ((35, 40), (65, 40), (50, 58), (38, 75), (62, 75)))
+                    codes = "\n".join(str(v) for v in attributes(split, j))
+                    (basic / "Annotation" / "manual" / f"{stem}_manu_attri.txt").write_text(f"{marks}\n{codes}\n")
+                j += 1
     (basic / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
     return root
+
+
+RAFDB_TEST_PER_CLASS = 4  # 28 test pictures in the RAF-DB fixture whose groups are known
+
+
+def rafdb_codes(split: str, j: int) -> tuple[int, int, int]:
+    """The (gender, race, age) codes of the j-th picture of a split in `make_rafdb_groups`: male for even j and
+    female for odd j, except the last test picture (unsure, a group too small to compare); race j % 3; age
+    20-39 for the first half and 40-69 for the second, except the first picture (70+, alone)."""
+    last = len(CLASSES) * RAFDB_TEST_PER_CLASS - 1
+    gender = 2 if (split, j) == ("test", last) else j % 2
+    age = 4 if j == 0 else (2 if j <= last // 2 else 3)
+    return gender, j % 3, age
+
+
+def rafdb_answers(split: str = "test") -> tuple[list[int], list[int]]:
+    """The true classes of the fixture's test pictures (in the label file's order) and the answers its model is
+    built to give: the true class, except every second female face (j % 4 == 1), put in the next class."""
+    n = len(CLASSES) * RAFDB_TEST_PER_CLASS
+    true = [j // RAFDB_TEST_PER_CLASS for j in range(n)]
+    answers = [(c + 1) % len(CLASSES) if rafdb_codes(split, j)[0] == 1 and j % 4 == 1 else c
+               for j, c in enumerate(true)]
+    return true, answers
+
+
+def make_rafdb_groups(root: Path) -> Path:
+    """The official layout with RAF-DB's manual annotations (rafdb_codes) for every picture."""
+    return make_rafdb_basic(root, per_class=1, test_per_class=RAFDB_TEST_PER_CLASS, attributes=rafdb_codes)
 
 
 def make_rafdb_kaggle(root: Path, per_class: int = 3) -> Path:
@@ -107,6 +146,31 @@ def make_class_folders(root: Path, per_class: int = 4, names=None) -> Path:
         for i in range(per_class):
             class_image(c, size=64, seed=i, colour=True).save(d / f"img_{i}.png")
     return root
+
+
+def solved_model(pictures: list, answers: list[int], folder: Path, size: int = 32):
+    """A random ResNet50 at `size` px whose classifier is solved (least squares on its features) to give each
+    picture (path or array) the class in `answers`, saved as a model folder the app loads."""
+    import torch
+
+    from emotion.images import load_image
+    from emotion.model import Preprocess, create_net
+    from train.export import save_model
+
+    torch.manual_seed(0)
+    net = create_net().eval()
+    prep = Preprocess(size=size)
+    x = prep.to_input([load_image(p).rgb for p in pictures])
+    wanted = torch.tensor(answers)
+    with torch.no_grad():
+        feats = net.forward_head(net.forward_features(x), pre_logits=True).double()
+        a = torch.cat([feats, torch.ones(len(feats), 1, dtype=torch.float64)], 1)
+        t = torch.full((len(feats), len(CLASSES)), -1.0, dtype=torch.float64)
+        t[torch.arange(len(feats)), wanted] = 3.0
+        w = torch.linalg.lstsq(a, t).solution
+        net.fc.weight.copy_(w[:-1].T.float())
+        net.fc.bias.copy_(w[-1].float())
+    return save_model(net, folder, prep, training={})
 
 
 # ---------------------------------------------------------------- awkward pictures

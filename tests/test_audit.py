@@ -10,13 +10,11 @@ import torch
 
 from emotion import regions as R
 from emotion.faithfulness import LEVELS, face_faithfulness, other_class
-from emotion.images import load_image
-from emotion.model import CLASSES, Preprocess, create_net, load_model
+from emotion.model import CLASSES, load_model
 from emotion.pipeline import analyse
 from tests import fixtures as fx
 from train import audit
 from train.data import list_split
-from train.export import save_model
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -111,20 +109,7 @@ def tiny_model(tmp_path_factory, data):
     """A random ResNet50 at 32 px whose classifier is solved (least squares on its features) to give the
     generated pictures their labels, except every third, which it confidently puts in the next class."""
     _, items, _, _ = data
-    torch.manual_seed(0)
-    net = create_net().eval()
-    prep = Preprocess(size=32)
-    x = prep.to_input([load_image(p).rgb for p, _ in items])
-    wanted = torch.tensor(built_answers(items))
-    with torch.no_grad():
-        feats = net.forward_head(net.forward_features(x), pre_logits=True).double()
-        a = torch.cat([feats, torch.ones(len(feats), 1, dtype=torch.float64)], 1)
-        t = torch.full((len(feats), len(CLASSES)), -1.0, dtype=torch.float64)
-        t[torch.arange(len(feats)), wanted] = 3.0
-        w = torch.linalg.lstsq(a, t).solution
-        net.fc.weight.copy_(w[:-1].T.float())
-        net.fc.bias.copy_(w[-1].float())
-    folder = save_model(net, tmp_path_factory.mktemp("tiny") / "model", prep, training={})
+    folder = fx.solved_model([p for p, _ in items], built_answers(items), tmp_path_factory.mktemp("tiny") / "model")
     return load_model(folder, fallback=False)
 
 
@@ -318,3 +303,105 @@ def test_a_class_we_do_not_score_is_named_as_the_model_names_it(tiny_model, data
     named = sorted(m["pred"] for m in s["confident_mistakes"] if m["pred"] == "contempt")
     assert len(named) == sum(a == last for a in answers) > 0
     assert all(m["pred"] != m["true"] for m in s["confident_mistakes"])
+
+
+@pytest.fixture(scope="module")
+def rafdb(tmp_path_factory):
+    """RAF-DB's official layout with its manual annotations, and a model built to answer its test split as
+    fx.rafdb_answers says: every second female face wrong, every other face right."""
+    root = fx.make_rafdb_groups(tmp_path_factory.mktemp("rafdb") / "RAF-DB")
+    items = list_split("rafdb", root, "test")
+    true, answers = fx.rafdb_answers()
+    assert [label for _, label in items] == true  # the label file's order is the order the fixture wrote
+    folder = fx.solved_model([p for p, _ in items], answers, tmp_path_factory.mktemp("rafdb_model") / "model")
+    return root, items, folder
+
+
+def test_fairness_on_rafdb_manual_annotations_without_a_csv(rafdb, tmp_path):
+    """--dataset rafdb: the groups are RAF-DB's own annotations of gender, race and age, and each group's
+    figures are those the fixture was built to give; groups under --min-group-size are shown, not compared."""
+    root, items, folder = rafdb
+    out = tmp_path / "audit"
+    s = audit.main(["--weights", str(folder), "--data", str(root), "--dataset", "rafdb", "--split", "test",
+                    "--faithfulness-limit", "8", "--sanity-limit", "0", "--methods", "grad-cam",
+                    "--faith-layers", "layer3", "--layer", "layer3", "--n-random", "2", "--mistakes", "2",
+                    "--bootstrap", "200", "--min-group-size", "3", "--out", str(out), "--no-progress"])
+    fair = s["fairness"]
+    assert "RAF-DB's manual annotations" in fair["groups_file"] and fair["matched"] == len(items) == 28
+    assert list(fair["attributes"]) == ["gender", "race", "age"]
+    true, answers = fx.rafdb_answers()
+    y, pred = np.array(true), np.array(answers)
+    codes = np.array([fx.rafdb_codes("test", j) for j in range(len(items))])
+    names = {"gender": ("male", "female", "unsure"), "race": ("Caucasian", "African-American", "Asian"),
+             "age": ("0-3", "4-19", "20-39", "40-69", "70+")}
+    assert s["accuracy"] == pytest.approx(np.mean(y == pred)) and s["accuracy"] == pytest.approx(21 / 28)
+    verdict_total = {level: 0.0 for level in LEVELS}
+    for a, (attr, groups) in enumerate(names.items()):
+        got = fair["attributes"][attr]
+        present = sorted((g for k, g in enumerate(groups) if (codes[:, a] == k).any()),
+                         key=lambda g: (not g[0].isdigit(), int(g.split("-")[0].rstrip("+")) if g[0].isdigit() else g))
+        assert list(got["groups"]) == present  # age groups by age ("4-19" before "20-39"), others by name
+        acc = {}
+        for k, g in enumerate(groups):
+            idx = codes[:, a] == k
+            if not idx.any():
+                continue
+            v = got["groups"][g]
+            acc[g] = np.mean(y[idx] == pred[idx])
+            mca = np.mean([np.mean(pred[idx & (y == c)] == c) for c in range(7) if (idx & (y == c)).any()])
+            cm = np.zeros((7, 8), int)
+            np.add.at(cm, (y[idx], pred[idx]), 1)
+            assert v["n"] == idx.sum() and v["accuracy"] == pytest.approx(acc[g]), (attr, g)
+            assert v["mean_class_accuracy"] == pytest.approx(mca) and v["confusion_matrix"] == cm.tolist(), (attr, g)
+            # the verdicts of the group's faces among the 8 judged
+            judged = v["verdicts"]["n"]
+            assert judged <= idx.sum() and (judged == 0 or sum(v["verdicts"][lv] for lv in LEVELS) == pytest.approx(1))
+            for lv in LEVELS if attr == "gender" and judged else ():
+                verdict_total[lv] += v["verdicts"][lv] * judged
+        assert sum(v["verdicts"]["n"] for v in got["groups"].values()) == 8
+        big = [g for g in acc if (codes[:, a] == groups.index(g)).sum() >= 3]
+        assert sorted(got["compared_groups"]) == sorted(big)  # unsure (1 face) and 70+ (1 face) are shown but not compared
+        gap = got["accuracy_gap"]
+        assert gap["gap"] == pytest.approx(max(acc[g] for g in big) - min(acc[g] for g in big))
+        assert gap["ci95"][0] <= gap["ci95"][1] and 0 < gap["p_value"] <= 1
+    gender = fair["attributes"]["gender"]
+    assert gender["groups"]["male"]["accuracy"] == 1.0 and gender["groups"]["female"]["accuracy"] == pytest.approx(6 / 13)
+    assert (gender["accuracy_gap"]["best"], gender["accuracy_gap"]["worst"]) == ("male", "female")
+    assert gender["accuracy_gap"]["gap"] == pytest.approx(7 / 13)
+    own = s["faithfulness_by_layer"]["layer3"]["Grad-CAM"]
+    assert own["n"] == 8 and all(verdict_total[lv] == pytest.approx(own[f"share_{lv}"] * 8) for lv in LEVELS)
+    # where each group's heatmaps lie: the mean of its faces' region shares, recomputed through the pipeline
+    male = [p for j, (p, _) in enumerate(items) if codes[j, 0] == 0]
+    shares = [R.face_region_shares(f) for f in (analyse(p, load_model(folder, fallback=False), whole_image=True,
+                                                        layer="layer3").faces[0] for p in male) if f.heatmap.any()]
+    assert gender["groups"]["male"]["regions"]["mouth"] == pytest.approx(np.mean([sh["mouth"] for sh in shares]))
+    report = (out / "report.html").read_text()
+    assert "RAF-DB&#x27;s manual annotations" in report and "confusion matrix: gender female (n=13)" in report
+    assert (out / "regions_per_group.png").is_file()
+
+
+def test_rafdb_annotations_read_from_the_zip_and_refused_when_wrong(rafdb, tmp_path):
+    """RAF-DB ships the annotations as manual.zip: read from it they are the same; a code that is none of
+    RAF-DB's is refused, naming the file; a data set without them gives no groups and says so."""
+    import zipfile
+
+    from train.data import DatasetError, rafdb_attributes
+
+    root, items, _ = rafdb
+    origin, rows = rafdb_attributes(root)
+    assert origin.endswith("manual") and len(rows) == 2 * (7 + 28)  # both names of every picture
+    assert rows[Path(items[1][0]).name] == {"gender": "female", "race": "African-American", "age": "20-39"}
+    copy = tmp_path / "raf"
+    shutil.copytree(root, copy)
+    manual = copy / "basic" / "Annotation" / "manual"
+    with zipfile.ZipFile(manual.parent / "manual.zip", "w") as z:
+        for f in manual.iterdir():
+            z.write(f, f"manual/{f.name}")
+    shutil.rmtree(manual)
+    assert rafdb_attributes(copy)[1] == rows
+    (manual.parent / "manual.zip").unlink()
+    assert audit.rafdb_groups(copy) is None  # no annotations: a note, no fairness figures
+    manual.mkdir()
+    (manual / "test_00008_manu_attri.txt").write_text("1 2\n3 4\n5 6\n7 8\n9 10\n1\n5\n2\n")
+    with pytest.raises(DatasetError, match="test_00008_manu_attri.txt: race code 5"):
+        rafdb_attributes(copy)

@@ -24,9 +24,14 @@ pictures are the PNGs beside it) and OUT/summary.json:
   layers (fc, then fc and layer4), compared with the trained model's by Spearman rank correlation on a
   subset (--sanity-limit). A map that still looks the same explains the picture, not the model;
 - fairness, with --groups CSV (column `image`: a file name, a path relative to --data or an absolute
-  path; then one column per attribute, e.g. gender, race, age): accuracy, mean-class accuracy and region
-  shares per group, and for each attribute the largest gap between groups with a bootstrap 95 %
-  interval and a permutation p-value.
+  path; then one column per attribute, e.g. gender, race, age), or for --dataset rafdb without one, RAF-DB's
+  own manual annotations of gender, race and age (train/data.py): accuracy, mean-class accuracy,
+  confusion matrix, region shares and the faithfulness verdicts' shares per group, and for each attribute
+  the largest gap between groups with a bootstrap 95 % interval and a permutation p-value.
+
+`torchrun --nproc_per_node N -m train.audit ...` splits the work over N processes (the pictures, the
+faithfulness subset, the sanity subset), and rank 0 gathers it and writes the same summary as one
+process would (`world_size` in summary.json; only timings differ).
 
 The report holds pictures of the data set's faces: keep OUT outside version control (audit/ is ignored).
 """
@@ -38,6 +43,7 @@ import csv
 import html
 import json
 import random
+import re
 import time
 from pathlib import Path
 
@@ -70,7 +76,8 @@ from emotion.regions import (
     face_region_areas,
     face_region_shares,
 )
-from train.data import list_split
+from train import distributed
+from train.data import DatasetError, list_split, rafdb_attributes
 from train.evaluate import DEFAULT_SPLIT, plot_confusion
 from train.metrics import class_indices, scores
 
@@ -86,7 +93,8 @@ def parse_args(argv=None):
     p.add_argument("--labels", default=None, help="ferplus: per-file FER+ vote table for the folder layout "
                    "(without it, fer2013new.csv beside fer2013.csv)")
     p.add_argument("--split", default=None, help="fer2013: train, public_test, private_test; rafdb: train, test")
-    p.add_argument("--groups", default=None, help="CSV: image, then one column per attribute (fairness)")
+    p.add_argument("--groups", default=None, help="CSV: image, then one column per attribute (fairness); "
+                   "for --dataset rafdb, RAF-DB's manual annotations are used without one")
     p.add_argument("--detect-faces", action="store_true", help="find the face first (uncropped photos)")
     p.add_argument("--method", default=DEFAULT_METHOD, help="CAM method of the main heatmaps")
     p.add_argument("--layer", default=DEFAULT_LAYER, help="layer4, layer3 or layer2")
@@ -354,8 +362,23 @@ def faithfulness_tables(model: EmotionModel, sources: list, methods: list[str], 
     for the face's predicted class, judged as the app judges it. Beside each real map two maps without this
     face's evidence are judged the same way, to measure how often such a map passes as "good": the same
     method's map of the previous face ("shuffled") and the inverted map (1 - map)."""
+    return _faithfulness_by_layer(faithfulness_rows(model, sources, methods, layers, whole, n_random, progress))
+
+
+def faithfulness_rows(model: EmotionModel, sources: list, methods: list[str], layers: list[str], whole: bool,
+                      n_random: int = N_RANDOM, progress: bool = False,
+                      before=None) -> dict[tuple[str, str], list[dict]]:
+    """{(layer, method): [faithfulness_many result per source]}: the measurements of faithfulness_tables.
+    `before`: the picture before the first source (when `sources` are one process's block of a longer
+    list), whose maps are the first face's "shuffled" control, as they would be in the whole list."""
     rows: dict[tuple[str, str], list[dict]] = {(lay, m): [] for lay in layers for m in methods}
     previous: dict[tuple[str, str], np.ndarray] = {}
+    if before is not None and sources:
+        f = analyse(before, model, with_heatmaps=False, whole_image=whole).faces[0]
+        x = model.prep.to_input([f.crop])
+        for lay in layers:
+            for m in methods:
+                previous[lay, m] = explain(model, x, [model.labels.index(f.label)], m, lay)[1][0]
     for source in tqdm(sources, desc="faithfulness", disable=not progress):
         f = analyse(source, model, with_heatmaps=False, whole_image=whole).faces[0]
         x = model.prep.to_input([f.crop])
@@ -374,6 +397,10 @@ def faithfulness_tables(model: EmotionModel, sources: list, methods: list[str], 
                 res = faithfulness_many(model, x, maps, pred, prior=prior, other=other_map, n_random=n_random,
                                         layer=lay, class_agnostic=agnostic)
                 rows[lay, m].append(res)
+    return rows
+
+
+def _faithfulness_by_layer(rows: dict[tuple[str, str], list[dict]]) -> dict[str, dict[str, dict]]:
     out: dict[str, dict[str, dict]] = {}
     for (lay, m), rs in rows.items():
         if rs:
@@ -467,17 +494,48 @@ def _pct(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.1%}"
 
 
+def _look(model: EmotionModel, source, label: int, method: str, layer: str, whole: bool, to_ours: list[int]) -> dict:
+    """One picture through the pipeline, as the audit keeps it: why there is no answer ("unreadable",
+    "no_face") or the answer (our class index and the model's own name), its probabilities, the map's region
+    shares, the regions' areas, and the face in grey at the model's side with its heatmap."""
+    try:
+        a = analyse(source, model, method=method, layer=layer, whole_image=whole)
+    except ImageError:
+        return {"why": "unreadable"}
+    if not a.faces:
+        return {"why": "no_face"}
+    f = a.faces[0]
+    s = face_region_shares(f, a.scale)
+    size = model.prep.size
+    grey = cv2.cvtColor(f.crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    grey = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA if grey.shape[0] > size else cv2.INTER_CUBIC)
+    return {"why": None, "pred": to_ours[model.labels.index(f.label)], "name": f.label,
+            "conf": f.probabilities[f.label], "p_true": f.probabilities.get(CLASSES[label], 0.0),
+            "share": s if sum(s.values()) > 0 else None, "area": face_region_areas(f, a.scale),
+            "grey": grey, "heatmap": f.heatmap}
+
+
+def _group_order(name: str):
+    """Groups in natural order: "4-19" before "20-39", "male" before "unsure"."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name) if t]
+
+
 def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | Path, *, data_root: str | Path = ".",
               dataset: str = "folder", split: str | None = None, detect_faces: bool = False,
               method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER, methods=tuple(METHODS),
               faithfulness_limit: int = 200, sanity_limit: int = 100, n_random: int = N_RANDOM,
               faith_layers: list[str] | None = None,
-              n_mistakes: int = 12, groups: str | Path | None = None, bootstrap: int = 1000,
+              n_mistakes: int = 12, groups: str | Path | tuple | None = None, bootstrap: int = 1000,
               min_group_size: int = 10, seed: int = 0, progress: bool = True,
-              sanity_stages=SANITY_STAGES) -> dict:
-    """Run every part of the audit on `items` ([(path or array, class index)]); write the report; return the summary."""
+              sanity_stages=SANITY_STAGES, world: distributed.World = distributed.World()) -> dict | None:
+    """Run every part of the audit on `items` ([(path or array, class index)]); write the report; return the summary.
+
+    `groups`: a groups CSV (read_groups), or (where they come from, attributes, {image key: {attribute:
+    group}}) as `rafdb_groups` gives. With several processes (`world`), each does its share of every part
+    and rank 0 gathers the results, writes the report and returns the summary (the others return None)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
     layer = resolve_layer(layer)
     labels = list(CLASSES)  # true and predicted classes are compared by name, in our order
     to_ours = class_indices(model.labels)  # the model may list its classes in another order
@@ -491,47 +549,53 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
 
     # ------------------------------------------------ 1. every image through the pipeline
     t0 = time.perf_counter()
+    mine = world.share(len(items))  # this process's block (all the images for one process)
+    looks = {i: _look(model, items[i][0], items[i][1], method, layer, whole, to_ours)
+             for i in tqdm(mine, desc="classify + explain", disable=not progress or not world.main)}
+    # the pictures (grey face, heatmap) go to rank 0 only, which draws the figures; the rest to every process
+    pictures = {i: (look.pop("grey"), look.pop("heatmap")) for i, look in looks.items() if look["why"] is None}
+    looks = {i: look for part in world.all_gather(looks) for i, look in part.items()}
+    if world.size > 1:
+        gathered = world.gather(pictures)
+        pictures = {i: p for part in gathered for i, p in part.items()} if world.main else pictures
     y_true, y_pred, conf, p_true, shares, areas = [], [], [], [], [], []
     face_sum = {k: np.zeros((2, n_classes, size, size)) for k in ("face", "map")}
     counts = np.zeros((2, n_classes), int)
     mistakes_pool: list[tuple[float, int]] = []
     no_face = unreadable = 0
     kept_maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # for the subsets below: (crop, heatmap)
-    for i, (source, label) in enumerate(tqdm(items, desc="classify + explain", disable=not progress)):
+    for i, (source, label) in enumerate(items):
         y_true.append(label)
-        try:
-            a = analyse(source, model, method=method, layer=layer, whole_image=whole)
-            no_face += not a.faces
-        except ImageError:
-            unreadable += 1
-            a = None
-        if a is None or not a.faces:
+        look = looks[i]
+        if look["why"] is not None:
+            no_face += look["why"] == "no_face"
+            unreadable += look["why"] == "unreadable"
             y_pred.append(-1)
             conf.append(0.0)
             p_true.append(0.0)
             shares.append(None)
             continue
-        f = a.faces[0]
-        pred = to_ours[model.labels.index(f.label)]
+        pred = look["pred"]
         y_pred.append(pred)
-        conf.append(f.probabilities[f.label])
-        p_true.append(f.probabilities.get(labels[label], 0.0))
-        s = face_region_shares(f, a.scale)
-        shares.append(s if sum(s.values()) > 0 else None)
-        areas.append(face_region_areas(f, a.scale))
-        grey = cv2.cvtColor(f.crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
-        grey = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA if grey.shape[0] > size else cv2.INTER_CUBIC)
+        conf.append(look["conf"])
+        p_true.append(look["p_true"])
+        shares.append(look["share"])
+        areas.append(look["area"])
+        if pred != label:
+            mistakes_pool.append((conf[-1], i, look["name"]))  # the model's own name: it may be none of ours
+        if i not in pictures:  # another process's picture: rank 0 holds them all
+            continue
+        grey, heatmap = pictures[i]
         for row, c in ((0, label), (1, pred)) if pred >= 0 else ((0, label),):
             face_sum["face"][row, c] += grey
-            face_sum["map"][row, c] += f.heatmap
+            face_sum["map"][row, c] += heatmap
             counts[row, c] += 1
-        if pred != label:
-            mistakes_pool.append((conf[-1], i, f.label))  # the model's own name: it may be none of ours
-        kept_maps[i] = (np.uint8(np.clip(grey, 0, 255)), f.heatmap)
+        kept_maps[i] = (np.uint8(np.clip(grey, 0, 255)), heatmap)
     timings["classify_explain_s"] = time.perf_counter() - t0
     n_images = len(items)
     per_image_ms = timings["classify_explain_s"] / max(1, n_images) * 1000
-    print(f"classify + explain: {n_images} images in {timings['classify_explain_s']:.1f} s ({per_image_ms:.0f} ms each)")
+    if world.main:
+        print(f"classify + explain: {n_images} images in {timings['classify_explain_s']:.1f} s ({per_image_ms:.0f} ms each)")
 
     y_true_a, y_pred_a = np.array(y_true), np.array(y_pred)
     summary = scores(y_true_a, y_pred_a, labels)
@@ -539,12 +603,13 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
                     "unreadable": unreadable, "weights": model.source, "method": method, "layer": layer.split()[0]})
     with_face = [i for i in range(n_images) if y_pred[i] >= 0]
 
-    plot_confusion(np.array(summary["confusion_matrix"]), labels, out / "confusion_matrix.png",
-                   f"accuracy {summary['accuracy']:.1%}, mean-class {summary['mean_class_accuracy']:.1%}")
-    plot_class_maps(face_sum["face"][0], face_sum["map"][0], counts[0], labels, out / "maps_true_class.png",
-                    f"{method} for the predicted class, averaged per TRUE class, over that class's average face")
-    plot_class_maps(face_sum["face"][1], face_sum["map"][1], counts[1], labels, out / "maps_predicted_class.png",
-                    f"{method} for the predicted class, averaged per PREDICTED class")
+    if world.main:
+        plot_confusion(np.array(summary["confusion_matrix"]), labels, out / "confusion_matrix.png",
+                       f"accuracy {summary['accuracy']:.1%}, mean-class {summary['mean_class_accuracy']:.1%}")
+        plot_class_maps(face_sum["face"][0], face_sum["map"][0], counts[0], labels, out / "maps_true_class.png",
+                        f"{method} for the predicted class, averaged per TRUE class, over that class's average face")
+        plot_class_maps(face_sum["face"][1], face_sum["map"][1], counts[1], labels, out / "maps_predicted_class.png",
+                        f"{method} for the predicted class, averaged per PREDICTED class")
 
     # ------------------------------------------------ 2. regions
     region_all = _mean_shares(shares)
@@ -553,7 +618,7 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
     region_pred = {labels[c]: _mean_shares([shares[i] for i in range(n_images) if y_pred[i] == c]) for c in range(n_classes)}
     region_true = {k: v for k, v in region_true.items() if v}
     region_pred = {k: v for k, v in region_pred.items() if v}
-    if region_all:
+    if region_all and world.main:
         plot_region_bars([("per true class", {**region_true, "ALL": region_all, "(flat map)": region_area}),
                           ("per predicted class", region_pred)], out / "regions_per_class.png")
         mean_face = face_sum["face"][0].sum(0) / max(1, counts[0].sum())
@@ -566,7 +631,7 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
     # ------------------------------------------------ 3. confident mistakes
     t0 = time.perf_counter()
     mistakes = []
-    for confidence, i, pred_name in sorted(mistakes_pool, reverse=True)[:n_mistakes]:
+    for confidence, i, pred_name in sorted(mistakes_pool, reverse=True)[:n_mistakes] if world.main else ():
         true_name = labels[y_true[i]]
         map_true = None  # a model may lack one of our classes: then there is no map for it
         if true_name in model.labels:
@@ -587,14 +652,23 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
     methods = [_method_name(m) for m in methods]
     faith_layers = [resolve_layer(name) for name in (faith_layers or [layer])]
     faith_idx = sorted(rng.sample(with_face, min(faithfulness_limit, len(with_face))))
-    by_layer = faithfulness_tables(model, [items[i][0] for i in faith_idx], methods, faith_layers, whole, n_random,
-                                   progress)
+    part = world.share(len(faith_idx))  # this process's block of the subset, and the face just before it
+    rows = faithfulness_rows(model, [items[i][0] for i in faith_idx[part.start:part.stop]], methods, faith_layers,
+                             whole, n_random, progress and world.main,
+                             before=items[faith_idx[part.start - 1]][0] if part.start > 0 else None)
+    if world.size > 1:
+        parts = world.gather(rows)
+        rows = {key: [r for p in parts for r in p[key]] for key in rows} if world.main else rows
+    by_layer = _faithfulness_by_layer(rows)
+    own_rows = rows.get((layer, method), [])  # each face's verdict for the heatmaps shown, for the groups
+    verdicts = {i: r["map"]["level"] for i, r in zip(faith_idx, own_rows)} if len(own_rows) == len(faith_idx) else {}
     main = by_layer.get(layer.split()[0]) or (next(iter(by_layer.values())) if by_layer else {})
     faith_table = dict(main)
     if faith_table:
         first = faith_table[methods[0]]
         faith_table["random"] = {"mean_score": first["controls"]["random"], "n": first["n"]}
-        plot_faithfulness(by_layer, out / "faithfulness.png")
+        if world.main:
+            plot_faithfulness(by_layer, out / "faithfulness.png")
     summary["faithfulness"] = {m: v["mean_score"] for m, v in faith_table.items()}
     summary["faithfulness_detail"] = faith_table
     summary["faithfulness_by_layer"] = by_layer
@@ -603,7 +677,7 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
     summary["false_good_rate"] = own.get("false_good_rate")
     summary["recommended"] = recommend(by_layer)
     timings["faithfulness_s"] = time.perf_counter() - t0
-    if faith_idx:
+    if faith_idx and world.main:
         print(f"faithfulness: {len(faith_idx)} images x {len(methods)} methods x {len(faith_layers)} layers in "
               f"{timings['faithfulness_s']:.1f} s")
 
@@ -611,22 +685,28 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
     t0 = time.perf_counter()
     sanity_idx = sorted(rng.sample(with_face, min(sanity_limit, len(with_face))))
     stage_names = ["+".join(s) if s else "nothing" for s in sanity_stages]
-    stage_rhos: dict[str, list[float]] = {s: [] for s in stage_names}
-    examples = {i: {"crop": _grey_rgb(kept_maps[i][0]), "trained": kept_maps[i][1], "maps": [], "rhos": []}
-                for i in sanity_idx[:4]}
+    shown = sanity_idx[:4]  # the examples drawn
+    # each process re-explains the subset's faces of its own block, whose trained maps it holds
+    found = {i: {"rhos": [], "maps": []} for i in sanity_idx if i in mine}
     for stage, name in zip(sanity_stages, stage_names):
         if not sanity_idx:
             break
         rmodel = randomised_copy(model, stage, seed)
-        for i in tqdm(sanity_idx, desc=f"sanity: randomised {name}", disable=not progress):
+        for i in tqdm(list(found), desc=f"sanity: randomised {name}", disable=not progress or not world.main):
             a = analyse(items[i][0], rmodel, method=method, layer=layer, whole_image=whole,
                         explain_class=labels[y_pred[i]])
             rmap = a.faces[0].heatmap
-            rho = rank_correlation(kept_maps[i][1], rmap)
-            stage_rhos[name].append(rho)
-            if i in examples:
-                examples[i]["maps"].append(rmap)
-                examples[i]["rhos"].append(rho)
+            found[i]["rhos"].append(rank_correlation(kept_maps[i][1], rmap))
+            if i in shown:
+                found[i]["maps"].append(rmap)
+    if world.size > 1:
+        parts = world.gather(found)
+        if not world.main:
+            return None  # rank 0 has what it needs to finish the audit alone
+        found = {i: f for p in parts for i, f in p.items()}
+    stage_rhos = {name: [found[i]["rhos"][k] for i in sanity_idx] for k, name in enumerate(stage_names)}
+    examples = {i: {"crop": _grey_rgb(kept_maps[i][0]), "trained": kept_maps[i][1], "maps": found[i]["maps"],
+                    "rhos": found[i]["rhos"]} for i in shown}
     sanity = {}
     for name, rhos in stage_rhos.items() if sanity_idx else ():
         r = np.array(rhos, float)
@@ -646,21 +726,25 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
     t0 = time.perf_counter()
     fairness = None
     if groups:
-        attributes, rows = read_groups(groups)
+        origin, attributes, rows = (str(groups), *read_groups(groups)) if isinstance(groups, (str, Path)) else groups
         matched = match_groups(sources, rows, data_root)
-        fairness = {"groups_file": str(groups), "matched": int(sum(r is not None for r in matched)),
+        fairness = {"groups_file": origin, "matched": int(sum(r is not None for r in matched)),
                     "unmatched": int(sum(r is None for r in matched)), "attributes": {}}
         for attr in attributes:
             g = np.array([(r or {}).get(attr, "") for r in matched], dtype=object)
             has = g != ""
             per_group = {}
-            for name in sorted(set(g[has].tolist())):
+            for name in sorted(set(g[has].tolist()), key=_group_order):
                 idx = np.flatnonzero(g == name)
                 s = scores(y_true_a[idx], y_pred_a[idx], labels)
+                judged = [verdicts[i] for i in idx if i in verdicts]
                 per_group[name] = {"n": s["n"], "accuracy": s["accuracy"],
                                    "mean_class_accuracy": s["mean_class_accuracy"],
                                    "per_class_accuracy": s["per_class_accuracy"],
-                                   "regions": _mean_shares([shares[i] for i in idx])}
+                                   "confusion_matrix": s["confusion_matrix"],
+                                   "regions": _mean_shares([shares[i] for i in idx]),
+                                   "verdicts": {"n": len(judged), **{level: (judged.count(level) / len(judged)
+                                                                           if judged else None) for level in LEVELS}}}
             gap = group_gap(y_true_a[has], y_pred_a[has], g[has].astype(str), n_classes, bootstrap, min_group_size,
                             seed)
             fairness["attributes"][attr] = {"groups": per_group, **gap}
@@ -672,6 +756,7 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
     summary["fairness"] = fairness
     timings["fairness_s"] = time.perf_counter() - t0
 
+    summary["world_size"] = world.size
     summary["settings"] = {"faithfulness_images": len(faith_idx), "sanity_images": len(sanity_idx),
                            "n_random": n_random, "methods": methods, "faithfulness_layers": list(by_layer), "seed": seed,
                            "sanity_stages": stage_names, "min_group_size": min_group_size, "bootstrap": bootstrap}
@@ -812,7 +897,8 @@ counted apart).</p>""")
     if not fair:
         parts.append("""<p><b>No groups file was given, so nothing is known about how the model does for different
 groups of people.</b> Pass <code>--groups groups.csv</code> (a column <code>image</code>, then one column per
-attribute such as gender, race or age) to measure it. FER2013 ships no such labels.</p>""")
+attribute such as gender, race or age) to measure it. FER2013 ships no such labels; RAF-DB does (its manual
+annotations, read with <code>--dataset rafdb</code>).</p>""")
     else:
         parts.append(f"""<p class="note">Groups from {html.escape(fair['groups_file'])}: {fair['matched']} images
 matched, {fair['unmatched']} not (left out). The gap is the largest difference between two groups of an attribute
@@ -821,12 +907,24 @@ interval of that gap (resampling images within each group); p is the share of ra
 group labels giving a gap at least as large (small p: the gap is unlikely to be chance alone). The largest of
 several noisy gaps is above 0 even when the groups do not differ, so its interval rarely reaches 0: judge whether a
 gap is real by p, and its likely size by the interval.</p>""")
+        verdict_note = (f"Verdicts: the faithfulness verdicts of {html.escape(s['method'])} at {html.escape(s['layer'])} "
+                        "(shares of the group's faces in the faithfulness subset, judged n).")
         for attr, a in fair["attributes"].items():
             parts.append(f"<h3>{html.escape(attr)}</h3>")
-            parts.append(_table(["group", "n", "accuracy", "mean-class accuracy"] + [REGION_LABELS[k] for k in REGIONS],
+            parts.append(_table(["group", "n", "accuracy", "mean-class accuracy"] + [REGION_LABELS[k] for k in REGIONS]
+                                + ["judged n"] + list(LEVELS),
                                 [[g, v["n"], _pct(v["accuracy"]), _pct(v["mean_class_accuracy"])]
                                  + [_pct(v["regions"][k]) if v["regions"] else "n/a" for k in REGIONS]
+                                 + [v["verdicts"]["n"]] + [_pct(v["verdicts"][k]) for k in LEVELS]
                                  for g, v in a["groups"].items()]))
+            parts.append(f'<p class="note">{verdict_note}</p>')
+            for g, v in a["groups"].items():
+                columns = s.get("confusion_columns") or list(s["per_class_accuracy"]) + ["no answer"]
+                parts.append(f"<details><summary>confusion matrix: {html.escape(attr)} {html.escape(g)} "
+                             f"(n={v['n']})</summary>"
+                             + _table(["true \\ predicted"] + columns,
+                                      [[c] + row for c, row in zip(s["per_class_accuracy"], v["confusion_matrix"])])
+                             + "</details>")
             if "accuracy_gap" in a:
                 rows = []
                 for key, name in (("accuracy_gap", "accuracy"), ("mean_class_accuracy_gap", "mean-class accuracy")):
@@ -839,30 +937,48 @@ gap is real by p, and its likely size by the interval.</p>""")
         parts.append(_img(out, "regions_per_group.png", "region shares per group"))
 
     t = s["timings_s"]
-    parts.append(f"<h2>Run</h2><p class=\"note\">Timings (s): {html.escape(json.dumps(t))}. Settings: "
+    parts.append(f"<h2>Run</h2><p class=\"note\">Processes: {s.get('world_size', 1)}. Timings (s): {html.escape(json.dumps(t))}. Settings: "
                  f"{html.escape(json.dumps(s['settings']))}.</p></body></html>")
     path = out / "report.html"
     path.write_text("\n".join(parts))
     return path
 
 
-def main(argv=None) -> dict:
+def rafdb_groups(root: str | Path) -> tuple[str, list[str], dict[str, dict[str, str]]] | None:
+    """RAF-DB's manual annotations as groups for run_audit (train/data.py reads them), None (with a note)
+    when the data set has none (e.g. the Kaggle layout)."""
+    try:
+        origin, rows = rafdb_attributes(root)
+    except DatasetError as e:
+        print(f"fairness: {e}")
+        return None
+    return f"RAF-DB's manual annotations ({origin})", ["gender", "race", "age"], rows
+
+
+def main(argv=None) -> dict | None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    world = distributed.start()
     t0 = time.time()
     model = load_model(args.weights, fallback=False)
     split = args.split or DEFAULT_SPLIT[args.dataset]
     items = list_split(args.dataset, args.data, split, args.labels)
     if args.limit and args.limit < len(items):
         items = random.Random(args.seed).sample(items, args.limit)
+    groups = args.groups
+    if groups is None and args.dataset == "rafdb":
+        groups = rafdb_groups(args.data) if world.main else None  # only rank 0 measures fairness
     summary = run_audit(model, items, args.out, data_root=args.data, dataset=args.dataset, split=split,
                         detect_faces=args.detect_faces, method=_method_name(args.method), layer=args.layer,
                         methods=args.methods, faithfulness_limit=args.faithfulness_limit,
                         sanity_limit=args.sanity_limit, n_random=args.n_random, faith_layers=args.faith_layers,
                         n_mistakes=args.mistakes,
-                        groups=args.groups, bootstrap=args.bootstrap, min_group_size=args.min_group_size,
-                        seed=args.seed, progress=not args.no_progress)
+                        groups=groups, bootstrap=args.bootstrap, min_group_size=args.min_group_size,
+                        seed=args.seed, progress=not args.no_progress, world=world)
+    distributed.stop()
+    if summary is None:  # this process's share is done; rank 0 writes the report
+        return None
     f = summary["faithfulness"]
     print(f"accuracy {summary['accuracy']:.1%}, mean-class {summary['mean_class_accuracy']:.1%} (n={summary['n']})")
     for lay, table in summary["faithfulness_by_layer"].items():

@@ -24,17 +24,25 @@ def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
-def jpeg(x: torch.Tensor, p: float, quality: tuple = (30, 90)) -> torch.Tensor:
-    """Re-encode a share `p` of a uint8 batch as JPEG at a random quality (webcam and web photos are JPEG)."""
+def jpeg(x: torch.Tensor, p: float, quality: tuple = (30, 90), generator: torch.Generator | None = None,
+         keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Re-encode a share `p` of a uint8 batch as JPEG at a random quality (webcam and web photos are JPEG).
+
+    `generator` (a CPU one) draws which images and at what quality. With `keep` (row indices), the draws are
+    made for the whole batch but only those rows are re-encoded: a process that trains on its share of a
+    batch re-encodes its images exactly as a single process would (the other rows come back as they were)."""
     if p <= 0:
         return x
-    pick = (torch.rand(len(x)) < p).nonzero().flatten().tolist()
+    pick = (torch.rand(len(x), generator=generator) < p).nonzero().flatten().tolist()
+    qualities = [int(torch.randint(quality[0], quality[1] + 1, (), generator=generator).item()) for _ in pick]
+    if keep is not None:
+        wanted = set(keep.tolist())
+        pick, qualities = [i for i in pick if i in wanted], [q for i, q in zip(pick, qualities) if i in wanted]
     if not pick:
         return x
     x = x.clone()
     some = x[pick].permute(0, 2, 3, 1).cpu().numpy()  # one transfer for the whole share, not one per image
-    for j in range(len(some)):
-        q = int(torch.randint(quality[0], quality[1] + 1, ()).item())
+    for j, q in enumerate(qualities):
         ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(some[j]), [cv2.IMWRITE_JPEG_QUALITY, q])
         dec = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
         some[j] = dec[..., None] if dec.ndim == 2 else dec
@@ -55,57 +63,76 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, mean, std, rotate: float = 15.0, scale: tuple = (0.85, 1.15),
-            shift: float = 0.1, jitter: float = 0.3, erase_p: float = 0.5, quality_p: float = 0.3) -> torch.Tensor:
-    n, dev = x.shape[0], x.device
+            shift: float = 0.1, jitter: float = 0.3, erase_p: float = 0.5, quality_p: float = 0.3,
+            generator: torch.Generator | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """The augmented, normalised batch; `generator` (on x's device) draws every random choice.
+
+    With `keep` (row indices), every draw is made for the whole batch and only those rows are augmented and
+    returned: a process that trains on its share of a batch sees the pictures a single process would."""
+    dev = x.device
+    n = x.shape[0]
+    if keep is not None:
+        x = x[keep]
+    rows = len(x)
+
+    def rand(*shape):  # uniform draws for the whole batch, the kept rows returned
+        r = torch.rand(n, *shape, device=dev, generator=generator)
+        return r if keep is None else r[keep]
+
+    def uniform(lo, hi):
+        return lo + (hi - lo) * rand()
+
     x = x.float().div_(255)
     # geometry: one affine per image (output -> input sampling grid), with a horizontal flip half the time
-    angle = (torch.rand(n, device=dev) * 2 - 1) * math.radians(rotate)
-    s = torch.empty(n, device=dev).uniform_(*scale)
-    flip = torch.where(torch.rand(n, device=dev) < 0.5, -1.0, 1.0)
+    angle = (rand() * 2 - 1) * math.radians(rotate)
+    s = uniform(*scale)
+    flip = torch.where(rand() < 0.5, -1.0, 1.0)
     cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
     theta = torch.stack([
-        torch.stack([cos * flip, -sin, (torch.rand(n, device=dev) * 2 - 1) * shift * 2], 1),
-        torch.stack([sin * flip, cos, (torch.rand(n, device=dev) * 2 - 1) * shift * 2], 1),
+        torch.stack([cos * flip, -sin, (rand() * 2 - 1) * shift * 2], 1),
+        torch.stack([sin * flip, cos, (rand() * 2 - 1) * shift * 2], 1),
     ], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     # photometric: contrast around the image mean, then brightness
-    c = 1 + (torch.rand(n, 1, 1, 1, device=dev) * 2 - 1) * jitter
-    b = (torch.rand(n, 1, 1, 1, device=dev) * 2 - 1) * jitter * 0.5
+    c = 1 + (rand(1, 1, 1) * 2 - 1) * jitter
+    b = (rand(1, 1, 1) * 2 - 1) * jitter * 0.5
     m = x.mean(dim=(1, 2, 3), keepdim=True)
     x = ((x - m) * c + m + b).clamp_(0, 1)
-    gamma = torch.exp((torch.rand(n, 1, 1, 1, device=dev) * 2 - 1) * 0.4)  # 0.67 .. 1.49
+    gamma = torch.exp((rand(1, 1, 1) * 2 - 1) * 0.4)  # 0.67 .. 1.49
     x = x.clamp_min(1e-4).pow(gamma)
     # image quality, each on a share of the batch: blur, lower resolution, sensor noise
     h, w = x.shape[-2:]
-    pick = torch.rand(n, device=dev) < quality_p
+    pick = rand() < quality_p
+    sigma = uniform(0.4, 1.2)
     if pick.any():
-        sigma = torch.empty(n, device=dev).uniform_(0.4, 1.2)
-        x = torch.where(pick.view(n, 1, 1, 1), _blur(x, sigma), x)
-    pick = torch.rand(n, device=dev) < quality_p
+        x = torch.where(pick.view(rows, 1, 1, 1), _blur(x, sigma), x)
+    pick = rand() < quality_p
+    low = int(torch.randint(max(8, h // 3), h, (), device=dev, generator=generator).item())
     if pick.any():
-        low = int(torch.randint(max(8, h // 3), h, ()).item())
         small = F.interpolate(x, size=(low, low), mode="area")
-        x = torch.where(pick.view(n, 1, 1, 1), F.interpolate(small, size=(h, w), mode="bilinear",
-                                                             align_corners=False), x)
-    pick = (torch.rand(n, 1, 1, 1, device=dev) < quality_p).float()
-    x = (x + pick * torch.randn_like(x) * torch.empty(n, 1, 1, 1, device=dev).uniform_(0.0, 0.04)).clamp_(0, 1)
+        x = torch.where(pick.view(rows, 1, 1, 1), F.interpolate(small, size=(h, w), mode="bilinear",
+                                                                align_corners=False), x)
+    pick = (rand(1, 1, 1) < quality_p).float()
+    noise = torch.randn(n, *x.shape[1:], device=dev, generator=generator)
+    noise = noise if keep is None else noise[keep]
+    x = (x + pick * noise * uniform(0.0, 0.04).view(rows, 1, 1, 1)).clamp_(0, 1)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     mean = torch.as_tensor(mean, device=dev).view(1, 3, 1, 1)
     std = torch.as_tensor(std, device=dev).view(1, 3, 1, 1)
     x = (x - mean) / std
     # random erasing: one rectangle (2-25% of the area) set to 0 (the mean) in a share of the images
-    area = torch.empty(n, device=dev).uniform_(0.02, 0.25) * h * w
-    aspect = torch.exp(torch.empty(n, device=dev).uniform_(math.log(0.3), math.log(3.3)))
+    area = uniform(0.02, 0.25) * h * w
+    aspect = torch.exp(uniform(math.log(0.3), math.log(3.3)))
     eh = (area * aspect).sqrt().clamp(1, h)
     ew = (area / aspect).sqrt().clamp(1, w)
-    y0 = torch.rand(n, device=dev) * (h - eh)
-    x0 = torch.rand(n, device=dev) * (w - ew)
+    y0 = rand() * (h - eh)
+    x0 = rand() * (w - ew)
     ys = torch.arange(h, device=dev).view(1, h, 1)
     xs = torch.arange(w, device=dev).view(1, 1, w)
-    box = ((ys >= y0.view(n, 1, 1)) & (ys < (y0 + eh).view(n, 1, 1)) &
-           (xs >= x0.view(n, 1, 1)) & (xs < (x0 + ew).view(n, 1, 1)))
-    box &= (torch.rand(n, device=dev) < erase_p).view(n, 1, 1)
+    box = ((ys >= y0.view(rows, 1, 1)) & (ys < (y0 + eh).view(rows, 1, 1)) &
+           (xs >= x0.view(rows, 1, 1)) & (xs < (x0 + ew).view(rows, 1, 1)))
+    box &= (rand() < erase_p).view(rows, 1, 1)
     x = x.masked_fill(box.unsqueeze(1), 0.0)
     return x.contiguous(memory_format=torch.channels_last)

@@ -6,6 +6,8 @@ Supported layouts (`--dataset`):
 - `rafdb`: the official `basic/` layout (`EmoLabel/list_patition_label.txt`, `Image/aligned/*_aligned.jpg`
   or `Image/original/*.jpg`) or the Kaggle `DATASET/{train,test}/1..7/` layout with `{train,test}_labels.csv`.
   Splits: train, test.
+  RAF-DB's manual annotations (`basic/Annotation/manual/<image>_manu_attri.txt`, or the `manual.zip` it
+  ships) give each face's gender, race and age group (`rafdb_attributes`), the audit's fairness groups.
 - `ferplus`: FER2013's images with Microsoft's FER+ votes (ten taggers per face) instead of its own labels:
   either the published `fer2013new.csv` beside `fer2013.csv` (row-aligned), or the folder layout above with a
   per-file table (`--labels`, columns `file` relative to the root, `usage`, and the ten vote columns).
@@ -31,6 +33,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 # FER2013's integer labels (fer2013.csv) and RAF-DB's 1..7, as names in our vocabulary.
 FER_CSV_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 RAFDB_LABELS = {1: "surprise", 2: "fear", 3: "disgust", 4: "happy", 5: "sad", 6: "angry", 7: "neutral"}
+# RAF-DB's manual annotations: the codes on lines 6, 7 and 8 of each <image>_manu_attri.txt
+RAFDB_ATTRIBUTES = {"gender": ("male", "female", "unsure"), "race": ("Caucasian", "African-American", "Asian"),
+                    "age": ("0-3", "4-19", "20-39", "40-69", "70+")}
+RAFDB_ANNOTATION = "_manu_attri.txt"
 FER_SPLITS = {"train": "Training", "public_test": "PublicTest", "private_test": "PrivateTest"}
 # FER+'s ten vote columns: our seven classes first (by name), then the three we do not model.
 FERPLUS_EXTRA = ("contempt", "unknown", "not_face")
@@ -132,6 +138,49 @@ def list_rafdb(root: Path, split: str) -> list[tuple[object, int]]:
         raise DatasetError(f"{root} has neither basic/EmoLabel/list_patition_label.txt nor DATASET/{split}/1..7.")
     return [(p, CLASSES.index(RAFDB_LABELS[int(d.name)])) for d in sorted(folder.iterdir())
             if d.is_dir() and d.name.isdigit() and int(d.name) in RAFDB_LABELS for p in _images_in(d)]
+
+
+def rafdb_attributes(root: str | Path) -> tuple[str, dict[str, dict[str, str]]]:
+    """Where RAF-DB's manual annotations were read, and {image file name: {"gender", "race", "age": group}}.
+
+    Each `basic/Annotation/manual/<image>_manu_attri.txt` holds five landmark lines (x y), then the gender
+    (0 male, 1 female, 2 unsure), race (0 Caucasian, 1 African-American, 2 Asian) and age group (0: 0-3,
+    1: 4-19, 2: 20-39, 3: 40-69, 4: 70+) codes. The folder may also still be the `manual.zip` RAF-DB ships.
+    Rows are keyed by both names of the image (`train_00001.jpg`, `train_00001_aligned.jpg`)."""
+    root = Path(root)
+    basic = root / "basic" if (root / "basic").is_dir() else root
+    folder, packed = basic / "Annotation" / "manual", basic / "Annotation" / "manual.zip"
+    if folder.is_dir():
+        files = [(p.name, p.read_text) for p in sorted(folder.rglob("*" + RAFDB_ANNOTATION))]
+        origin = folder
+    elif packed.is_file():
+        import zipfile
+
+        z = zipfile.ZipFile(packed)
+        files = [(Path(n).name, lambda n=n: z.read(n).decode()) for n in sorted(z.namelist())
+                 if n.endswith(RAFDB_ANNOTATION)]
+        origin = packed
+    else:
+        raise DatasetError(f"RAF-DB's manual annotations are not in {folder} (nor {packed.name}): no groups.")
+    if not files:
+        raise DatasetError(f"{origin} holds no *{RAFDB_ANNOTATION} files.")
+    rows = {}
+    for name, read in files:
+        lines = [line.split() for line in read().splitlines() if line.strip()]
+        try:
+            codes = [int(lines[5 + k][0]) for k in range(len(RAFDB_ATTRIBUTES))]
+        except (IndexError, ValueError) as e:
+            raise DatasetError(f"{origin}/{name}: expected five landmark lines, then the gender, race and age codes "
+                               f"({e})") from e
+        row = {}
+        for (attr, groups), code in zip(RAFDB_ATTRIBUTES.items(), codes):
+            if not 0 <= code < len(groups):
+                raise DatasetError(f"{origin}/{name}: {attr} code {code} is none of RAF-DB's "
+                                   f"({', '.join(f'{i} {g}' for i, g in enumerate(groups))})")
+            row[attr] = groups[code]
+        stem = name[:-len(RAFDB_ANNOTATION)]
+        rows[f"{stem}.jpg"] = rows[f"{stem}_aligned.jpg"] = row
+    return str(origin), rows
 
 
 def ferplus_rows(root: Path, split: str, labels: str | Path | None = None) -> list[tuple[object, list[int]]]:

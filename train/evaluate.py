@@ -11,6 +11,10 @@ probabilities read by the other rule are reported beside them. A picture with no
 cannot be read, or a class the model has that is not one of ours counts as wrong in every figure: the confusion matrix has a row per true class and a column per
 predicted class plus a last "no answer" column. Classes are matched by name, whatever order the model
 lists them in. --card records the result in the model card.
+
+`torchrun --nproc_per_node N -m train.evaluate ...` splits the images into N blocks, one per process, and
+gathers the answers on rank 0, which writes the same figures as one process would (`world_size` in
+metrics.json says how many did the work).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from emotion.decision import RULES, reread
 from emotion.images import ImageError
 from emotion.model import CLASSES, load_model
 from emotion.pipeline import analyse
+from train import distributed
 from train.data import list_split
 from train.export import write_card
 from train.metrics import NO_ANSWER, NO_ANSWER_NAME, class_indices, scores
@@ -79,19 +84,26 @@ def plot_confusion(cm: np.ndarray, labels, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def collect(model, items, detect_faces: bool, progress: bool = True, desc: str = "") -> tuple[list[int], list]:
-    """Each picture's true class and the probabilities the app gives its face (`model.labels` order, read by
-    the model's decision rule), None where no face was found, or UNREADABLE."""
-    y_true, probs = [], []
-    for source, label, *_ in tqdm(items, desc=desc, disable=not progress):
-        y_true.append(label)
-        try:
-            a = analyse(source, model, whole_image=not detect_faces, with_heatmaps=False)
-        except ImageError:
-            probs.append(UNREADABLE)
-            continue
-        probs.append(np.array([a.faces[0].probabilities[c] for c in model.labels], np.float32) if a.faces else None)
-    return y_true, probs
+def answer(model, source, detect_faces: bool):
+    """The probabilities the app gives the picture's face (`model.labels` order, read by the model's decision
+    rule), None where no face was found, or UNREADABLE."""
+    try:
+        a = analyse(source, model, whole_image=not detect_faces, with_heatmaps=False)
+    except ImageError:
+        return UNREADABLE
+    return np.array([a.faces[0].probabilities[c] for c in model.labels], np.float32) if a.faces else None
+
+
+def collect(model, items, detect_faces: bool, progress: bool = True, desc: str = "",
+            world: distributed.World | None = None) -> tuple[list[int], list]:
+    """Each picture's true class and its `answer`, in the pictures' order. Under torchrun, each process answers
+    its own block of the pictures and every process gets all the answers."""
+    world = world or distributed.World()
+    mine = world.share(len(items))  # this process's block of the images (all of them for one process)
+    answers = [answer(model, items[i][0], detect_faces)
+               for i in tqdm(mine, desc=desc, disable=not progress or not world.main)]
+    answers = [a for part in world.all_gather(answers) for a in part]
+    return [it[1] for it in items], answers
 
 
 def readings(model, y_true, probs) -> dict:
@@ -113,13 +125,15 @@ def readings(model, y_true, probs) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    world = distributed.start()
     model = load_model(args.weights, fallback=False)
     split = args.split or DEFAULT_SPLIT[args.dataset]
     items = list_split(args.dataset, args.data, split, args.labels)
     if args.limit and args.limit < len(items):
         items = random.Random(0).sample(items, args.limit)
     t0 = time.time()
-    y_true, probs = collect(model, items, args.detect_faces, not args.no_progress, f"{args.dataset}/{split}")
+    y_true, probs = collect(model, items, args.detect_faces, not args.no_progress, f"{args.dataset}/{split}", world)
+    distributed.stop()
     by_rule = readings(model, y_true, probs)
     m = dict(by_rule[model.decision.rule])  # the app's reading: the figures of record
     m.update({"dataset": args.dataset, "split": split, "detect_faces": args.detect_faces,
@@ -127,8 +141,10 @@ def main(argv=None) -> dict:
               "weights": model.source, "tta_flip": model.prep.tta_flip, "decision_rule": model.decision.rule,
               "readings": {r: {k: v[k] for k in ("accuracy", "mean_class_accuracy", "per_class_accuracy")}
                            for r, v in by_rule.items()},
-              "seconds": round(time.time() - t0, 1)})
+              "seconds": round(time.time() - t0, 1), "world_size": world.size})
     no_face = m["no_face"]
+    if not world.main:
+        return m
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")

@@ -4,17 +4,26 @@
         --labels ../shared/datasets/ferplus/ferplus_labels.csv --run-dir runs/ferplus
     python -m train --dataset rafdb --data RAF-DB/basic --size 96 --color --pretrained
     python -m train --resume runs/ferplus/last.pt  # continues where the checkpoint stopped
+    torchrun --nproc_per_node 2 -m train ...  # the same run on two processes (DistributedDataParallel)
 
 The whole training split is read into memory once (on the GPU when there is one) and augmented there
 batch by batch, so the GPU never waits on image decoding. Every epoch is scored on the validation split
 (FER2013 PublicTest); the best epoch is kept in RUN_DIR/best/, a model folder the app can load. `--out DIR`
 copies it there when training ends (e.g. `--out weights` to replace the shipped model).
+
+Started by torchrun, N processes train one model (DistributedDataParallel, train/distributed.py): each
+holds the whole split, draws the same order and the same augmentation for every batch and trains on its
+1/N of it; the gradients are averaged, so a step is that of one process on the whole batch except that
+batch norm measures each process's share (its running statistics are averaged after every epoch).
+`--batch-size` is the whole batch over all processes, so the schedule (steps, learning rates, images
+seen) does not depend on N; rank 0 alone prints, logs and writes checkpoints and model folders.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -26,6 +35,7 @@ from tqdm import tqdm
 from emotion.decision import RULES, Decision, training_prior
 from emotion.model import CLASSES, FER_FRAMING, Preprocess, create_net
 from train import data as D
+from train import distributed
 from train.augment import augment, jpeg, normalize
 from train.export import load_results, save_model, write_card
 from train.metrics import scores
@@ -48,7 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=64, help="input side in pixels")
     p.add_argument("--color", action="store_true", help="keep colour (default: grey, as FER2013)")
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128,
+                   help="images per step over all processes (with torchrun, each takes 1/N of them)")
     p.add_argument("--opt", choices=["adamw", "sgd"], default="adamw")
     p.add_argument("--lr", type=float, default=None,
                    help="peak learning rate for batch 256, scaled linearly (default: adamw 2e-3, sgd 0.1)")
@@ -79,7 +90,8 @@ def parse_args(argv=None):
                    "so the cosine schedule ends on time instead of being cut off at a high learning rate")
     p.add_argument("--resume", default=None, help="checkpoint (last.pt) to continue from")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch, per process (under torchrun "
+                   "the default is its OMP_NUM_THREADS, 1)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (+11%% img/s on 2 CPU cores)")
     p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
                    help="bfloat16 autocast for the training passes: auto = on a GPU, and on a CPU that has bf16 "
@@ -105,28 +117,37 @@ def class_weights(counts: list[int], mode: str) -> torch.Tensor:
     return w / (w * counts).sum() * counts.sum()  # mean weight per sample stays 1
 
 
-def soft_cross_entropy(logits, target, weight, smoothing: float):
-    """Cross-entropy against a target distribution per row, with class weights as F.cross_entropy's."""
-    if smoothing:
-        target = target * (1 - smoothing) + smoothing / target.shape[1]
+def soft_cross_entropy(logits, target, weight, smoothing: float, whole=None):
+    """Cross-entropy against a target distribution per row, with class weights as F.cross_entropy's.
+
+    `whole`: the targets of the whole batch when these rows are one process's share of it; the result is
+    then the share's part of the whole batch's loss (the parts of all shares add up to it)."""
+    def smooth(t):
+        return t * (1 - smoothing) + smoothing / t.shape[1] if smoothing else t
+
+    target = smooth(target)
     logp = logits.log_softmax(1)
     per_row = -(target * weight * logp).sum(1)
-    return per_row.sum() / (target * weight).sum()
+    return per_row.sum() / ((target if whole is None else smooth(whole)) * weight).sum()
 
 
 @torch.no_grad()
-def evaluate(net, split: D.Split, prep: Preprocess, device, batch_size=512) -> dict:
+def evaluate(net, split: D.Split, prep: Preprocess, device, batch_size=512,
+             world: distributed.World = distributed.World()) -> dict:
+    """Scores on `split`; with several processes each predicts its block of the split and all get all."""
     net.eval()
-    probs = []
-    for i in range(0, len(split), batch_size):
-        x = normalize(split.images[i:i + batch_size].to(device), prep.mean, prep.std)
+    mine = world.share(len(split))
+    preds = [torch.zeros(0, dtype=torch.int64)]
+    for i in range(mine.start, mine.stop, batch_size):
+        x = normalize(split.images[i:min(i + batch_size, mine.stop)].to(device), prep.mean, prep.std)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = net(x).float()
             if prep.tta_flip:
                 logits = (logits + net(torch.flip(x, dims=[3])).float()) / 2
-        probs.append(logits.softmax(1).cpu())
+        preds.append(logits.softmax(1).argmax(1).cpu())
     net.train()
-    return scores(split.labels.numpy(), torch.cat(probs).argmax(1).numpy())
+    pred = torch.cat(world.all_gather(torch.cat(preds)))
+    return scores(split.labels.numpy(), pred.numpy())
 
 
 def load_data(args) -> tuple[D.Split, D.Split, str, int | None]:
@@ -155,6 +176,9 @@ def load_data(args) -> tuple[D.Split, D.Split, str, int | None]:
 
 def main(argv=None):
     args = parse_args(argv)
+    # several processes under torchrun: each uses its share of the cores (torchrun's OMP_NUM_THREADS), not
+    # the thread count a single-process checkpoint was written with
+    several = distributed.launched() and int(os.environ["WORLD_SIZE"]) > 1
     ckpt = None
     if args.resume:
         ckpt = torch.load(args.resume, map_location="cpu", weights_only=True)  # tensors and plain data only
@@ -163,14 +187,20 @@ def main(argv=None):
                                      **ckpt["args"], "resume": args.resume, "time_limit": resumed["time_limit"],
                                      "device": resumed["device"], "no_progress": resumed["no_progress"],
                                      "out": resumed["out"] or ckpt["args"].get("out"),
-                                     "threads": resumed["threads"] or ckpt["args"].get("threads")})
+                                     "threads": resumed["threads"] or (None if several else ckpt["args"].get("threads"))})
     if args.threads:
         torch.set_num_threads(args.threads)
+    world = distributed.start(args.device)
+    say = print if world.main else (lambda *a, **k: None)
     torch.manual_seed(args.seed)
-    device = torch.device(args.device)
+    device = distributed.device_for(args.device, world)
     torch.backends.cudnn.benchmark = device.type == "cuda"  # one input shape all run long
+    if args.batch_size < world.size:
+        raise SystemExit(f"--batch-size {args.batch_size} is the batch over all {world.size} processes: "
+                         "give each at least one image")
     run_dir = Path(args.run_dir or f"runs/{args.dataset}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if world.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     best_dir = run_dir / "best"
     soft = args.dataset == "ferplus"
     if args.label_smoothing is None:
@@ -194,14 +224,14 @@ def main(argv=None):
         start = _init_model(args.init)
         mean, std = start.prep.mean, start.prep.std
         args.started_from = load_results(start.source).get("training")  # for the model card
-    framing = _framing(train_set, args.dataset, args.seed)
+    framing = world.broadcast(_framing(train_set, args.dataset, args.seed) if world.main else None)
     prep = Preprocess(size=args.size, mean=mean, std=std, grayscale=gray,
                       native_size=native,
                       tta_flip=args.tta_flip, **framing)
     images, labels = train_set.images.to(device), train_set.labels.to(device)
     targets = train_set.targets.to(device) if soft else F.one_hot(labels, len(CLASSES)).float()
     decision = Decision(rule=args.rule, prior=training_prior(targets.cpu().numpy(), CLASSES))
-    print(f"data: {len(train_set)} train / {len(val)} val ({val_split}) images at {args.size}px in "
+    say(f"data: {len(train_set)} train / {len(val)} val ({val_split}) images at {args.size}px in "
           f"{time.time() - t0:.0f}s; classes {dict(zip(CLASSES, train_set.class_counts()))}")
 
     # ---- model, optimiser, schedule
@@ -209,8 +239,10 @@ def main(argv=None):
                      drop_path_rate=args.drop_path).to(device, memory_format=torch.channels_last)
     if start and not ckpt:  # (a resume loads the checkpoint's weights below)
         net.load_state_dict(start.net.state_dict())
-        print(f"init: weights of {start.name()}")
+        say(f"init: weights of {start.name()}")
     del start
+    if world.size > 1:  # each process holds a share of every batch: batch norm measures the whole batch
+        net = distributed.whole_batch_norm(net, device)
     if args.compile:
         net.compile()  # in place: state_dict keys stay those of the plain timm model
     weights = class_weights(train_set.class_counts(), args.balance).to(device)
@@ -235,52 +267,76 @@ def main(argv=None):
         net.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         start_epoch, best, history = ckpt["epoch"] + 1, ckpt["best"], ckpt["history"]
-        print(f"resumed from {args.resume} at epoch {start_epoch}")
+        say(f"resumed from {args.resume} at epoch {start_epoch}")
+    model = net  # what the training passes call: with several processes, the DDP wrapper that averages gradients
+    if world.size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
+    share = world.share(args.batch_size)  # this process's rows of every batch
+    if world.size > 1:
+        say(f"distributed: {world.size} processes ({torch.distributed.get_backend()}); of each batch of "
+            f"{args.batch_size}, rank 0 trains on {len(share)} images")
+    keep = None if world.size == 1 else torch.arange(share.start, share.stop, device=device)
 
     # ---- training loop
     bf16 = use_bf16(args.bf16, device)
-    print(f"bf16 autocast for training passes: {'on' if bf16 else 'off'} ({args.bf16})")
+    say(f"bf16 autocast for training passes: {'on' if bf16 else 'off'} ({args.bf16})")
     deadline = time.time() + args.time_limit * 60 if args.time_limit else None
     asked_epochs = args.epochs
     log_file = run_dir / "log.jsonl"
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, args.epochs):
         net.train()
-        torch.manual_seed(args.seed * 1000 + epoch)  # a resumed run draws the same batches as an unbroken one
+        # The order and the augmentation of every batch come from generators seeded by the epoch, the same in
+        # every process (and a resumed run draws the batches of an unbroken one); dropout and stochastic depth
+        # draw from the global generator, seeded apart per process.
+        seed = args.seed * 1000 + epoch
+        draw = torch.Generator(device=device).manual_seed(seed)
+        draw_cpu = draw if device.type == "cpu" else torch.Generator().manual_seed(seed)  # JPEG: on the CPU
+        torch.manual_seed(seed + 1_000_003 * world.rank)
         t_epoch, seen, loss_sum = time.time(), 0, torch.zeros((), device=device)
-        order = torch.randperm(len(train_set), device=device)
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", disable=args.no_progress,
-                   leave=False)
+        order = torch.randperm(len(train_set), device=device, generator=draw)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}",
+                   disable=args.no_progress or not world.main, leave=False)
         for i in bar:
-            idx = order[i * args.batch_size:(i + 1) * args.batch_size]
-            x = augment(jpeg(images[idx], args.jpeg_p), prep.mean, prep.std)
+            idx = order[i * args.batch_size:(i + 1) * args.batch_size]  # the whole batch, over all processes
+            mine = idx if keep is None else idx[keep]
+            x = augment(jpeg(images[idx], args.jpeg_p, generator=draw_cpu, keep=keep), prep.mean, prep.std,
+                        generator=draw, keep=keep)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = net(x)
-            loss = soft_cross_entropy(logits.float(), targets[idx], weights, args.label_smoothing)
+                logits = model(x)
+            # this share's part of the whole batch's loss; DDP averages the gradients over the processes,
+            # so each is scaled by their number to give the gradient of the whole batch's loss
+            loss = soft_cross_entropy(logits.float(), targets[mine], weights, args.label_smoothing,
+                                      whole=None if keep is None else targets[idx])
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * world.size).backward()
             opt.step()
             step += 1
             seen += len(idx)
             loss_sum += loss.detach() * len(idx)
             if i % 20 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr_at(step):.4f}")
-            if args.no_progress and i % 50 == 49:  # a heartbeat for logs of long runs
-                acc = (logits.argmax(1) == labels[idx]).float().mean().item()
-                print(f"  step {i + 1}/{steps_per_epoch} loss {loss.item():.3f} batch accuracy {acc:.2f} "
+                bar.set_postfix(loss=f"{loss.item() * world.size:.3f}", lr=f"{lr_at(step):.4f}")
+            if args.no_progress and i % 50 == 49 and world.main:  # a heartbeat for logs of long runs
+                acc = (logits.argmax(1) == labels[mine]).float().mean().item()
+                print(f"  step {i + 1}/{steps_per_epoch} loss {loss.item() * world.size:.3f} batch accuracy {acc:.2f} "
                       f"lr {lr_at(step):.5f}", flush=True)
+        world.sum_(loss_sum)  # the parts of every batch's loss, added up over the processes
+        world.average_buffers(net)  # batch norm's running statistics, averaged over the processes
         train_time = time.time() - t_epoch
-        m = evaluate(net, val, prep, device)
+        m = evaluate(net, val, prep, device, world=world)
         row = {"epoch": epoch + 1, "train_loss": round(loss_sum.item() / max(seen, 1), 4),
                "val_accuracy": round(m["accuracy"], 4), "val_mean_class_accuracy": round(m["mean_class_accuracy"], 4),
-               "images_per_s": round(seen / train_time, 1), "epoch_s": round(time.time() - t_epoch, 1)}
+               "images_per_s": round(seen / train_time, 1), "epoch_s": round(time.time() - t_epoch, 1),
+               "world_size": world.size}
         history.append(row)
-        with log_file.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        print(json.dumps(row), flush=True)
-        if args.fit_schedule and deadline and epoch + 1 <= args.warmup_epochs and not ckpt:
+        if world.main:
+            with log_file.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+        if args.fit_schedule and deadline and epoch + 1 <= args.warmup_epochs and not ckpt and world.main:
             # Still warming up: the cosine has not begun, so its length can change without a jump. The first
             # epoch pays for warm-up (cuDNN's search), so the second may lengthen it again. 15% to spare: epoch
             # times wandered by that much on a lent GPU, and an overrun is cut off above a learning rate of zero.
@@ -289,28 +345,34 @@ def main(argv=None):
             if fit != args.epochs:
                 print(f"fit-schedule: {row['epoch_s']:.1f}s an epoch; the schedule now ends after {fit} epochs "
                       f"(asked for {asked_epochs})", flush=True)
-                args.epochs, total = fit, fit * steps_per_epoch
+                args.epochs = fit
+        args.epochs = world.broadcast(args.epochs)  # rank 0's clock decides for all
+        total = args.epochs * steps_per_epoch
         if m["accuracy"] > best["accuracy"]:
             best = {**m, "epoch": epoch + 1}
-            save_model(net, best_dir, prep, training=_training_facts(args, train_set, val_split, best, history),
-                       decision=decision)
-        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "best": best,
-                    "history": history, "args": vars(args), "mean": list(prep.mean), "std": list(prep.std)},
-                   run_dir / "last.pt")
-        if deadline and time.time() > deadline:
-            print(f"time limit reached after epoch {epoch + 1}")
+            if world.main:
+                save_model(net, best_dir, prep, training=_training_facts(args, train_set, val_split, best, history),
+                           decision=decision)
+        if world.main:
+            torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "best": best,
+                        "history": history, "args": vars(args), "mean": list(prep.mean), "std": list(prep.std)},
+                       run_dir / "last.pt")
+        if world.broadcast(bool(deadline and time.time() > deadline)):
+            say(f"time limit reached after epoch {epoch + 1}")
             break
         if epoch + 1 >= args.epochs:  # the schedule may have been fitted shorter than range() above
             break
     # the card of the best epoch, with the full curve
-    write_card(best_dir, _training_facts(args, train_set, val_split, best, history))
     where = best_dir
-    if args.out and len(history) >= args.epochs:  # only a finished schedule replaces a model folder
-        where = Path(args.out)
-        where.mkdir(parents=True, exist_ok=True)
-        for f in best_dir.iterdir():
-            shutil.copy2(f, where / f.name)
-    print(f"best {val_split} accuracy {best['accuracy']:.4f} (mean-class {best['mean_class_accuracy']:.4f}) "
+    if world.main:
+        write_card(best_dir, _training_facts(args, train_set, val_split, best, history))
+        if args.out and len(history) >= args.epochs:  # only a finished schedule replaces a model folder
+            where = Path(args.out)
+            where.mkdir(parents=True, exist_ok=True)
+            for f in best_dir.iterdir():
+                shutil.copy2(f, where / f.name)
+    distributed.stop()
+    say(f"best {val_split} accuracy {best['accuracy']:.4f} (mean-class {best['mean_class_accuracy']:.4f}) "
           f"at epoch {best['epoch']}; model in {where}")
     return best
 
