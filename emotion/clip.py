@@ -65,6 +65,11 @@ class VideoResult:
                 "model": self.model}
 
 
+def tracker_for(rate: float) -> Tracker:
+    """The tracker for frames analysed `rate` times a second."""
+    return Tracker(max_missed=max(1, math.ceil(MAX_MISSED_S * rate)), max_shift=max(MAX_SHIFT, SHIFT_PER_S / rate))
+
+
 def analyse_video(path, model: EmotionModel, rate: float = DEFAULT_RATE, *, method: str = DEFAULT_METHOD,
                   layer: str = DEFAULT_LAYER, clip_path=None, verdicts: bool = True,
                   progress: Progress | None = None) -> VideoResult:
@@ -81,8 +86,7 @@ def analyse_video(path, model: EmotionModel, rate: float = DEFAULT_RATE, *, meth
     rate = check_rate(info, rate)
     every = rate == EVERY_FRAME
     step_rate = info.fps if every else min(rate, info.fps)
-    tracker = Tracker(max_missed=max(1, math.ceil(MAX_MISSED_S * step_rate)),
-                      max_shift=max(MAX_SHIFT, SHIFT_PER_S / step_rate))
+    tracker = tracker_for(step_rate)
     messages, rows, changes = list(info.notes), [], []
     last_seen: dict[int, tuple[float, str]] = {}  # person -> (time, smoothed label)
     expected = info.frames_at(rate)

@@ -83,9 +83,12 @@ def probe(path) -> VideoInfo:
         raise VideoError(f"{path.name} is {size / 2**20:.0f} MB; the limit is {MAX_VIDEO_BYTES // 2**20} MB "
                          f"({LIMITS}).")
     with _open(path) as container:
+        if not container.streams:
+            raise VideoError(f"{path.name} holds no streams that can be read: the file is corrupt or cut short "
+                             "(a recording that was never finished lacks its index).")
         if not container.streams.video:
-            kinds = ", ".join(sorted({s.type for s in container.streams})) or "no streams"
-            raise VideoError(f"{path.name} has no video stream ({kinds}): there are no pictures to analyse.")
+            kinds = " and ".join(sorted({s.type for s in container.streams}))
+            raise VideoError(f"{path.name} has no video stream (only {kinds}): there are no pictures to analyse.")
         if container.format.name == "image2" or container.format.name.endswith("_pipe"):
             raise VideoError(f"{path.name} is a still picture, not a video: analyse it as a photo (the Photo tab, "
                              "or the /predict endpoint).")

@@ -14,7 +14,7 @@ from PIL import Image
 
 from tests import fixtures as fx
 
-FACE_A = (fx.PORTRAIT, (128, 10, 318, 240))  # astronaut: head and shoulders
+FACE_A = (fx.PORTRAIT, (140, 20, 305, 215))  # astronaut: head and a little of the shoulders
 FACE_B = (fx.SECOND_PORTRAIT, (130, 60, 400, 390))  # Grace Hopper
 
 
@@ -68,8 +68,8 @@ def two_people(path: Path, seconds: float = 3, fps: int = 4, size=(320, 320)) ->
     for i in range(n):
         s = i / max(1, n - 1)
         canvas = Image.new("RGB", size, (90, 90, 90))
-        a = face_tile(FACE_A, round(h * (0.48 - 0.12 * s)))
-        b = face_tile(FACE_B, round(h * (0.36 + 0.12 * s)))
+        a = face_tile(FACE_A, round(h * (0.48 - 0.18 * s)))
+        b = face_tile(FACE_B, round(h * (0.30 + 0.18 * s)))
         canvas.paste(a, (round((w - a.width) * s), (h // 2 - a.height) // 2))
         canvas.paste(b, (round((w - b.width) * (1 - s)), h // 2 + (h // 2 - b.height) // 2))
         frames.append(np.asarray(canvas))
