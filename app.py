@@ -38,8 +38,9 @@ the model makes mistakes (see its model card)."""
 README = Path(__file__).resolve().parent / "README.md"
 RESULTS = Path(tempfile.gettempdir()) / "emotion-video"  # one folder per video request, kept an hour
 UPLOAD_LIMIT = max(MAX_FILE_BYTES, MAX_VIDEO_BYTES)  # photos are held to their own, smaller limit when read
-VIDEO_NOTE = (f"Upload a clip (mp4, webm, mov, avi): every face is followed through it and labelled in the frames "
-              f"analysed. Limits: {LIMITS}. Fewer frames a second is quicker.")
+VIDEO_NOTE = ("Upload a clip (mp4, webm, mov, avi): every face is followed through it, labelled and explained in "
+              "the frames analysed; out come a timeline of each person's probabilities, the clip with labels and "
+              "heatmaps drawn on, and a CSV.")
 
 
 def api_doc() -> str:
@@ -193,6 +194,7 @@ def build_demo(model: EmotionModel) -> gr.Blocks:
                         video_method = gr.Dropdown(methods, value=DEFAULT_METHOD, label="Explanation method")
                         video_layer = gr.Dropdown(layers, value=DEFAULT_LAYER, label="Layer it reads")
                     video_run = gr.Button("Analyse video", variant="primary")
+                    gr.Markdown(f"Limits: {LIMITS}. The sound is not analysed.", elem_id="video-limits")
                 with gr.Column(scale=3, min_width=300):
                     video_status = gr.Markdown(VIDEO_NOTE, elem_id="video-status")
                     timeline_view = gr.HTML("", elem_id="timeline", css_template=timeline.CSS, js_on_load=None)

@@ -23,6 +23,11 @@ class LiveState:
     frames: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)  # stages of the last frame (for the benchmark)
 
+    @property
+    def tracks(self):
+        """The faces followed now (emotion.track.Track)."""
+        return self.tracker.tracks
+
     def update(self, analysis: Analysis, labels: tuple[str, ...]) -> list[dict[str, float]]:
         """Smoothed probabilities for each face of this frame (same order as analysis.faces)."""
         self.frames += 1

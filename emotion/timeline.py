@@ -26,7 +26,8 @@ SVG_STYLE = {"svg.hashsalt": "emotion-timeline", "svg.fonttype": "none"}
 
 CSS = """
 .ev-timeline { margin: 0; }
-.ev-timeline .ev-chart { position: relative; cursor: pointer; }
+.ev-timeline .ev-scroll { overflow-x: auto; }
+.ev-timeline .ev-chart { position: relative; cursor: pointer; min-width: 560px; }
 .ev-timeline .ev-chart svg { width: 100%; height: auto; display: block; }
 .ev-timeline .ev-playhead { position: absolute; top: 0; bottom: 0; width: 2px; margin-left: -1px;
                             background: #d33682; pointer-events: none; left: -10px; }
@@ -105,8 +106,8 @@ def svg_html(result: VideoResult) -> str:
     return (f'<figure class="ev-timeline" data-people="{",".join(map(str, people))}" '
             f'data-changes="{len(result.changes)}" data-left="{x0:.5f}" data-right="{x1:.5f}" '
             f'data-t0="{t0:.4f}" data-t1="{t1:.4f}">'
-            f'<div class="ev-chart" title="Click to show that moment of the clip">{svg}'
-            '<div class="ev-playhead"></div></div>'
+            f'<div class="ev-scroll"><div class="ev-chart" title="Click to show that moment of the clip">{svg}'
+            '<div class="ev-playhead"></div></div></div>'
             f"<figcaption>Probabilities over time, smoothed over about half a second; a dashed line marks a "
             f"change of label. {result.frames} frames analysed"
             f"{'' if result.every_frame else f' ({result.rate:g} a second)'}.{e(note)}</figcaption>"

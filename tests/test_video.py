@@ -176,3 +176,9 @@ def test_timeline_marks_each_persons_label_changes(model):
     assert 'id="change-1-2"' not in h
     assert "Person 1 (0.0-2.0 s): happy from 0.0 s, angry from 2.0 s" in h
     assert "Person 2 (0.0-1.0 s): sad from 0.0 s, neutral from 1.0 s" in h
+
+
+def test_readme_states_the_limits_the_code_holds():
+    text = " ".join((fx.ROOT / "README.md").read_text().split())
+    assert (f"files up to {MAX_VIDEO_BYTES // 2**20} MB and {MAX_DURATION_S / 60:.0f} minutes, at most "
+            f"{MAX_ANALYSED_FRAMES} frames analysed a clip") in text
