@@ -245,7 +245,8 @@ def build_demo(model: EmotionModel) -> gr.Blocks:
         method.change(on_method, method, explain_for, api_visibility="private", queue=False)
         gr.on([video_run.click, clip_in.upload], on_video, [clip_in, every, rate, video_method, video_layer],
               [clip_out, timeline_view, csv_out, video_status], api_visibility="undocumented",
-              concurrency_id="video", concurrency_limit=1, trigger_mode="always_last")
+              concurrency_id="video", concurrency_limit=1, trigger_mode="always_last",
+              show_progress_on=clip_out)  # one progress bar, on the clip's box, not on every output
         gr.on([run.click, image.change, explain_for.change, method.change, layer.change, whole.change],
               on_photo, [image, method, layer, explain_for, whole], [annotated, faces, status, result],
               api_visibility="undocumented", trigger_mode="always_last"
