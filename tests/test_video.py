@@ -182,3 +182,10 @@ def test_readme_states_the_limits_the_code_holds():
     text = " ".join((fx.ROOT / "README.md").read_text().split())
     assert (f"files up to {MAX_VIDEO_BYTES // 2**20} MB and {MAX_DURATION_S / 60:.0f} minutes, at most "
             f"{MAX_ANALYSED_FRAMES} frames analysed a clip") in text
+
+
+def test_a_sound_track_is_noted_and_the_pictures_still_read(folder):
+    path = clips.write([np.full((64, 64, 3), 100, np.uint8)] * 4, folder / "with_sound.mp4", 4, audio=True)
+    info = probe(path)
+    assert info.notes == ["The sound track is not analysed and is left out of the annotated clip."]
+    assert len(list(sample_frames(path, info, EVERY_FRAME))) == 4
