@@ -1,4 +1,4 @@
-"""Gradio app: faces in a photo or a webcam stream, their emotion, every class's probability, and why.
+"""Gradio app: faces in a photo, a video file or a webcam stream, their emotion, every class's probability, and why.
 
     python app.py                           # the model in weights/
     python app.py --model hf-hub:owner/name # or EMOTION_MODEL=hf-hub:owner/name python app.py
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -17,10 +18,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
-from emotion import service, view  # noqa: E402
+from emotion import service, timeline, view  # noqa: E402
 from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, METHODS  # noqa: E402
 from emotion.images import MAX_FILE_BYTES, ImageError  # noqa: E402
 from emotion.model import EmotionModel, load_model  # noqa: E402
+from emotion.video import DEFAULT_RATE, EVERY_FRAME, LIMITS, MAX_VIDEO_BYTES  # noqa: E402
 
 log = logging.getLogger("app")
 EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -34,6 +36,11 @@ much of it falls on the eyes, nose, mouth, the rest of the face and outside it, 
 map would give. A heatmap is evidence about the model, not about the person: expressions are not feelings, and
 the model makes mistakes (see its model card)."""
 README = Path(__file__).resolve().parent / "README.md"
+RESULTS = Path(tempfile.gettempdir()) / "emotion-video"  # one folder per video request, kept an hour
+UPLOAD_LIMIT = max(MAX_FILE_BYTES, MAX_VIDEO_BYTES)  # photos are held to their own, smaller limit when read
+VIDEO_NOTE = ("Upload a clip (mp4, webm, mov, avi): every face is followed through it, labelled and explained in "
+              "the frames analysed; out come a timeline of each person's probabilities, the clip with labels and "
+              "heatmaps drawn on, and a CSV.")
 
 
 def api_doc() -> str:
@@ -56,11 +63,11 @@ class ImageInput(gr.Image):
         return payload.path
 
 
-def _user_error(e: Exception) -> gr.Error:
-    if isinstance(e, (ImageError, ValueError)):
+def _user_error(e: Exception, what: str = "picture") -> gr.Error:
+    if isinstance(e, (ImageError, ValueError)):  # VideoError is a ValueError
         return gr.Error(str(e), print_exception=False)
     log.exception("analysis failed")
-    return gr.Error("Something went wrong while analysing this picture; the server is still running.")
+    return gr.Error(f"Something went wrong while analysing this {what}; the server is still running.")
 
 
 AGNOSTIC_NOTE = ("{m} draws the same map whatever the class (it shows where the layer's activations are "
@@ -75,6 +82,29 @@ PAGE_CSS = """
 # on a phone the controls sit above the results: bring the first face card into view once it is there
 SHOW_RESULT_ON_PHONE = """() => { const s = document.querySelector('#status');
     if (s && window.innerWidth <= 600) s.scrollIntoView({block: 'start'}); }"""
+# the timeline's playhead follows the annotated clip as it plays; a click on the timeline seeks the clip there
+TIMELINE_JS = """() => {
+  const chart = () => document.querySelector('#timeline .ev-timeline');
+  const clip = () => document.querySelector('#video-clip video');
+  const place = (fig, t) => {
+    const d = fig.dataset, span = (+d.t1 - +d.t0) || 1;
+    const x = +d.left + (t - +d.t0) / span * (+d.right - +d.left);
+    fig.querySelector('.ev-playhead').style.left = (Math.max(0, Math.min(1, x)) * 100).toFixed(3) + '%';
+    fig.dataset.time = t.toFixed(3);
+  };
+  const follow = e => {
+    const fig = chart();
+    if (fig && e.target instanceof HTMLVideoElement && e.target.closest('#video-clip')) place(fig, e.target.currentTime);
+  };
+  for (const kind of ['timeupdate', 'seeked', 'loadeddata']) document.addEventListener(kind, follow, true);
+  document.addEventListener('click', e => {
+    const area = e.target.closest && e.target.closest('#timeline .ev-chart'), v = clip();
+    if (!area || !v) return;
+    const fig = area.closest('.ev-timeline'), d = fig.dataset, r = area.getBoundingClientRect();
+    const f = ((e.clientX - r.left) / r.width - +d.left) / (+d.right - +d.left);
+    v.currentTime = Math.max(0, Math.min(v.duration || 0, +d.t0 + f * (+d.t1 - +d.t0)));
+  });
+}"""
 MIRRORED = True  # the webcam preview is a mirror, as people expect; Gradio then sends mirrored frames too
 
 
@@ -107,6 +137,23 @@ def build_demo(model: EmotionModel) -> gr.Blocks:
         except Exception as e:
             raise _user_error(e) from None
 
+    def on_video(path, every, rate, method, layer, progress=gr.Progress()):
+        if path is None:
+            return None, "", None, VIDEO_NOTE
+        try:
+            v = service.video(model, path, EVERY_FRAME if every else rate, method, layer,
+                              folder=service.result_folder(RESULTS), progress=lambda f, d: progress(f, desc=d))
+        except Exception as e:  # a bad file must not take the page down
+            return None, "", None, f"**Could not analyse this video:** {_user_error(e, 'video').message}"
+        return v.clip, v.timeline, v.csv, v.status
+
+    def on_predict_video(video, frames_per_second, method, layer, progress=gr.Progress()):
+        try:
+            return service.predict_video(model, video, frames_per_second, method, layer,
+                                         progress=lambda f, d: progress(f, desc=d))
+        except Exception as e:
+            raise _user_error(e, "video") from None
+
     def on_frame(frame, state, method, layer):
         try:
             return service.live_frame(model, unmirror(frame), state, method, layer)
@@ -136,6 +183,24 @@ def build_demo(model: EmotionModel) -> gr.Blocks:
                     annotated = gr.Image(label="Faces found (numbered as the cards)", interactive=False,
                                          format="jpeg", height=300)
                     gr.DeepLinkButton()
+        with gr.Tab("Video"):
+            with gr.Row():
+                with gr.Column(scale=1, min_width=300):
+                    clip_in = gr.Video(sources=["upload"], label="Video clip", height=280)
+                    rate = gr.Slider(0.5, 10, value=DEFAULT_RATE, step=0.5, label="Frames analysed per second",
+                                     info="Fewer is quicker; the limit on frames analysed a clip still holds.")
+                    every = gr.Checkbox(False, label="Analyse every frame")
+                    with gr.Row():
+                        video_method = gr.Dropdown(methods, value=DEFAULT_METHOD, label="Explanation method")
+                        video_layer = gr.Dropdown(layers, value=DEFAULT_LAYER, label="Layer it reads")
+                    video_run = gr.Button("Analyse video", variant="primary")
+                    gr.Markdown(f"Limits: {LIMITS}. The sound is not analysed.", elem_id="video-limits")
+                with gr.Column(scale=3, min_width=300):
+                    video_status = gr.Markdown(VIDEO_NOTE, elem_id="video-status")
+                    timeline_view = gr.HTML("", elem_id="timeline", css_template=timeline.CSS, js_on_load=None)
+                    clip_out = gr.Video(label="The clip with labels and heatmaps", interactive=False,
+                                        elem_id="video-clip", height=360)
+                    csv_out = gr.File(label="Results per frame and person (CSV)", interactive=False)
         with gr.Tab("Webcam (live)"):
             gr.Markdown("Turn on the camera: every frame is labelled and explained. The preview is a mirror; "
                         "the frames are analysed, and shown on the right, the right way round. Labels are "
@@ -167,7 +232,21 @@ def build_demo(model: EmotionModel) -> gr.Blocks:
             api_btn.click(on_predict, [api_in, api_method, api_layer, api_for, api_whole], api_out,
                           api_name="predict", api_description="Faces, labels, probabilities and heatmaps "
                           "for one image.")
+            api_video = gr.Video(sources=["upload"], visible=False, label="video")
+            api_rate = gr.Number(DEFAULT_RATE, visible=False, label="frames_per_second")
+            api_video_method = gr.Textbox(DEFAULT_METHOD, visible=False, label="method")
+            api_video_layer = gr.Textbox(DEFAULT_LAYER.split()[0], visible=False, label="layer")
+            api_video_out = gr.JSON(visible=False, label="result")
+            api_video_btn = gr.Button(visible=False)
+            api_video_btn.click(on_predict_video, [api_video, api_rate, api_video_method, api_video_layer],
+                                api_video_out, api_name="predict_video", concurrency_id="video",
+                                concurrency_limit=1, api_description="Per analysed frame and person: box, label, "
+                                "probabilities and the heatmap's verdict, for one video file.")
         method.change(on_method, method, explain_for, api_visibility="private", queue=False)
+        gr.on([video_run.click, clip_in.upload], on_video, [clip_in, every, rate, video_method, video_layer],
+              [clip_out, timeline_view, csv_out, video_status], api_visibility="undocumented",
+              concurrency_id="video", concurrency_limit=1, trigger_mode="always_last",
+              show_progress_on=clip_out)  # one progress bar, on the clip's box, not on every output
         gr.on([run.click, image.change, explain_for.change, method.change, layer.change, whole.change],
               on_photo, [image, method, layer, explain_for, whole], [annotated, faces, status, result],
               api_visibility="undocumented", trigger_mode="always_last"
@@ -186,8 +265,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model = load_model(args.model)
     log.info("model %s (%s px, %s)", model.source, model.prep.size, ", ".join(model.labels))
-    build_demo(model).launch(server_name=args.host, server_port=args.port, max_file_size=MAX_FILE_BYTES,
-                             show_error=True, css=PAGE_CSS)
+    build_demo(model).launch(server_name=args.host, server_port=args.port, max_file_size=UPLOAD_LIMIT,
+                             show_error=True, css=PAGE_CSS, js=TIMELINE_JS)
 
 
 if __name__ == "__main__":

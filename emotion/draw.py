@@ -28,12 +28,13 @@ def _text(img, text, org, scale, colour, thickness=1, bg=None):
 
 
 def annotate(analysis: Analysis, heatmaps: bool = False,
-             probabilities: list[dict[str, float]] | None = None) -> np.ndarray:
+             probabilities: list[dict[str, float]] | None = None, ids: list[int] | None = None) -> np.ndarray:
     """The analysed picture with each face boxed, numbered and labelled (RGB uint8).
 
     `heatmaps` blends each face's heatmap over it, fading out at its edge, and leaves the box out so no hard
     square frames the face (the webcam view: the label sits where the box's corner would be);
-    `probabilities` replaces each face's own (the webcam's smoothed ones) for the label shown.
+    `probabilities` replaces each face's own (the webcam's smoothed ones) for the label shown; `ids` numbers
+    the faces (a video's person ids) instead of 1, 2, ... (and always, even for one face).
     """
     img = analysis.image.copy()
     s = analysis.scale
@@ -47,7 +48,8 @@ def annotate(analysis: Analysis, heatmaps: bool = False,
             _blend_heatmap(img, face)
         else:
             cv2.rectangle(img, (x0, y0), (x1, y1), colour, thick)
-        text = f"{i + 1}: {label} {probs[label]:.0%}" if len(analysis.faces) > 1 else f"{label} {probs[label]:.0%}"
+        number = ids[i] if ids else i + 1 if len(analysis.faces) > 1 else None
+        text = f"{label} {probs[label]:.0%}" if number is None else f"{number}: {label} {probs[label]:.0%}"
         _text(img, text, (x0, max(14 * thick, y0 - 4)), 0.45 * thick, (255, 255, 255), thick, bg=colour)
     return img
 

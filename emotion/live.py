@@ -3,7 +3,7 @@
 Gradio hands a streaming handler only the newest frame when it falls behind (frames that arrive while
 one is being processed replace each other), so frames are dropped, never queued. What flickers is the
 label: each face's probabilities are averaged over recent frames (an exponential moving average), and a
-face is followed from frame to frame by the overlap of its boxes.
+face is followed from frame to frame by emotion/track.py's tracker, as in video files.
 """
 from __future__ import annotations
 
@@ -12,43 +12,27 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emotion.pipeline import Analysis
+from emotion.track import Tracker
 
 ALPHA = 0.35  # weight of the newest frame; about the last 5 frames count
-MATCH_IOU = 0.3
-
-
-def iou(a, b) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-@dataclass
-class Track:
-    box: tuple[int, int, int, int]
-    probs: np.ndarray
 
 
 @dataclass
 class LiveState:
-    tracks: list[Track] = field(default_factory=list)
+    tracker: Tracker = field(default_factory=Tracker)  # a face unseen for one frame starts afresh
     frames: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)  # stages of the last frame (for the benchmark)
+
+    @property
+    def tracks(self):
+        """The faces followed now (emotion.track.Track)."""
+        return self.tracker.tracks
 
     def update(self, analysis: Analysis, labels: tuple[str, ...]) -> list[dict[str, float]]:
         """Smoothed probabilities for each face of this frame (same order as analysis.faces)."""
         self.frames += 1
-        new_tracks, out = [], []
-        free = list(self.tracks)
-        for face in analysis.faces:
-            p = np.array([face.probabilities[c] for c in labels], np.float32)
-            best = max(free, key=lambda t: iou(t.box, face.box), default=None)
-            if best is not None and iou(best.box, face.box) >= MATCH_IOU:
-                free.remove(best)
-                p = ALPHA * p + (1 - ALPHA) * best.probs
-            new_tracks.append(Track(face.box, p))
+        out = []
+        for face, track in zip(analysis.faces, self.tracker.update([f.box for f in analysis.faces])):
+            p = track.smooth(np.array([face.probabilities[c] for c in labels], np.float32), ALPHA)
             out.append({c: float(v) for c, v in zip(labels, p)})
-        self.tracks = new_tracks
         return out

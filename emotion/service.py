@@ -4,11 +4,17 @@
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from emotion import table, timeline
+from emotion.clip import Progress, VideoResult, analyse_video
 from emotion.draw import annotate
 from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, resolve_method
 from emotion.faithfulness import face_faithfulness
@@ -16,6 +22,7 @@ from emotion.regions import face_region_areas, face_region_shares
 from emotion.live import LiveState
 from emotion.model import EmotionModel, model_name
 from emotion.pipeline import PREDICTED, Analysis, analyse
+from emotion.video import DEFAULT_RATE
 from emotion.view import faces_html
 
 LIVE_DETECT_SIDE = 320  # webcam faces are large: detect on a 320 px frame (4x fewer pixels than 640)
@@ -50,7 +57,7 @@ def honesty(model: EmotionModel, a: Analysis) -> list[dict]:
     return out
 
 
-def _checked(model: EmotionModel, image, method, layer, explain_for, whole_image,
+def checked(model: EmotionModel, image, method, layer, explain_for, whole_image,
              with_heatmap: bool) -> tuple[Analysis, list[dict], dict]:
     """analyse(), the honesty checks of every face, and the JSON answer with those checks in it.
 
@@ -72,7 +79,7 @@ def _checked(model: EmotionModel, image, method, layer, explain_for, whole_image
 def photo(model: EmotionModel, image, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
           explain_for: str | None = PREDICTED, whole_image: bool = False) -> PhotoView:
     """Analyse an uploaded picture for display. Raises ImageError / ValueError with a user message."""
-    a, checks, result = _checked(model, image, method, layer, explain_for, whole_image, with_heatmap=False)
+    a, checks, result = checked(model, image, method, layer, explain_for, whole_image, with_heatmap=False)
     # the verdicts are in the face cards, so the status line only says what was found
     return PhotoView(annotate(a), faces_html(a.faces, checks, a.method, a.layer), status(a), result)
 
@@ -95,7 +102,7 @@ def predict(model: EmotionModel, image, method: str = DEFAULT_METHOD, layer: str
             explain_for: str | None = PREDICTED, whole_image: bool = False) -> dict:
     """The API's answer: every face's box, label, seven probabilities, heatmap (model input size, 0..1),
     the heatmap's faithfulness against random maps, and its share on each facial region."""
-    return _checked(model, image, method, layer, explain_for, whole_image, with_heatmap=True)[2]
+    return checked(model, image, method, layer, explain_for, whole_image, with_heatmap=True)[2]
 
 
 def live_frame(model: EmotionModel, frame: np.ndarray | None, state: LiveState | None,
@@ -111,3 +118,72 @@ def live_frame(model: EmotionModel, frame: np.ndarray | None, state: LiveState |
     img = annotate(a, heatmaps=True, probabilities=smoothed)
     state.timings_ms = {**a.timings_ms, "draw": (time.perf_counter() - t) * 1000}
     return img, (smoothed[0] if smoothed else None), state
+
+
+@dataclass
+class VideoView:
+    clip: str | None  # the clip with each face's label and heatmap drawn on it (H.264 MP4)
+    timeline: str  # HTML: the probabilities over time per person, label changes marked
+    csv: str | None  # one row per face and analysed frame
+    status: str  # markdown: what was found, and any message for the user
+    result: dict  # the API's JSON
+
+
+KEEP_RESULTS_S = 3600  # a video's result files are deleted an hour after they were made
+
+
+def result_folder(root) -> Path:
+    """A new folder of its own under `root` for one request's files; folders older than KEEP_RESULTS_S go."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.iterdir():
+        try:
+            if old.is_dir() and time.time() - old.stat().st_mtime > KEEP_RESULTS_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:  # another request removed it first
+            pass
+    return Path(tempfile.mkdtemp(prefix="video-", dir=root))
+
+
+def video(model: EmotionModel, path, frames_per_second: float = DEFAULT_RATE, method: str = DEFAULT_METHOD,
+          layer: str = DEFAULT_LAYER, folder=None, progress: Progress | None = None) -> VideoView:
+    """Analyse an uploaded clip for display: the annotated clip and the CSV are written to `folder` (a new
+    temporary folder when None). Raises VideoError / ValueError with a user message."""
+    folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="emotion-video-"))
+    stem = Path(str(path)).stem[:60] or "video"
+    r = analyse_video(path, model, frames_per_second, method=method, layer=layer,
+                      clip_path=folder / f"{stem}_annotated.mp4", progress=progress)
+    csv_path = table.write_csv(table.video_rows(r), folder / f"{stem}_emotions.csv", r.labels)
+    return VideoView(str(r.clip) if r.clip else None, timeline.svg_html(r), str(csv_path), video_status(r),
+                     r.to_json())
+
+
+def predict_video(model: EmotionModel, path, frames_per_second: float = DEFAULT_RATE,
+                  method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
+                  progress: Progress | None = None) -> dict:
+    """The API's answer for a video: per analysed frame and person, box, label, seven probabilities and the
+    heatmap's verdict; the people seen and where their labels change (VideoResult.to_json)."""
+    return analyse_video(path, model, frames_per_second, method=method, layer=layer, progress=progress).to_json()
+
+
+def video_status(r: VideoResult) -> str:
+    every = "every frame" if r.every_frame else f"{r.rate:g} a second"
+    lines = [f"**{r.name}**: {r.frames} frames analysed ({every}) over {r.duration:.1f} s."]
+    people = r.people
+    if people:
+        parts = []
+        for p in people:
+            labels = Counter(row["smoothed_label"] for row in r.rows if row["person"] == p)
+            top, n = labels.most_common(1)[0]
+            parts.append(f"**person {p}** mostly {top} ({n / sum(labels.values()):.0%} of their frames)")
+        changes = len(r.changes)
+        lines.append(f"{len(people)} {'person' if len(people) == 1 else 'people'}: " + "; ".join(parts)
+                     + f". {changes} change{'' if changes == 1 else 's'} of label.")
+        levels = Counter(row["level"] for row in r.rows if row["level"])
+        if levels:
+            lines.append(f"Heatmaps: {r.method} at {r.layer.split()[0]}; verdicts: "
+                         + ", ".join(f"{n} {lvl}" for lvl, n in levels.most_common()) + ".")
+    lines += [f"_{m}_" for m in r.messages]
+    if r.model:
+        lines.append(f"Model: {model_name(r.model)}")
+    return "\n\n".join(lines)

@@ -3,7 +3,7 @@
 Needs Debian's Chromium (`apt-get install chromium chromium-driver`; .ci/run installs it) and the
 `playwright` package; `playwright install` is never needed. Screenshots of every step land in
 test-artifacts/browser/ for a reviewer to look at:
-the results view at desktop (1400x1000) and phone (390x844) sizes, the live webcam and a share link.
+the results view at desktop (1400x1000) and phone (390x844) sizes, the live webcam, a share link and the Video tab.
 """
 import contextlib
 import os
@@ -17,6 +17,7 @@ from PIL import Image
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 from emotion.model import CLASSES
+from tests import clips
 from tests import fixtures as fx
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -344,3 +345,44 @@ def test_share_link_opens_the_same_result_in_a_new_browser(page, browser, server
         shot(other, "6-share-link-opened.png")
         assert other.errors == []
     assert photo.endswith("two_faces.jpg") and page.errors == []
+
+
+def test_video_tab_plays_the_annotated_clip_and_its_timeline_follows(page, tmp_path):
+    clip = clips.one_person(tmp_path / "walk.mp4", seconds=2, fps=4)  # the astronaut sliding to the right
+    page.get_by_role("tab", name="Video").click()
+    block(page, "Video clip").locator("input[type=file]").set_input_files(clip)  # the upload starts the analysis
+    fig = page.locator("#timeline figure.ev-timeline")
+    expect(fig).to_have_attribute("data-people", "1")
+    expect(fig.locator("li[data-person='1']")).to_have_text("Person 1 (0.0-1.5 s): happy from 0.0 s")
+    expect(fig.locator("svg [id='person-1-happy']")).to_have_count(1)  # the chart is drawn, a line per class
+    expect(fig.locator("svg [id^='person-1-']")).to_have_count(len(CLASSES))
+    expect(page.locator("#video-status")).to_contain_text("walk.mp4: 4 frames analysed (2 a second) over 2.0 s")
+    expect(page.locator("#video-status")).to_contain_text("person 1 mostly happy")
+    expect(block(page, "Results per frame and person (CSV)").locator("a[href$='/walk_emotions.csv']")).to_be_visible()
+
+    # the annotated clip plays in the browser: decoded, 2 s long, and its time runs on
+    video = page.locator("#video-clip video")
+    handle = video.element_handle()
+    page.wait_for_function("v => v.readyState >= 2 && v.videoWidth === 320 && v.videoHeight === 240", arg=handle)
+    assert video.evaluate("v => v.duration") == pytest.approx(2.0, abs=0.1)
+    video.evaluate("v => { v.muted = true; return v.play(); }")
+    page.wait_for_function("v => v.currentTime > 0.4", arg=handle)
+    shot(page, "7-video-playing.png")
+    # ... and the timeline's playhead follows it
+    page.wait_for_function("f => parseFloat(f.dataset.time || '0') > 0.2", arg=fig.element_handle())
+    video.evaluate("v => v.pause()")
+    played = video.evaluate("v => v.currentTime")
+    x = fig.locator(".ev-playhead").evaluate("e => parseFloat(e.style.left)")
+    left, right = float(fig.get_attribute("data-left")), float(fig.get_attribute("data-right"))
+    t1 = float(fig.get_attribute("data-t1"))
+    assert x == pytest.approx(100 * (left + played / t1 * (right - left)), abs=1.0)
+    # a click on the timeline shows that moment of the clip
+    chart = fig.locator(".ev-chart")
+    box = chart.bounding_box()
+    chart.click(position={"x": box["width"] * (left + 0.25 * (right - left)), "y": box["height"] / 2})
+    page.wait_for_function("v => Math.abs(v.currentTime - 0.5) < 0.1", arg=handle)
+
+    page.set_viewport_size(PHONE)
+    fig.scroll_into_view_if_needed()
+    shot(page, "8-video-phone.png")
+    assert page.errors == []

@@ -1,0 +1,133 @@
+"""A video file, analysed: its sampled frames through the one pipeline, each face followed, one row per face a frame.
+
+    file --video.probe, video.sample_frames--> (time, RGB frame) --pipeline.analyse--> faces with heatmaps
+         --track.Tracker--> a person id per face --faithfulness--> the heatmap's verdict
+         --draw.annotate--> video.ClipWriter --> the clip with labels and heatmaps (when asked for)
+
+Labels shown on the clip and the timeline are smoothed over time (an exponential moving average with time
+constant `SMOOTH_S`, so the same at any frame rate); each row keeps the model's own probabilities too.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from emotion.draw import annotate
+from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD, resolve_layer, resolve_method
+from emotion.faithfulness import face_faithfulness
+from emotion.model import EmotionModel
+from emotion.pipeline import NO_FACE, analyse
+from emotion.track import MAX_SHIFT, Tracker
+from emotion.video import DEFAULT_RATE, EVERY_FRAME, ClipWriter, check_rate, probe, sample_frames
+
+SMOOTH_S = 0.5  # seconds: time constant of the smoothed labels
+MAX_MISSED_S = 1.0  # a person out of view (or missed by the detector) for longer gets a new id on return
+SHIFT_PER_S = 2.0  # box sides a face may move in a second between analysed frames (at least track.MAX_SHIFT)
+NO_FACE_IN_CLIP = ("No face found in any of the {n} frames analysed. Faces need to be at least about 50 pixels "
+                   "high, fairly frontal and lit; analysing more frames a second may help with short glimpses.")
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class VideoResult:
+    name: str
+    duration: float  # seconds: as the file says, else up to the last frame analysed
+    rate: float  # frames analysed a second (the clip's own rate when every frame was)
+    every_frame: bool
+    frames: int  # frames analysed
+    labels: tuple[str, ...]
+    rows: list[dict]  # one per face and analysed frame; see `analyse_video`
+    changes: list[dict]  # {"person", "time", "from", "to"}: where a person's smoothed label changes
+    messages: list[str] = field(default_factory=list)
+    method: str = DEFAULT_METHOD
+    layer: str = DEFAULT_LAYER
+    model: dict = field(default_factory=dict)
+    clip: Path | None = None  # the annotated clip, when one was written
+
+    @property
+    def people(self) -> list[int]:
+        return sorted({r["person"] for r in self.rows})
+
+    def to_json(self) -> dict:
+        keep = ("time", "person", "box", "label", "probabilities", "smoothed_label", "level", "verdict")
+        return {"file": self.name, "duration": round(self.duration, 3), "frames_analysed": self.frames,
+                "frames_per_second": "every frame" if self.every_frame else self.rate,
+                "people": [{"person": p, "first_seen": min(r["time"] for r in self.rows if r["person"] == p),
+                            "last_seen": max(r["time"] for r in self.rows if r["person"] == p),
+                            "frames": sum(r["person"] == p for r in self.rows)} for p in self.people],
+                "rows": [{k: r[k] for k in keep} for r in self.rows], "changes": self.changes,
+                "messages": self.messages, "method": self.method, "layer": self.layer.split()[0],
+                "model": self.model}
+
+
+def tracker_for(rate: float) -> Tracker:
+    """The tracker for frames analysed `rate` times a second."""
+    return Tracker(max_missed=max(1, math.ceil(MAX_MISSED_S * rate)), max_shift=max(MAX_SHIFT, SHIFT_PER_S / rate))
+
+
+def analyse_video(path, model: EmotionModel, rate: float = DEFAULT_RATE, *, method: str = DEFAULT_METHOD,
+                  layer: str = DEFAULT_LAYER, clip_path=None, verdicts: bool = True,
+                  progress: Progress | None = None) -> VideoResult:
+    """Every face in the frames of `path` taken `rate` times a second (EVERY_FRAME: every frame).
+
+    Each row: `time` (seconds), `frame` (analysed frame number, from 0), `person` (track id), `box` (x0, y0,
+    x1, y1 in the analysed frame's pixels), `label` and `probabilities` (the model's, this frame),
+    `smoothed` and `smoothed_label` (averaged over time, as drawn on the clip), `level` and `verdict` (how far
+    to trust the heatmap; None when `verdicts` is False). `clip_path` writes the annotated clip there.
+    Raises emotion.video.VideoError (a message for the user) for a file that cannot be analysed.
+    """
+    method, layer = resolve_method(method, controls=False), resolve_layer(layer)
+    info = probe(path)
+    rate = check_rate(info, rate)
+    every = rate == EVERY_FRAME
+    step_rate = info.fps if every else min(rate, info.fps)
+    tracker = tracker_for(step_rate)
+    messages, rows, changes = list(info.notes), [], []
+    last_seen: dict[int, tuple[float, str]] = {}  # person -> (time, smoothed label)
+    expected = info.frames_at(rate)
+    writer = ClipWriter(clip_path, step_rate) if clip_path is not None else None
+    k, t = -1, 0.0
+    try:
+        for k, (t, rgb) in enumerate(sample_frames(path, info, rate, messages)):
+            if progress is not None:
+                done = (k / expected) if expected else (t / info.duration if info.duration else 0.0)
+                progress(min(0.99, done), f"frame {k + 1}{f' of {expected}' if expected else ''} ({t:.1f} s)")
+            a = analyse(rgb, model, method=method, layer=layer)
+            for m in a.messages:
+                if m != NO_FACE and m not in messages:
+                    messages.append(m)
+            tracks = tracker.update([f.box for f in a.faces])
+            shown = []
+            for face, track in zip(a.faces, tracks):
+                before = last_seen.get(track.id)
+                alpha = 1.0 if before is None else 1 - math.exp(-max(t - before[0], 0.0) / SMOOTH_S)
+                smoothed = track.smooth([face.probabilities[c] for c in model.labels], alpha)
+                smooth = {c: round(float(v), 5) for c, v in zip(model.labels, smoothed)}
+                label = max(smooth, key=smooth.get)
+                if before is not None and before[1] != label:
+                    changes.append({"person": track.id, "time": round(t, 3), "from": before[1], "to": label})
+                last_seen[track.id] = (t, label)
+                shown.append(smooth)
+                check = face_faithfulness(model, face, method=a.method, layer=a.layer) if verdicts else {}
+                rows.append({"time": round(t, 3), "frame": k, "person": track.id, "box": list(face.box),
+                             "label": face.label,
+                             "probabilities": {c: round(v, 5) for c, v in face.probabilities.items()},
+                             "smoothed": smooth, "smoothed_label": label,
+                             "level": check.get("level"), "verdict": check.get("verdict")})
+            if writer is not None:
+                writer.write(annotate(a, heatmaps=True, probabilities=shown, ids=[tr.id for tr in tracks]))
+    finally:
+        if writer is not None:
+            writer.close()
+    frames = k + 1
+    if not rows:
+        messages.append(NO_FACE_IN_CLIP.format(n=frames))
+    if progress is not None:
+        progress(1.0, f"{frames} frames analysed")
+    return VideoResult(info.name, info.duration or t, step_rate, every, frames, tuple(model.labels), rows, changes, messages,
+                       method, layer, model.describe(), Path(clip_path) if writer is not None else None)
