@@ -24,7 +24,7 @@ from gradio.utils import get_upload_folder as gradio_upload_folder  # noqa: E402
 from emotion import service, view  # noqa: E402
 from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, METHODS  # noqa: E402
 from emotion.images import MAX_FILE_BYTES, ImageError  # noqa: E402
-from emotion.model import EmotionModel, load_model  # noqa: E402
+from emotion.model import EmotionModel, ModelLoadError, load_model  # noqa: E402
 
 log = logging.getLogger("app")
 # What a public server holds to (README "Limits and safety"); the environment may change the last two.
@@ -227,7 +227,10 @@ def main(argv=None):
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model = load_model(args.model)
+    try:
+        model = load_model(args.model)
+    except ModelLoadError as e:  # a plain sentence, not a traceback
+        raise SystemExit(f"Could not start: {e}") from None
     log.info("model %s (%s px, %s)", model.source, model.prep.size, ", ".join(model.labels))
     threading.Thread(target=_keep_pruning, args=(Path(gradio_upload_folder()), CACHE_SECONDS,
                                                  max(1, CACHE_SECONDS // 4)), daemon=True).start()
