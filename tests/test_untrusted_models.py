@@ -124,14 +124,15 @@ def test_training_starts_only_from_safetensors(tmp_path, marker):
     env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     base = ("-m", "train", "--dataset", "fer2013", "--data", str(data), "--epochs", "1", "--batch-size", "8",
             "--size", "32", "--threads", "1", "--no-progress", "--run-dir", str(tmp_path / "run"))
-    for source in (str(folder), f"local-dir:{folder}", "hf-hub:someone/pickled"):
+    for source in (f"local-dir:{folder}", "hf-hub:someone/pickled"):
         plain_refusal(run(*base, "--init", source, env=env), f"--init {source}", "missing model.safetensors")
 
 
-@pytest.mark.parametrize("writer", [evil_torch_file, evil_pickle], ids=["torch.save", "pickle"])
-def test_resume_checkpoints_are_read_as_weights_only(tmp_path, marker, writer):
-    ckpt = writer(tmp_path / "last.pt", marker)
+def test_resume_checkpoints_are_read_as_weights_only(tmp_path, marker):
+    # torch.save's zip format for training, a bare pickle for averaging: both read the same way
+    ckpt = evil_torch_file(tmp_path / "last.pt", marker)
     plain_refusal(run("-m", "train", "--resume", str(ckpt), "--no-progress"), "not a checkpoint written by")
+    ckpt = evil_pickle(tmp_path / "epoch1.pt", marker)
     plain_refusal(run("-m", "train.average", str(ckpt), "--out", str(tmp_path / "avg")), "not a checkpoint written by")
 
 

@@ -105,17 +105,19 @@ def phase_fuzz(srv: lt.Server, files: list[Path], pictures, refs) -> dict:
 def phase_crowd(srv: lt.Server, pictures, refs, clients: int, queue_size: int | None) -> dict:
     print(f"\n[2/3] crowd: {clients} clients send one request each at the same moment (queue holds "
           f"{queue_size if queue_size else '?'})", flush=True)
-    tally = lt.Tally()
+    tally, rss_before = lt.Tally(), lt.rss_mb(srv.pid)
     lt.run_clients(srv.url, pictures, refs, tally, clients, clients, together=True, timeout_s=CROWD_LIMIT_S)
     f = tally.figures()
-    after = lt.final_check(srv, pictures, refs)
+    after = lt.final_check(srv, pictures, refs)  # (each client was a new session the server remembers)
     lost = f["errors"]  # any exception but "busy", a hang past the limit included (a mismatch is not one)
     out = {"crowd_requests": clients, "crowd_answered": f["answered"] - f["mismatches"], "crowd_busy": f["busy"],
            "crowd_lost": lost + (clients - f["requests"]), "crowd_wrong": f["mismatches"],
            "crowd_throughput_rps": f["throughput_rps"], "crowd_wait_ms_p50": f["latency_ms_p50"],
            "crowd_wait_ms_p95": f["latency_ms_p95"], "crowd_answers_after": after["server_answers_after_faults"],
-           "crowd_problems": f["problems"]}
-    lt.print_figures(f, f"; answered right afterwards: {after['server_answers_after_faults']}")
+           "crowd_problems": f["problems"], "crowd_rss_mb_before": rss_before,
+           "crowd_rss_mb_after": after["rss_mb_after_faults"]}
+    lt.print_figures(f, f"; answered right afterwards: {after['server_answers_after_faults']}; RSS {rss_before} "
+                        f"-> {after['rss_mb_after_faults']} MB")
     return out
 
 
