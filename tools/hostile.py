@@ -1,7 +1,7 @@
 """Hostile use of the running app: fuzzed pictures, a crowd larger than the queue, and memory over time.
 
     python -m tools.hostile [--quick] [--url URL] [--fuzz 2000] [--crowd 100] [--soak 5000] [--json PATH]
-                            [--arena-max N] [--compare-arena-max N]
+                            [--env KEY=VALUE] [--compare-env KEY=VALUE]
 
 Starts `python app.py` (tools/loadtest.py's server, clients and reference answers; --url tests a running
 one) and then:
@@ -17,7 +17,10 @@ one) and then:
 3. memory: --soak requests from SOAK_CLIENTS clients (no more than the queue holds); the server's RSS
    after every tenth of them. The
    growth per 1,000 requests after the first fifth (the warm-up) is the slope of a line fitted to the
-   samples. --compare-arena-max N runs it again on a fresh server started with MALLOC_ARENA_MAX=N.
+   samples.
+--env starts the app with more in its environment (an allocator setting such as MALLOC_ARENA_MAX=2);
+--compare-env runs the fuzz and memory phases again on a fresh app with that added, for a figure with and
+without it. A count of 0 skips a phase.
 --quick does about a tenth of each (the crowd against a queue a tenth as long). The last line printed
 is one JSON object with every figure; --json writes it too. Exits 1 if a goal is missed.
 """
@@ -154,25 +157,50 @@ def phase_memory(srv: lt.Server, pictures, refs, soak: int, clients: int = SOAK_
 # ---------------------------------------------------------------- main
 def goals(r: dict) -> list[str]:
     missed = []
-    if r["fuzz_crashes"]:
+    if r.get("fuzz_crashes"):
         missed.append(f"{r['fuzz_crashes']} fuzzed picture(s) hung or took the server down")
-    if r["fuzz_generic_errors"]:
+    if r.get("fuzz_generic_errors"):
         missed.append(f"{r['fuzz_generic_errors']} fuzzed picture(s) got the generic error, not a plain message")
-    if not r["fuzz_server_answers_after"]:
+    if "fuzzed" in r and not r["fuzz_server_answers_after"]:
         missed.append("the server did not answer right after the fuzzed pictures")
-    if r["crowd_lost"] or r["crowd_wrong"]:
+    if r.get("crowd_lost") or r.get("crowd_wrong"):
         missed.append(f"crowd: {r['crowd_lost']} request(s) lost, {r['crowd_wrong']} wrong")
-    if not r["crowd_answers_after"]:
+    if "crowd_requests" in r and not r["crowd_answers_after"]:
         missed.append("the server did not answer right after the crowd")
-    if r["soak_errors"] or r["soak_mismatches"] or r["soak_busy"]:
+    if r.get("soak_errors") or r.get("soak_mismatches") or r.get("soak_busy"):
         missed.append(f"memory run: {r['soak_errors']} error(s), {r['soak_mismatches']} mismatch(es), "
                       f"{r['soak_busy']} busy")
-    growth = r["rss_mb_per_1000_after_warmup"]
-    if growth is None:
-        missed.append("server memory could not be measured (pass a local --url whose server is ours)")
-    elif growth > RSS_GOAL_MB_PER_1000:
-        missed.append(f"RSS grew {growth} MB per 1,000 requests after the warm-up (goal {RSS_GOAL_MB_PER_1000:.0f})")
+    if "soak_requests" in r:
+        growth = r["rss_mb_per_1000_after_warmup"]
+        if growth is None:
+            missed.append("server memory could not be measured (pass a local --url whose server is ours)")
+        elif growth > RSS_GOAL_MB_PER_1000:
+            missed.append(f"RSS grew {growth} MB per 1,000 requests after the warm-up "
+                          f"(goal {RSS_GOAL_MB_PER_1000:.0f})")
     return missed
+
+
+def _env(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--env / --compare-env take KEY=VALUE, not {pair!r}")
+        out[key] = value
+    return out
+
+
+def run_phases(srv: lt.Server, pictures, files, crowd: int, soak: int, queue_size, soak_clients, label="") -> dict:
+    """The phases asked for (a count of 0 skips one) against one server."""
+    out = {}
+    refs = lt.reference_answers(srv.url, pictures)
+    if files:
+        out.update(phase_fuzz(srv, files, pictures, refs))
+    if crowd:
+        out.update(phase_crowd(srv, pictures, refs, crowd, queue_size))
+    if soak:
+        out.update(phase_memory(srv, pictures, refs, soak, soak_clients, label))
+    return out
 
 
 def main(argv=None) -> int:
@@ -180,24 +208,25 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="about a tenth of each phase")
     p.add_argument("--url", default=None, help="test this running app instead of starting one")
-    p.add_argument("--fuzz", type=int, default=None, help="damaged pictures (default 2000; quick 200)")
-    p.add_argument("--crowd", type=int, default=None, help="clients at once (default 100; quick 10)")
-    p.add_argument("--soak", type=int, default=None, help="requests in the memory run (default 5000; quick 500)")
+    p.add_argument("--fuzz", type=int, default=None, help="damaged pictures (default 2000; quick 200; 0 skips)")
+    p.add_argument("--crowd", type=int, default=None, help="clients at once (default 100; quick 10; 0 skips)")
+    p.add_argument("--soak", type=int, default=None, help="requests in the memory run (default 5000; quick 500; "
+                   "0 skips)")
     p.add_argument("--seed", type=int, default=0, help="the fuzzer's seed")
-    p.add_argument("--arena-max", type=int, default=None, help="start the app with MALLOC_ARENA_MAX=N")
-    p.add_argument("--compare-arena-max", type=int, default=None,
-                   help="run the memory phase again on a fresh app started with MALLOC_ARENA_MAX=N")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="start the app with this in its environment (e.g. MALLOC_ARENA_MAX=2); repeatable")
+    p.add_argument("--compare-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="run the fuzz and memory phases again on a fresh app with this added; repeatable")
     p.add_argument("--json", default=None, help="write the figures here too")
     args = p.parse_args(argv)
     tenth = 10 if args.quick else 1
-    n_fuzz, crowd, soak = args.fuzz or 2000 // tenth, args.crowd or 100 // tenth, args.soak or 5000 // tenth
+    pick = lambda given, full: full // tenth if given is None else given  # noqa: E731
+    n_fuzz, crowd, soak = pick(args.fuzz, 2000), pick(args.crowd, 100), pick(args.soak, 5000)
     queue_size = None if args.url else QUEUE_SIZE // tenth
     soak_clients = min(SOAK_CLIENTS, queue_size or SOAK_CLIENTS)  # never more than the queue holds
-    env = {"EMOTION_QUEUE_SIZE": str(queue_size)} if queue_size else {}
-    if args.arena_max:
-        env["MALLOC_ARENA_MAX"] = str(args.arena_max)
+    env = {**({"EMOTION_QUEUE_SIZE": str(queue_size)} if queue_size else {}), **_env(args.env)}
     started = time.perf_counter()
-    result: dict = {"quick": args.quick, "queue_size": queue_size, "arena_max": args.arena_max}
+    result: dict = {"quick": args.quick, "queue_size": queue_size, "env": _env(args.env)}
     with tempfile.TemporaryDirectory(prefix="hostile-") as tmp_name:
         tmp = Path(tmp_name)
         pictures = lt.face_pictures(tmp / "faces")
@@ -210,20 +239,18 @@ def main(argv=None) -> int:
         with lt.server(args.url, tmp / "app", env) as srv:
             cache_before = lt.cache_usage(srv.cache)
             print(f"app at {srv.url} (pid {srv.pid}); reference answers, one request at a time:", flush=True)
-            refs = lt.reference_answers(srv.url, pictures)
-            result.update(phase_fuzz(srv, files, pictures, refs))
-            result.update(phase_crowd(srv, pictures, refs, crowd, queue_size))
-            result.update(phase_memory(srv, pictures, refs, soak, soak_clients))
+            result.update(run_phases(srv, pictures, files, crowd, soak, queue_size, soak_clients))
             result["cache"] = {"before": cache_before, "after": lt.cache_usage(srv.cache)}
             result["server_alive"] = srv.alive()
-        if args.compare_arena_max and not args.url:
-            with lt.server(None, tmp / "app-arena", {**env, "MALLOC_ARENA_MAX": str(args.compare_arena_max)}) as srv:
-                refs2 = lt.reference_answers(srv.url, pictures)
-                other = phase_memory(srv, pictures, refs2, soak, soak_clients,
-                                     f" (MALLOC_ARENA_MAX={args.compare_arena_max})")
-            result["with_arena_max"] = {"arena_max": args.compare_arena_max,
-                                        **{k: other[k] for k in ("rss_mb_per_1000_after_warmup", "rss_mb_series",
-                                                                 "soak_throughput_rps", "soak_latency_ms_p50")}}
+        if args.compare_env and not args.url:
+            other_env = _env(args.compare_env)
+            label = " (" + ", ".join(f"{k}={v}" for k, v in other_env.items()) + ")"
+            print(f"\nagain on a fresh app{label}", flush=True)
+            with lt.server(None, tmp / "app-compared", {**env, **other_env}) as srv:
+                other = run_phases(srv, pictures, files, 0, soak, queue_size, soak_clients, label)
+            keep = ("fuzz_crashes", "fuzz_rss_mb_before", "fuzz_rss_mb_after", "fuzz_rss_mb_after_rest",
+                    "rss_mb_per_1000_after_warmup", "rss_mb_series", "soak_throughput_rps", "soak_latency_ms_p50")
+            result["compared"] = {"env": other_env, **{k: other[k] for k in keep if k in other}}
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["goals_missed"] = goals(result)
     result["passed"] = not result["goals_missed"]

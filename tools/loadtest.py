@@ -39,6 +39,7 @@ EXAMPLES = ROOT / "examples"
 ARGS = ("Grad-CAM", "layer4", "predicted class", False)  # method, layer, class to explain, whole image
 PROB_TOL, HEAT_TOL, BOX_TOL = 1e-4, 1e-3, 1
 STALL_S = 30.0
+HTTP_TIMEOUT_S = 120.0  # each HTTP call of a client (upload, join the queue, the answer's stream between messages)
 RSS_GROWTH_LIMIT_MB = 100.0
 SOAK_CLIENTS, FAULT_BACKGROUND_CLIENTS = 2, 4
 GENERIC_ERROR = "Something went wrong"  # the app's text for an unexpected exception (not a clear message)
@@ -224,9 +225,11 @@ def fault_files(tmp: Path) -> dict[str, Path]:
 
 # ---------------------------------------------------------------- calling and checking
 def new_client(url: str):
+    """A gradio_client Client as patient as a browser: its own 5 s HTTP time-out runs out on a busy 2-core
+    machine before the server can even answer "busy", and would count a slow machine as a lost request."""
     from gradio_client import Client
 
-    return Client(url, verbose=False)
+    return Client(url, verbose=False, httpx_kwargs={"timeout": HTTP_TIMEOUT_S})
 
 
 def predict(client, path: Path, timeout_s: float | None = None) -> dict:
