@@ -17,6 +17,27 @@ from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+
+def tune_malloc() -> bool:
+    """Set glibc's allocator for a long-lived server that decodes pictures of every size, before the threads
+    and big imports start: at most 2 arenas (M_ARENA_MAX), and every buffer over 4 MiB mapped on its own
+    (a fixed M_MMAP_THRESHOLD), so the memory of a big picture goes back to the system when it is freed.
+    With glibc's defaults, 400 damaged pictures left the server 170 MB larger; with these, 28 MB
+    (README, "Hostile input and crowds"). Left alone where MALLOC_ARENA_MAX or MALLOC_MMAP_THRESHOLD_ is
+    set, with EMOTION_MALLOC=default, and where there is no glibc. Returns whether it was set."""
+    if os.environ.get("EMOTION_MALLOC") == "default" or {"MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_"} & {*os.environ}:
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-8, 2) and libc.mallopt(-3, 4 * 2**20))  # M_ARENA_MAX, M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
+MALLOC_TUNED = tune_malloc()
+
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from gradio.utils import get_upload_folder as gradio_upload_folder  # noqa: E402
@@ -231,7 +252,8 @@ def main(argv=None):
         model = load_model(args.model)
     except ModelLoadError as e:  # a plain sentence, not a traceback
         raise SystemExit(f"Could not start: {e}") from None
-    log.info("model %s (%s px, %s)", model.source, model.prep.size, ", ".join(model.labels))
+    log.info("model %s (%s px, %s); allocator %s", model.source, model.prep.size, ", ".join(model.labels),
+             "tuned (2 arenas, 4 MiB mmap threshold)" if MALLOC_TUNED else "as the environment set it")
     threading.Thread(target=_keep_pruning, args=(Path(gradio_upload_folder()), CACHE_SECONDS,
                                                  max(1, CACHE_SECONDS // 4)), daemon=True).start()
     build_demo(model).launch(server_name=args.host, server_port=args.port, max_file_size=MAX_FILE_BYTES,
