@@ -93,7 +93,8 @@ def hub_cache(root, repo: str, weights: dict[str, object]):
 
 def test_a_pickle_is_never_unpickled_from_a_model_folder(tmp_path, marker):
     real = fx.ROOT / "weights" / "model.safetensors"
-    only_pickle = model_folder(tmp_path / "only_pickle", {"pytorch_model.bin": evil_torch_file(tmp_path / "a.bin", marker)})
+    only_pickle = model_folder(tmp_path / "only_pickle",
+                               {"pytorch_model.bin": evil_torch_file(tmp_path / "a.bin", marker)})
     with pytest.raises(ModelLoadError, match="missing model.safetensors"):
         load_model(only_pickle, fallback=False)
     disguised = model_folder(tmp_path / "disguised", {"model.safetensors": evil_pickle(tmp_path / "b.pkl", marker)})
