@@ -292,7 +292,7 @@ class Tally:
     """What the good requests of a phase got; shared by its client threads. A request the server turned
     away because its queue was full ("busy, try again") counts as `busy`, not as an error."""
 
-    latencies_ms: list[float] = field(default_factory=list)  # of the answered requests
+    latencies_ms: list[float] = field(default_factory=list)  # of every request not turned away as busy
     errors: int = 0
     mismatches: int = 0
     busy: int = 0
@@ -316,9 +316,10 @@ class Tally:
     def figures(self) -> dict:
         lat = np.asarray(self.latencies_ms or [np.nan])
         wall = time.perf_counter() - self.started
-        return {"requests": len(self.latencies_ms) + self.busy, "answered": len(self.latencies_ms),
+        answered = len(self.latencies_ms) - self.errors  # (a failed request's time is counted too)
+        return {"requests": len(self.latencies_ms) + self.busy, "answered": answered,
                 "busy": self.busy, "errors": self.errors, "mismatches": self.mismatches,
-                "seconds": round(wall, 1), "throughput_rps": round(len(self.latencies_ms) / wall, 2),
+                "seconds": round(wall, 1), "throughput_rps": round(answered / wall, 2),
                 "latency_ms_p50": round(float(np.percentile(lat, 50)), 1),
                 "latency_ms_p95": round(float(np.percentile(lat, 95)), 1), "problems": self.problems}
 
