@@ -8,23 +8,52 @@ Layout and wiring only; the work is in emotion/service.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+
+def tune_malloc() -> bool:
+    """Set glibc's allocator for a long-lived server that decodes pictures of every size, before the threads
+    and big imports start: at most 2 arenas (M_ARENA_MAX), and every buffer over 4 MiB mapped on its own
+    (a fixed M_MMAP_THRESHOLD), so the memory of a big picture goes back to the system when it is freed.
+    With glibc's defaults, 400 damaged pictures left the server 170 MB larger; with these, 28 MB
+    (README, "Hostile input and crowds"). Left alone where MALLOC_ARENA_MAX or MALLOC_MMAP_THRESHOLD_ is
+    set, with EMOTION_MALLOC=default, and where there is no glibc. Returns whether it was set."""
+    if os.environ.get("EMOTION_MALLOC") == "default" or {"MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_"} & {*os.environ}:
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-8, 2) and libc.mallopt(-3, 4 * 2**20))  # M_ARENA_MAX, M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
+MALLOC_TUNED = tune_malloc()
+
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
+from gradio.utils import get_upload_folder as gradio_upload_folder  # noqa: E402
 
 from emotion import service, timeline, view  # noqa: E402
 from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, METHODS  # noqa: E402
 from emotion.images import MAX_FILE_BYTES, ImageError  # noqa: E402
-from emotion.model import EmotionModel, load_model  # noqa: E402
+from emotion.model import EmotionModel, ModelLoadError, load_model  # noqa: E402
 from emotion.video import DEFAULT_RATE, EVERY_FRAME, LIMITS, MAX_VIDEO_BYTES  # noqa: E402
 
 log = logging.getLogger("app")
+# What a public server holds to (README "Limits and safety"); the environment may change the last two.
+WORKERS = 2  # photo analyses at once; requests beyond them wait in the queue (webcam streams have their own 4)
+QUEUE_SIZE = int(os.environ.get("EMOTION_QUEUE_SIZE", "64"))  # more waiting than this: "busy, try again"
+CACHE_SECONDS = int(os.environ.get("EMOTION_CACHE_SECONDS", str(24 * 3600)))  # uploads, results, share links
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 ABOUT = """# Explainable facial-emotion recognition
 Finds every face, says which of seven expressions it shows (angry, disgust, fear, happy, neutral, sad,
@@ -61,6 +90,39 @@ class ImageInput(gr.Image):
         if payload is None or (payload.url or "").startswith("data:"):
             return super().preprocess(payload)
         return payload.path
+
+
+class FrameOutput(gr.Image):
+    """gr.Image that sends each frame inline (a JPEG data: URL in the stream's message) instead of writing
+    it to Gradio's file cache: a webcam session makes about 3,000 frames in 5 minutes."""
+
+    def get_block_name(self) -> str:  # same front-end component as gr.Image
+        return "image"
+
+    def postprocess(self, value):
+        if not isinstance(value, np.ndarray):
+            return super().postprocess(value)
+        # a plain dict, not FileData: Gradio then has no file to move into its cache
+        return {"url": view.data_url(value, quality=80), "path": None, "orig_name": "live.jpg", "is_stream": False}
+
+
+def prune_share_links(folder: Path, max_age_s: float) -> int:
+    """Delete the share links (Gradio's `deep_links/<id>/state.json`, which hold a result's pictures) older
+    than `max_age_s`: Gradio keeps them until the server restarts. Returns how many went."""
+    gone = 0
+    for state in folder.glob("deep_links/*/state.json"):
+        with contextlib.suppress(OSError):
+            if time.time() - state.stat().st_mtime > max_age_s:
+                state.unlink()
+                state.parent.rmdir()
+                gone += 1
+    return gone
+
+
+def _keep_pruning(folder: Path, max_age_s: float, every_s: float) -> None:
+    while True:
+        time.sleep(every_s)
+        prune_share_links(folder, max_age_s)
 
 
 def _user_error(e: Exception, what: str = "picture") -> gr.Error:
@@ -163,7 +225,9 @@ def build_demo(model: EmotionModel) -> gr.Blocks:
 
     classes = [service.PREDICTED, *model.labels]
     methods, layers = list(METHODS), list(LAYERS)
-    with gr.Blocks(title="Explainable facial-emotion recognition") as demo:
+    # uploads and results leave Gradio's cache CACHE_SECONDS after they were made (checked 4 times as often)
+    with gr.Blocks(title="Explainable facial-emotion recognition",
+                   delete_cache=(max(1, CACHE_SECONDS // 4), CACHE_SECONDS)) as demo:
         gr.Markdown(ABOUT)
         with gr.Tab("Photo"):
             with gr.Row():
@@ -209,7 +273,7 @@ def build_demo(model: EmotionModel) -> gr.Blocks:
             with gr.Row():
                 cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera",
                                webcam_options=gr.WebcamOptions(mirror=MIRRORED))
-                live = gr.Image(label="Live: heatmap and label", interactive=False, format="jpeg")
+                live = FrameOutput(label="Live: heatmap and label", interactive=False, format="jpeg")
             with gr.Row():
                 live_method = gr.Dropdown(methods, value=DEFAULT_METHOD, label="Explanation method")
                 live_layer = gr.Dropdown(layers, value=DEFAULT_LAYER, label="Layer it reads")
@@ -251,7 +315,7 @@ def build_demo(model: EmotionModel) -> gr.Blocks:
               on_photo, [image, method, layer, explain_for, whole], [annotated, faces, status, result],
               api_visibility="undocumented", trigger_mode="always_last"
               ).success(None, js=SHOW_RESULT_ON_PHONE)
-    demo.queue(default_concurrency_limit=2, max_size=64)
+    demo.queue(default_concurrency_limit=WORKERS, max_size=QUEUE_SIZE)
     return demo
 
 
@@ -263,8 +327,14 @@ def main(argv=None):
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model = load_model(args.model)
-    log.info("model %s (%s px, %s)", model.source, model.prep.size, ", ".join(model.labels))
+    try:
+        model = load_model(args.model)
+    except ModelLoadError as e:  # a plain sentence, not a traceback
+        raise SystemExit(f"Could not start: {e}") from None
+    log.info("model %s (%s px, %s); allocator %s", model.source, model.prep.size, ", ".join(model.labels),
+             "tuned (2 arenas, 4 MiB mmap threshold)" if MALLOC_TUNED else "as the environment set it")
+    threading.Thread(target=_keep_pruning, args=(Path(gradio_upload_folder()), CACHE_SECONDS,
+                                                 max(1, CACHE_SECONDS // 4)), daemon=True).start()
     build_demo(model).launch(server_name=args.host, server_port=args.port, max_file_size=UPLOAD_LIMIT,
                              show_error=True, css=PAGE_CSS, js=TIMELINE_JS)
 

@@ -106,6 +106,8 @@ def _open(fp, name: str) -> Loaded:
                          f"{MAX_PIXELS / 1e6:.0f} megapixels.") from None
     except OSError as e:
         raise ImageError(f"{name} could not be read: {e}.") from None
+    except Exception as e:  # noqa: BLE001 -- a damaged header can raise anything in a decoder's parser
+        raise ImageError(f"{name} is corrupt and could not be opened ({type(e).__name__}: {e}).") from None
     return _from_pil(im, name)
 
 
@@ -121,11 +123,11 @@ def _from_pil(im: Image.Image, name: str = "the image") -> Loaded:
             notes.append(f"{name} has {im.n_frames} frames; the first one was analysed.")
             im.seek(0)
         if im.format == "JPEG" and max(w, h) > 2 * WORK_SIDE:
-            im.draft("RGB", (w * WORK_SIDE // max(w, h), h * WORK_SIDE // max(w, h)))  # decode at 1/2..1/8 scale
+            im.draft("RGB", (max(1, w * WORK_SIDE // max(w, h)), max(1, h * WORK_SIDE // max(w, h))))  # 1/2..1/8
         im.load()
         turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap width and height
         upright = ImageOps.exif_transpose(im) or im
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except Exception as e:  # noqa: BLE001 -- decoders raise many kinds on damaged data (KeyError, IndexError, ...)
         msg = str(e)
         if "truncated" in msg or "broken data stream" in msg or "premature end" in msg.lower():
             raise ImageError(f"{name} is truncated or corrupt: only part of the file arrived.") from None

@@ -50,8 +50,9 @@ CSS = """
 """
 
 
-def _data_url(rgb: np.ndarray) -> str:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+def data_url(rgb: np.ndarray, quality: int = 90) -> str:
+    """An RGB uint8 picture as an inline JPEG (a data: URL): shown by the browser, never written to disk."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     assert ok
     return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
 
@@ -119,9 +120,9 @@ def face_card(i: int, face, check: dict, method: str) -> str:
         f'<section class="ev-face" data-face="{i}" data-label="{e(face.label)}">'
         f"<h3>Face {i}: {e(face.label)} {top:.0%}</h3>"
         '<div class="ev-body"><div class="ev-pair">'
-        f'<figure><img src="{_data_url(crop)}" alt="Face {i}" width="{SIDE}" height="{SIDE}">'
+        f'<figure><img src="{data_url(crop)}" alt="Face {i}" width="{SIDE}" height="{SIDE}">'
         "<figcaption>face</figcaption></figure>"
-        f'<figure><img src="{_data_url(heat)}" alt="Face {i}: heatmap {e(about)}" width="{SIDE}" height="{SIDE}">'
+        f'<figure><img src="{data_url(heat)}" alt="Face {i}: heatmap {e(about)}" width="{SIDE}" height="{SIDE}">'
         f"<figcaption>heatmap {e(about)}{e(no_map)}</figcaption></figure></div>"
         '<div class="ev-details"><div class="ev-h4">Probabilities</div>'
         + _bars(probs, face.label, f"Face {i} probabilities")

@@ -3,6 +3,7 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 
+import contextlib  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -23,16 +24,20 @@ def model():
     return load_model(DEFAULT_WEIGHTS, fallback=False)
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    """`python app.py` on a free loopback port, as a user starts it; yields its URL."""
+@contextlib.contextmanager
+def running_app(folder: Path, env: dict[str, str] | None = None):
+    """`python app.py` on a free loopback port, as a user starts it, with `env` added to its environment
+    and a Gradio file cache of its own (`folder`/gradio-cache, not the machine-wide /tmp/gradio). Yields
+    (url, cache folder); stops the app afterwards."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = tmp_path_factory.mktemp("server") / "app.log"
+    folder.mkdir(parents=True, exist_ok=True)
+    log, cache = folder / "app.log", folder / "gradio-cache"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, stdout=out,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, env={**os.environ, "GRADIO_TEMP_DIR": str(cache),
+                                                               **(env or {})})
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 180
     while True:
@@ -47,6 +52,21 @@ def server(tmp_path_factory):
             proc.kill()
             pytest.fail("app.py did not start:\n" + log.read_text())
         time.sleep(1)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    try:
+        yield url, cache
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory):
+    """The app as users start it: (url, its Gradio cache folder)."""
+    with running_app(tmp_path_factory.mktemp("server")) as (url, cache):
+        yield url, cache
+
+
+@pytest.fixture(scope="session")
+def server(served):
+    """The URL of `served`."""
+    return served[0]

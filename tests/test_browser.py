@@ -295,7 +295,8 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.mean(-1).ravel(), b.mean(-1).ravel())[0, 1])
 
 
-def test_webcam_stream_is_labelled_live_the_right_way_round(page):
+def test_webcam_stream_is_labelled_live_the_right_way_round(page, served):
+    cached = {p for p in served[1].rglob("*") if p.is_file()}
     page.get_by_role("tab", name="Webcam (live)").click()
     camera = block(page, "Camera")
     camera.get_by_text("Click to Access Webcam").click()
@@ -314,6 +315,9 @@ def test_webcam_stream_is_labelled_live_the_right_way_round(page):
     shown = live_pixels(live)
     shot(page, "5-webcam-live.png")
     camera.get_by_title("stop recording").click()
+    # frames come and go inline: none of them, in or out, is written to the server's file cache
+    assert [p for p in served[1].rglob("*") if p.is_file() and p not in cached] == []
+    assert live.get_attribute("src").startswith("data:image/jpeg;base64,")
 
     # the preview is a mirror, but what was analysed and shown is the camera's own picture, not its mirror
     frames = camera_frames(fx.PORTRAIT)

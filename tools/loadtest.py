@@ -2,7 +2,8 @@
 
     python -m tools.loadtest [--url URL] [--clients 16] [--requests 25] [--soak 1000] [--json PATH]
 
-Starts `python app.py` on a free loopback port (unless --url is given) and stops it at the end. Then:
+Starts `python app.py` on a free loopback port with a file cache of its own (unless --url is given) and
+stops it at the end. Then:
 1. load: --clients threads, each with its own Client, send --requests `/predict` calls each over a mix of
    face pictures; every answer must equal that picture's reference answer (taken first, one request at a
    time), so answers can never be swapped between users. Throughput, p50/p95 latency, errors, mismatches.
@@ -11,7 +12,9 @@ Starts `python app.py` on a free loopback port (unless --url is given) and stops
 3. faults: every awkward file (tests/fixtures.py), decompression bombs, a huge photo and an upload over
    the size limit, sent while other clients keep loading the app; each must be answered (a plain message
    or a sensible result) within 30 s, the other clients' answers must stay right, the server must live.
-Prints the figures as it goes and a summary; --json writes them. Exits 1 if any goal is missed.
+Prints the figures as it goes and a summary, with the number and size of the files in Gradio's cache before
+and after (--cache-dir names it for --url); --json writes them. Exits 1 if any goal is missed.
+tools/hostile.py drives the same server, clients and reference answers with hostile input.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ EXAMPLES = ROOT / "examples"
 ARGS = ("Grad-CAM", "layer4", "predicted class", False)  # method, layer, class to explain, whole image
 PROB_TOL, HEAT_TOL, BOX_TOL = 1e-4, 1e-3, 1
 STALL_S = 30.0
+HTTP_TIMEOUT_S = 120.0  # each HTTP call of a client (upload, join the queue, the answer's stream between messages)
 RSS_GROWTH_LIMIT_MB = 100.0
 SOAK_CLIENTS, FAULT_BACKGROUND_CLIENTS = 2, 4
 GENERIC_ERROR = "Something went wrong"  # the app's text for an unexpected exception (not a clear message)
@@ -48,6 +52,7 @@ class Server:
     pid: int | None
     proc: subprocess.Popen | None = None
     log: Path | None = None
+    cache: Path | None = None  # its Gradio file cache (GRADIO_TEMP_DIR), when known
 
     def alive(self) -> bool:
         if self.proc is not None:
@@ -79,21 +84,24 @@ def _listening_pid(port: int) -> int | None:
 
 
 @contextlib.contextmanager
-def server(url: str | None, log_dir: Path):
-    """The app under test: the one at `url`, or `python app.py` started here and stopped afterwards."""
+def server(url: str | None, log_dir: Path, env: dict[str, str] | None = None, cache: Path | None = None):
+    """The app under test: the one at `url` (whose cache folder is `cache`, if given), or `python app.py`
+    started here with `env` added to its environment and a cache folder of its own, stopped afterwards."""
     if url:
         from urllib.parse import urlparse
 
         port = urlparse(url).port
-        yield Server(url, _listening_pid(port) if port else None)
+        yield Server(url, _listening_pid(port) if port else None, cache=cache)
         return
     port = _free_port()
-    log = log_dir / "app.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log, cache = log_dir / "app.log", log_dir / "gradio-cache"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(cache),
+           **(env or {})}
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, stdout=out,
                                 stderr=subprocess.STDOUT, env=env)
-    srv = Server(f"http://127.0.0.1:{port}/", proc.pid, proc, log)
+    srv = Server(f"http://127.0.0.1:{port}/", proc.pid, proc, log, cache)
     try:
         _wait_until_up(srv)
         yield srv
@@ -148,6 +156,18 @@ def rss_mb(pid: int | None) -> float | None:
                     total += int(line.split()[1])  # kB
         todo.extend(_children(p))
     return round(total / 1024, 1) if seen and total else None
+
+
+def cache_usage(folder: Path | None) -> dict | None:
+    """Files in Gradio's cache folder: how many and their size in MB (None when the folder is not known)."""
+    if folder is None:
+        return None
+    files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+    size = 0
+    for p in files:
+        with contextlib.suppress(OSError):
+            size += p.stat().st_size
+    return {"files": len(files), "mb": round(size / 2**20, 2)}
 
 
 # ---------------------------------------------------------------- pictures
@@ -205,15 +225,27 @@ def fault_files(tmp: Path) -> dict[str, Path]:
 
 # ---------------------------------------------------------------- calling and checking
 def new_client(url: str):
+    """A gradio_client Client as patient as a browser: its own 5 s HTTP time-out runs out on a busy 2-core
+    machine before the server can even answer "busy", and would count a slow machine as a lost request."""
     from gradio_client import Client
 
-    return Client(url, verbose=False)
+    return Client(url, verbose=False, httpx_kwargs={"timeout": HTTP_TIMEOUT_S})
 
 
-def predict(client, path: Path) -> dict:
+def predict(client, path: Path, timeout_s: float | None = None) -> dict:
+    """/predict on one picture; a TimeoutError past `timeout_s` (the job is cancelled)."""
+    from concurrent.futures import TimeoutError as FutureTimeout
+
     from gradio_client import handle_file
 
-    return client.predict(handle_file(str(path)), *ARGS, api_name="/predict")
+    if timeout_s is None:
+        return client.predict(handle_file(str(path)), *ARGS, api_name="/predict")
+    job = client.submit(handle_file(str(path)), *ARGS, api_name="/predict")
+    try:
+        return job.result(timeout=timeout_s)
+    except FutureTimeout:
+        job.cancel()
+        raise TimeoutError(f"no answer within {timeout_s:.0f} s") from None
 
 
 def compare(answer, ref: dict) -> str | None:
@@ -257,37 +289,63 @@ def reference_answers(url: str, pictures: dict[str, Path]) -> dict[str, dict]:
 
 @dataclass
 class Tally:
-    """What the good requests of a phase got; shared by its client threads."""
+    """What the good requests of a phase got; shared by its client threads. A request the server turned
+    away because its queue was full ("busy, try again") counts as `busy`, not as an error."""
 
-    latencies_ms: list[float] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)  # of every request not turned away as busy
     errors: int = 0
     mismatches: int = 0
+    busy: int = 0
     problems: list[str] = field(default_factory=list)  # the first few, for the report
     lock: threading.Lock = field(default_factory=threading.Lock)
+    started: float = field(default_factory=time.perf_counter)
 
-    def record(self, name: str, ms: float, error: str | None, mismatch: str | None) -> int:
+    def record(self, name: str, ms: float, error: str | None, mismatch: str | None, busy: bool = False) -> int:
+        """Count one request; returns how many have been counted."""
         with self.lock:
-            self.latencies_ms.append(ms)
+            if busy:
+                self.busy += 1
+            else:
+                self.latencies_ms.append(ms)
             self.errors += error is not None
             self.mismatches += mismatch is not None
             if (error or mismatch) and len(self.problems) < 10:
                 self.problems.append(f"{name}: {'error ' + error if error else 'mismatch ' + mismatch}")
-            return len(self.latencies_ms)
+            return len(self.latencies_ms) + self.busy
 
     def figures(self) -> dict:
         lat = np.asarray(self.latencies_ms or [np.nan])
-        return {"requests": len(self.latencies_ms), "errors": self.errors, "mismatches": self.mismatches,
+        wall = time.perf_counter() - self.started
+        answered = len(self.latencies_ms) - self.errors  # (a failed request's time is counted too)
+        return {"requests": len(self.latencies_ms) + self.busy, "answered": answered,
+                "busy": self.busy, "errors": self.errors, "mismatches": self.mismatches,
+                "seconds": round(wall, 1), "throughput_rps": round(answered / wall, 2),
                 "latency_ms_p50": round(float(np.percentile(lat, 50)), 1),
                 "latency_ms_p95": round(float(np.percentile(lat, 95)), 1), "problems": self.problems}
 
 
+def print_figures(out: dict, extra: str = "") -> None:
+    """One phase's figures (Tally.figures) as one line, then its first problems."""
+    busy = f", busy {out['busy']}" if out["busy"] else ""
+    print(f"  {out['requests']} requests in {out['seconds']} s: {out['throughput_rps']} answered/s, latency p50 "
+          f"{out['latency_ms_p50']} ms, p95 {out['latency_ms_p95']} ms, errors {out['errors']}, mismatches "
+          f"{out['mismatches']}{busy}{extra}", flush=True)
+    for p in out["problems"]:
+        print("   ", p)
+
+
 def run_clients(url: str, pictures: dict[str, Path], refs: dict[str, dict], tally: Tally, n_clients: int,
-                n_requests: int | None, stop: threading.Event | None = None, after_each=None) -> None:
+                n_requests: int | None, stop: threading.Event | None = None, after_each=None,
+                together: bool = False, timeout_s: float | None = None) -> None:
     """`n_clients` threads, each its own Client, cycling through the pictures (each from its own offset)
     until `n_requests` calls have been made in all (shared out evenly), or until `stop` is set; every
-    answer is checked against its picture's reference."""
+    answer is checked against its picture's reference. `together`: every client connects first, then all
+    send at the same moment (a crowd). A request not answered within `timeout_s` counts as an error."""
+    from gradio_client.utils import QueueError
+
     names = list(pictures)
     failures = []
+    gate = threading.Barrier(n_clients) if together else None
 
     def worker(k: int) -> None:
         n_mine = None if n_requests is None else n_requests // n_clients + (k < n_requests % n_clients)
@@ -295,18 +353,26 @@ def run_clients(url: str, pictures: dict[str, Path], refs: dict[str, dict], tall
             client = new_client(url)
         except Exception as e:  # noqa: BLE001 -- a client that cannot connect counts as errors
             failures.append(f"client {k}: {type(e).__name__}: {e}")
+            if gate:
+                gate.abort()
             return
+        if gate:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                gate.wait()
         i = 0
         while (n_mine is None or i < n_mine) and not (stop and stop.is_set()):
             name = names[(k + i) % len(names)]
             t = time.perf_counter()
             error = mismatch = None
+            busy = False
             try:
-                answer = predict(client, pictures[name])
+                answer = predict(client, pictures[name], timeout_s)
                 mismatch = compare(answer, refs[name])
+            except QueueError:
+                busy = True  # the server's plain "queue is full, try again"
             except Exception as e:  # noqa: BLE001
                 error = f"{type(e).__name__}: {e}"[:200]
-            done = tally.record(name, (time.perf_counter() - t) * 1000, error, mismatch)
+            done = tally.record(name, (time.perf_counter() - t) * 1000, error, mismatch, busy)
             if after_each:
                 after_each(done)
             i += 1
@@ -330,15 +396,9 @@ def phase_load(url, pictures, refs, clients: int, requests: int) -> dict:
         if done % progress == 0:
             print(f"  {done}/{clients * requests} answered", flush=True)
 
-    t = time.perf_counter()
     run_clients(url, pictures, refs, tally, clients, clients * requests, after_each=tick)
-    wall = time.perf_counter() - t
-    out = {**tally.figures(), "seconds": round(wall, 1), "throughput_rps": round(len(tally.latencies_ms) / wall, 2)}
-    print(f"  {out['requests']} requests in {wall:.1f} s: {out['throughput_rps']} requests/s, latency p50 "
-          f"{out['latency_ms_p50']} ms, p95 {out['latency_ms_p95']} ms, errors {out['errors']}, mismatches "
-          f"{out['mismatches']}", flush=True)
-    for p in out["problems"]:
-        print("   ", p)
+    out = tally.figures()
+    print_figures(out)
     return out
 
 
@@ -353,23 +413,19 @@ def phase_memory(srv: Server, pictures, refs, soak: int) -> dict:
             series[done] = rss_mb(srv.pid)
             print(f"  after {done:>5} requests: RSS {series[done]} MB", flush=True)
 
-    t = time.perf_counter()
     run_clients(srv.url, pictures, refs, tally, SOAK_CLIENTS, soak, after_each=sample)
-    wall = time.perf_counter() - t
     after_50, after_all = series.get(50), rss_mb(srv.pid)
     growth = round(after_all - after_50, 1) if after_50 is not None and after_all is not None else None
-    out = {**tally.figures(), "seconds": round(wall, 1), "rss_mb_at_start": series[0], "rss_mb_after_50": after_50,
+    out = {**tally.figures(), "rss_mb_at_start": series[0], "rss_mb_after_50": after_50,
            "rss_mb_after_all": after_all, "rss_growth_mb": growth, "rss_mb_series": series}
-    print(f"  RSS after 50: {after_50} MB, after {out['requests']}: {after_all} MB, growth {growth} MB "
-          f"(limit {RSS_GROWTH_LIMIT_MB:.0f}); errors {out['errors']}, mismatches {out['mismatches']}, "
-          f"p50 {out['latency_ms_p50']} ms", flush=True)
-    for p in out["problems"]:
-        print("   ", p)
+    print_figures(out, f"; RSS after 50: {after_50} MB, after all: {after_all} MB, growth {growth} MB "
+                       f"(limit {RSS_GROWTH_LIMIT_MB:.0f})")
     return out
 
 
-def _send_fault(client, path: Path) -> dict:
-    """One awkward file: what came back (result, error message, rejection or stall) and how long it took."""
+def _send_fault(client, path: Path, limit_s: float = STALL_S) -> dict:
+    """One awkward file: what came back (result, error message, rejection or a stall past `limit_s`) and
+    how long it took."""
     from concurrent.futures import TimeoutError as FutureTimeout
 
     from gradio_client import handle_file
@@ -379,19 +435,19 @@ def _send_fault(client, path: Path) -> dict:
     job = client.submit(handle_file(str(path)), *ARGS, api_name="/predict")
     row = {"bytes": path.stat().st_size}
     try:
-        answer = job.result(timeout=STALL_S)
+        answer = job.result(timeout=limit_s)
         row.update(outcome="result", faces=len(answer["faces"]), message="; ".join(answer.get("messages", [])))
         row["ok"] = isinstance(answer.get("faces"), list)
     except FutureTimeout:
         job.cancel()
-        row.update(outcome="stalled", message=f"no answer within {STALL_S:.0f} s", ok=False)
+        row.update(outcome="stalled", message=f"no answer within {limit_s:.0f} s", ok=False)
     except AppError as e:
         row.update(outcome="error", message=str(e))
         row["ok"] = bool(str(e).strip()) and GENERIC_ERROR not in str(e)
     except Exception as e:  # noqa: BLE001 -- e.g. the client refusing an upload over the limit
         row.update(outcome="rejected", message=f"{type(e).__name__}: {e}", ok=True)
     row["seconds"] = round(time.perf_counter() - t, 2)
-    row["ok"] = row["ok"] and row["seconds"] <= STALL_S
+    row["ok"] = row["ok"] and row["seconds"] <= limit_s
     return row
 
 
@@ -446,11 +502,8 @@ def phase_faults(srv: Server, pictures, refs, files: dict[str, Path]) -> dict:
     stop.set()
     background.join(STALL_S * 4)
     meanwhile = tally.figures()
-    print(f"  meanwhile {meanwhile['requests']} good requests from other clients: errors {meanwhile['errors']}, "
-          f"mismatches {meanwhile['mismatches']}, p50 {meanwhile['latency_ms_p50']} ms, p95 "
-          f"{meanwhile['latency_ms_p95']} ms", flush=True)
-    for p in meanwhile["problems"]:
-        print("   ", p)
+    print("  meanwhile, good requests from the other clients:")
+    print_figures(meanwhile)
     return {"faults": faults, "background": meanwhile}
 
 
@@ -465,14 +518,17 @@ def final_check(srv: Server, pictures, refs) -> dict:
 
 
 # ---------------------------------------------------------------- summary and main
-def summarise(load: dict, memory: dict, faults: dict, end: dict, wall_s: float) -> dict:
+def summarise(load: dict, memory: dict, faults: dict, end: dict, wall_s: float, cache: dict | None = None) -> dict:
     bg = faults["background"]
     growth = memory["rss_growth_mb"]
     missed = []
     errors = load["errors"] + memory["errors"] + bg["errors"]
     mismatches = load["mismatches"] + memory["mismatches"] + bg["mismatches"]
+    busy = load["busy"] + memory["busy"] + bg["busy"]
     if errors:
         missed.append(f"{errors} good request(s) failed")
+    if busy:
+        missed.append(f"{busy} request(s) turned away as busy (the queue was full)")
     if mismatches:
         missed.append(f"{mismatches} answer(s) differ from their picture's reference")
     if growth is None:
@@ -488,7 +544,7 @@ def summarise(load: dict, memory: dict, faults: dict, end: dict, wall_s: float) 
         "throughput_rps": load["throughput_rps"], "latency_ms_p50": load["latency_ms_p50"],
         "latency_ms_p95": load["latency_ms_p95"], "errors": errors, "mismatches": mismatches,
         "rss_mb_after_50": memory["rss_mb_after_50"], "rss_mb_after_all": memory["rss_mb_after_all"],
-        "rss_growth_mb": growth, "faults": faults["faults"], **end,
+        "rss_growth_mb": growth, "faults": faults["faults"], **end, "cache": cache,
         "phases": {"load": load, "memory": memory, "faults_background": bg},
         "goals_missed": missed, "passed": not missed, "seconds": round(wall_s, 1),
     }
@@ -502,26 +558,32 @@ def main(argv=None) -> int:
     p.add_argument("--requests", type=int, default=25, help="requests per client in the load phase")
     p.add_argument("--soak", type=int, default=1000, help="requests in the memory phase")
     p.add_argument("--json", default=None, help="write all figures here")
+    p.add_argument("--cache-dir", type=Path, default=None, help="with --url: that server's Gradio cache folder "
+                   "(its GRADIO_TEMP_DIR), to count its files")
     args = p.parse_args(argv)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="loadtest-") as tmp_name:
         tmp = Path(tmp_name)
         pictures = face_pictures(tmp / "faces")
         files = fault_files(tmp / "faults")
-        with server(args.url, tmp) as srv:
-            print(f"app at {srv.url} (pid {srv.pid}); reference answers, one request at a time:", flush=True)
+        with server(args.url, tmp, cache=args.cache_dir) as srv:
+            cache = {"before": cache_usage(srv.cache)}
+            print(f"app at {srv.url} (pid {srv.pid}); Gradio cache {srv.cache}: {cache['before']}; reference "
+                  "answers, one request at a time:", flush=True)
             refs = reference_answers(srv.url, pictures)
             load = phase_load(srv.url, pictures, refs, args.clients, args.requests)
             memory = phase_memory(srv, pictures, refs, args.soak)
             faults = phase_faults(srv, pictures, refs, files)
             end = final_check(srv, pictures, refs)
-    result = summarise(load, memory, faults, end, time.perf_counter() - started)
+            cache["after"] = cache_usage(srv.cache)
+    result = summarise(load, memory, faults, end, time.perf_counter() - started, cache)
     print(f"\nsummary: {result['throughput_rps']} requests/s, p50 {result['latency_ms_p50']} ms, p95 "
           f"{result['latency_ms_p95']} ms; errors {result['errors']}, mismatches {result['mismatches']}; RSS "
           f"{result['rss_mb_after_50']} -> {result['rss_mb_after_all']} MB (growth {result['rss_growth_mb']} MB); "
           f"faults ok {sum(r['ok'] for r in result['faults'].values())}/{len(result['faults'])}; server alive "
           f"{result['server_alive']}, answering {result['server_answers_after_faults']} (RSS "
-          f"{result['rss_mb_after_faults']} MB); {result['seconds']} s")
+          f"{result['rss_mb_after_faults']} MB); Gradio cache {cache['before']} -> {cache['after']}; "
+          f"{result['seconds']} s")
     print("PASSED" if result["passed"] else "GOALS MISSED:\n  " + "\n  ".join(result["goals_missed"]))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")

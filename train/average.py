@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from emotion.model import CLASSES, create_net, load_model
+from emotion.model import CLASSES, ModelLoadError, create_net, load_model
 from train import train as T
 from train.augment import augment, normalize
 from train.export import save_model
@@ -75,7 +75,7 @@ def main(argv=None) -> dict:
     folders = [s for s in args.sources if not Path(s).is_file()]
     if not ckpts:
         raise SystemExit("give at least one checkpoint of the run (its data and recipe come from it)")
-    loaded = {str(c): torch.load(c, map_location="cpu", weights_only=True) for c in ckpts}
+    loaded = {str(c): T.load_checkpoint(c) for c in ckpts}  # tensors and plain data only
     newest = max(loaded.values(), key=lambda c: c["epoch"])
     run = argparse.Namespace(**{**vars(T.parse_args([])), **newest["args"]})
     run_dirs = {c["args"]["run_dir"] or f"runs/{c['args']['dataset']}" for c in loaded.values()}
@@ -85,7 +85,10 @@ def main(argv=None) -> dict:
     prep = best.prep  # the run's framing and normalisation
     states = [c["model"] for c in loaded.values()]
     for f in folders:
-        m = load_model(f, fallback=False, rule="prior")  # the network's own scores
+        try:
+            m = load_model(f, fallback=False, rule="prior")  # safetensors only; the network's own scores
+        except ModelLoadError as e:
+            raise SystemExit(f"{f}: {e}") from None
         if (m.prep.mean, m.prep.std, m.prep.size) != (prep.mean, prep.std, prep.size):
             raise SystemExit(f"{f}: its normalisation or input size differs from the run's")
         states.append(m.net.state_dict())

@@ -181,7 +181,7 @@ def main(argv=None):
     several = distributed.launched() and int(os.environ["WORLD_SIZE"]) > 1
     ckpt = None
     if args.resume:
-        ckpt = torch.load(args.resume, map_location="cpu", weights_only=True)  # tensors and plain data only
+        ckpt = load_checkpoint(args.resume)
         resumed = vars(args)
         args = argparse.Namespace(**{**vars(parse_args([])),  # defaults of options added since the checkpoint
                                      **ckpt["args"], "resume": args.resume, "time_limit": resumed["time_limit"],
@@ -377,10 +377,24 @@ def main(argv=None):
     return best
 
 
+def load_checkpoint(path) -> dict:
+    """A checkpoint this trainer wrote (`last.pt`), read with torch.load(weights_only=True): tensors and plain
+    data only, so a file that carries code is refused, never run. Anything else ends with a plain message."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- refused pickle, damaged zip, missing file: all one answer
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SystemExit(f"{path} is not a checkpoint written by `python -m train` (tensors and plain data "
+                         f"only): {why}") from None
+
+
 def _init_model(source: str):
     """The model to start from, its classifier rows in our class order (matched by name)."""
-    from emotion.model import load_model
-    start = load_model(source, fallback=False, rule="prior")  # the network's own scores
+    from emotion.model import ModelLoadError, load_model
+    try:
+        start = load_model(source, fallback=False, rule="prior")  # safetensors only; the network's own scores
+    except ModelLoadError as e:
+        raise SystemExit(f"--init {source}: {e}") from None
     if sorted(start.labels) != sorted(CLASSES):
         raise SystemExit(f"--init {source}: its classes {list(start.labels)} are not {list(CLASSES)}")
     order = [start.labels.index(c) for c in CLASSES]
