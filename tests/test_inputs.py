@@ -84,3 +84,26 @@ def test_arrays_of_any_kind(model):
         analyse(np.zeros((0, 0, 3), np.uint8), model)
     with pytest.raises(ImageError, match="No image"):
         analyse(None, model)
+
+
+def test_sixteen_bit_and_float_pictures_are_scaled_by_their_format_not_stretched(model, tmp_path):
+    """One flat-lit photo (grey levels 90..169) saved as 8-bit PNG, 16-bit PNG, float TIFF (0..1) and given as
+    a uint16 array: every copy reads as the 8-bit one, pixel for pixel, and gets the same answer. Stretching
+    each picture to its own darkest and lightest pixels would give the 16-bit copies 0..255."""
+    from PIL import Image
+
+    grey = np.asarray(fx.portrait().convert("L")).astype(np.float32)
+    flat = np.rint(90 + grey * (79 / 255)).astype(np.uint8)
+    assert (flat.min(), flat.max()) == (90, 169)
+    Image.fromarray(flat).save(tmp_path / "eight.png")
+    Image.fromarray(flat.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")
+    Image.fromarray(flat.astype(np.float32) / 255).save(tmp_path / "float.tif")
+    assert Image.open(tmp_path / "sixteen.png").mode == "I;16" and Image.open(tmp_path / "float.tif").mode == "F"
+    eight = load_image(tmp_path / "eight.png").rgb
+    assert (eight.min(), eight.max()) == (90, 169)
+    for copy in (tmp_path / "sixteen.png", tmp_path / "float.tif", flat.astype(np.uint16) * 257,
+                 flat.astype(np.float32) / 255):
+        assert np.array_equal(load_image(copy).rgb, eight), type(copy)
+    want = analyse(tmp_path / "eight.png", model).faces[0].probabilities
+    got = analyse(tmp_path / "sixteen.png", model).faces[0].probabilities
+    assert got == pytest.approx(want, abs=1e-6)
