@@ -50,13 +50,25 @@ def test_colour_modes_agree_with_the_original(model, files):
         assert abs(f.probabilities[f.label] - base.probabilities[base.label]) < 0.15, name
 
 
-def test_exif_rotation_is_applied(model, files):
-    loaded = load_image(files["exif_rotated"])
-    assert loaded.rgb.shape[:2] == (512, 512)
-    upright = analyse(fx.PORTRAIT, model).faces[0]
-    turned = analyse(files["exif_rotated"], model).faces[0]
-    assert turned.label == upright.label
-    assert np.abs(np.array(turned.box) - np.array(upright.box)).max() < 12  # same place, not turned
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_comes_out_upright(tmp_path, orientation):
+    """A 384 x 512 picture stored as a camera stores it for each EXIF orientation: it is read upright, at its
+    upright size (512 high, 384 wide), with the original size the right way round too (so boxes are not
+    scaled by 384/512)."""
+    upright = np.asarray(fx.tall_portrait())
+    loaded = load_image(fx.exif_oriented(tmp_path / f"o{orientation}.jpg", orientation))
+    assert loaded.rgb.shape == (512, 384, 3)
+    assert loaded.original_size == (384, 512) and loaded.scale == 1.0
+    assert np.abs(loaded.rgb.astype(int) - upright.astype(int)).mean() < 3  # the same pixels, not turned
+
+
+def test_exif_rotation_is_applied(model, files, tmp_path):
+    fx.tall_portrait().save(tmp_path / "upright.jpg", quality=95)
+    upright = analyse(tmp_path / "upright.jpg", model).faces[0]
+    turned = analyse(files["exif_rotated"], model)
+    assert turned.to_json()["image_size"] == [384, 512]
+    assert turned.faces[0].label == upright.label
+    assert np.abs(np.array(turned.faces[0].box) - np.array(upright.box)).max() < 4  # same place, not turned
 
 
 def test_animated_gif_uses_first_frame(files):
