@@ -101,12 +101,14 @@ def class_weights(counts: list[int], mode: str) -> torch.Tensor:
 
 
 def soft_cross_entropy(logits, target, weight, smoothing: float):
-    """Cross-entropy against a target distribution per row, with class weights as F.cross_entropy's."""
+    """Cross-entropy against a target distribution per row, with class weights and label smoothing as
+    F.cross_entropy's: each row counts with its own target's weight (for a hard label, its class's), and
+    smoothing moves target mass, not a row's weight, so the sum is divided by the unsmoothed targets' weight."""
+    rows = (target * weight).sum()
     if smoothing:
         target = target * (1 - smoothing) + smoothing / target.shape[1]
     logp = logits.log_softmax(1)
-    per_row = -(target * weight * logp).sum(1)
-    return per_row.sum() / (target * weight).sum()
+    return -(target * weight * logp).sum() / rows
 
 
 @torch.no_grad()
