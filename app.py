@@ -268,8 +268,8 @@ def build_demo(model: EmotionModel) -> gr.Blocks:
         with gr.Tab("Webcam (live)"):
             gr.Markdown("Turn on the camera: every frame is labelled and explained. The preview is a mirror; "
                         "the frames are analysed, and shown on the right, the right way round. Labels are "
-                        "averaged over the last few frames; frames that arrive while one is being analysed "
-                        "are skipped.")
+                        "averaged over the last few frames; each heatmap is the frame's own, for the class "
+                        "named under the label. Frames that arrive while one is being analysed are skipped.")
             with gr.Row():
                 cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera",
                                webcam_options=gr.WebcamOptions(mirror=MIRRORED))

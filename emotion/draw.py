@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from emotion.explain import overlay
+from emotion.explain import CLASS_AGNOSTIC, overlay
 from emotion.pipeline import Analysis, FaceResult
 
 # one colour per class (RGB), used for boxes and bars
@@ -32,26 +32,51 @@ def annotate(analysis: Analysis, heatmaps: bool = False,
     """The analysed picture with each face boxed, numbered and labelled (RGB uint8).
 
     `heatmaps` blends each face's heatmap over it, fading out at its edge, and leaves the box out so no hard
-    square frames the face (the webcam view: the label sits where the box's corner would be);
-    `probabilities` replaces each face's own (the webcam's smoothed ones) for the label shown; `ids` numbers
+    square frames the face (the webcam view: the label sits where the box's corner would be), with a second
+    line under the label naming the class the heatmap is for (`HEATMAP_CAPTION`): `probabilities` replaces
+    each face's own (the webcam's smoothed ones) for the label shown, so the label may name another class
+    than this frame's heatmap does; `ids` numbers
     the faces (a video's person ids) instead of 1, 2, ... (and always, even for one face).
     """
     img = analysis.image.copy()
     s = analysis.scale
     thick = max(1, round(max(img.shape[:2]) / 300))  # labels stay legible when the photo is shown small
+    scale = 0.45 * thick
     for i, face in enumerate(analysis.faces):
         x0, y0, x1, y1 = (int(round(v * s)) for v in face.box)
         probs = probabilities[i] if probabilities else face.probabilities
         label = max(probs, key=probs.get)
         colour = _colour(label)
-        if heatmaps:
-            _blend_heatmap(img, face)
-        else:
-            cv2.rectangle(img, (x0, y0), (x1, y1), colour, thick)
         number = ids[i] if ids else i + 1 if len(analysis.faces) > 1 else None
         text = f"{label} {probs[label]:.0%}" if number is None else f"{number}: {label} {probs[label]:.0%}"
-        _text(img, text, (x0, max(14 * thick, y0 - 4)), 0.45 * thick, (255, 255, 255), thick, bg=colour)
+        lines = [(text, colour)]
+        if heatmaps:
+            _blend_heatmap(img, face)
+            agnostic = analysis.method in CLASS_AGNOSTIC
+            lines.append((HEATMAP_CAPTION.format(ANY_CLASS if agnostic else face.explained),
+                          (90, 90, 90) if agnostic else _colour(face.explained)))
+        else:
+            cv2.rectangle(img, (x0, y0), (x1, y1), colour, thick)
+        _caption(img, lines, x0, y0 - 4, scale, thick)
     return img
+
+
+def _caption(img, lines: list[tuple[str, tuple]], x: int, bottom: int, scale: float, thick: int) -> None:
+    """Lines of white text on their colours, one under the other (their backgrounds touching), the last
+    line's baseline at `bottom`, all moved down as far as needed to stay inside the picture."""
+    sizes = [cv2.getTextSize(line, FONT, scale, thick) for line, _ in lines]
+    baselines = [bottom]
+    for k in range(len(lines) - 1, 0, -1):  # upwards: each background ends where the one below begins
+        (_, h), base = sizes[k]
+        baselines.insert(0, baselines[0] - h - base - sizes[k - 1][1] - 1)
+    (_, h0), base0 = sizes[0]
+    down = max(0, h0 + base0 - baselines[0])
+    for (line, bg), y in zip(lines, baselines):
+        _text(img, line, (x, y + down), scale, (255, 255, 255), thick, bg=bg)
+
+
+HEATMAP_CAPTION = "heatmap: {}"  # under a live label: the class this frame's heatmap is for
+ANY_CLASS = "any class"  # ... for a method whose map is the same for every class (Eigen-CAM)
 
 
 FEATHER = 0.2  # share of the square's side over which the live heatmap fades out towards its edge

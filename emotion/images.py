@@ -45,9 +45,8 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     """Any PIL mode -> RGB uint8, keeping the look of the picture."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(im, dtype=np.float32)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
-        return np.repeat(arr.astype(np.uint8)[..., None], 3, axis=2)
+        top = 65535.0 if im.mode.startswith("I;16") else full_scale(arr)
+        return np.repeat(_scaled(arr, top)[..., None], 3, axis=2)
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -55,6 +54,23 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         im = Image.alpha_composite(background, rgba)
     return np.asarray(im.convert("RGB"))
+
+
+def full_scale(values: np.ndarray) -> float:
+    """The white level of samples whose format does not say it (PIL's 32-bit modes, arrays of other types than
+    uint8 and uint16): 1 for floats up to 1, else 255, else 65535 (16-bit samples, as PIL reads 16-bit TIFFs),
+    else the largest value. The picture's own darkest and lightest values never set it, so a flat-lit photo
+    stays flat, as its 8-bit copy does."""
+    hi = float(values.max()) if values.size else 0.0
+    for top in (1.0, 255.0, 65535.0):
+        if hi <= top and (top > 1.0 or values.dtype.kind in "fb"):
+            return top
+    return hi
+
+
+def _scaled(values: np.ndarray, top: float) -> np.ndarray:
+    """Samples on a 0..top scale as uint8 (rounded: 16-bit v * 257 gives back 8-bit v exactly)."""
+    return np.rint(np.clip(values.astype(np.float32) * (255.0 / top), 0, 255)).astype(np.uint8)
 
 
 def _shrink(rgb: np.ndarray, max_side: int = WORK_SIDE) -> np.ndarray:
@@ -139,9 +155,7 @@ def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
     if arr.size == 0 or arr.ndim not in (2, 3):
         raise ImageError("The image array is empty or not an image.")
     if arr.dtype != np.uint8:
-        a = arr.astype(np.float32)
-        hi = 1.0 if a.max() <= 1.0 else (255.0 if a.max() <= 255 else float(a.max()))
-        arr = np.clip(a / hi * 255, 0, 255).astype(np.uint8)
+        arr = _scaled(arr, 65535.0 if arr.dtype == np.uint16 else full_scale(arr))
     if arr.ndim == 2:
         return np.repeat(arr[..., None], 3, axis=2)
     if arr.shape[2] == 1:

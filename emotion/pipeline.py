@@ -31,10 +31,12 @@ class FaceResult:
     heatmap: np.ndarray  # float32 0..1, model input size, over `crop`
     crop: np.ndarray  # the RGB square the model saw (before resizing)
     crop_box: tuple[int, int, int, int]  # that square in the analysed picture's pixels (may leave the picture)
+    heatmap_box: tuple[int, int, int, int]  # `crop_box` in the original picture's pixels: what the heatmap covers
     landmarks: tuple[tuple[float, float], ...] = ()  # in the analysed picture's pixels
 
     def to_json(self, with_heatmap: bool = True) -> dict:
-        out = {"box": list(self.box), "detector_score": round(self.detector_score, 3), "label": self.label,
+        out = {"box": list(self.box), "heatmap_box": list(self.heatmap_box),
+               "detector_score": round(self.detector_score, 3), "label": self.label,
                "probabilities": {k: round(v, 5) for k, v in self.probabilities.items()},
                "explained_class": self.explained}
         if with_heatmap:
@@ -52,12 +54,22 @@ class Analysis:
     layer: str = DEFAULT_LAYER
     timings_ms: dict[str, float] = field(default_factory=dict)
     model: dict = field(default_factory=dict)  # which model answered: EmotionModel.describe()
+    original_size: tuple[int, int] | None = None  # (width, height) of the picture given, after EXIF rotation
 
     def to_json(self, with_heatmap: bool = True) -> dict:
         h, w = self.image.shape[:2]
+        size = self.original_size or (round(w / self.scale), round(h / self.scale))
         return {"faces": [f.to_json(with_heatmap) for f in self.faces], "messages": self.messages,
-                "method": self.method, "layer": self.layer.split()[0],
-                "image_size": [round(w / self.scale), round(h / self.scale)], "model": self.model}
+                "method": self.method, "layer": self.layer.split()[0], "image_size": list(size),
+                "model": self.model}
+
+
+def original_square(square: tuple[int, int, int, int], scale: float) -> tuple[int, int, int, int]:
+    """A square in the analysed picture's pixels, in the original picture's (`scale`: analysed / original),
+    still a square."""
+    x0, y0, x1, _ = square
+    left, top, side = (int(round(v / scale)) for v in (x0, y0, x1 - x0))
+    return left, top, left + side, top + side
 
 
 def resolve_class(name: str | None, labels) -> str | None:
@@ -119,9 +131,11 @@ def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: 
             faces.append(FaceResult(
                 box=tuple(int(round(v / loaded.scale)) for v in d.box), detector_score=d.score, label=label,
                 probabilities={c: float(v) for c, v in zip(model.labels, p)},
-                explained=explain_class or label, heatmap=m, crop=crop, crop_box=sq, landmarks=d.landmarks))
+                explained=explain_class or label, heatmap=m, crop=crop, crop_box=sq,
+                heatmap_box=original_square(sq, loaded.scale), landmarks=d.landmarks))
     stamps = list(t.items())
     timings = {name: (stamps[i][1] - stamps[i - 1][1]) * 1000 for i, (name, _) in enumerate(stamps) if i}
     timings["total"] = (stamps[-1][1] - stamps[0][1]) * 1000
-    return Analysis(rgb, loaded.scale, faces, messages, method, layer, timings, model.describe())
+    return Analysis(rgb, loaded.scale, faces, messages, method, layer, timings, model.describe(),
+                    tuple(loaded.original_size))
 

@@ -188,13 +188,32 @@ def ten_faces() -> Image.Image:
     return grid
 
 
-def exif_rotated(path: Path) -> Path:
-    """The portrait stored lying on its side, with EXIF orientation 6 saying 'turn me upright'."""
-    img = portrait().transpose(Image.Transpose.ROTATE_90)  # stored pixels: turned left
+def tall_portrait() -> Image.Image:
+    """The portrait cut to 384 x 512 (width x height): not square, so a width/height swap shows."""
+    return portrait().crop((64, 0, 448, 512))
+
+
+# How a camera stores an upright picture for each EXIF orientation (the viewer undoes it): 6 says "turn me 90
+# degrees clockwise", so its pixels are the upright picture turned 90 degrees counter-clockwise.
+STORED_FOR_ORIENTATION = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                          4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+                          6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270}
+
+
+def exif_oriented(path: Path, orientation: int, upright: Image.Image | None = None) -> Path:
+    """`upright` (default: `tall_portrait()`) stored as a camera stores it with EXIF `orientation` 1..8."""
+    upright = tall_portrait() if upright is None else upright
+    turn = STORED_FOR_ORIENTATION[orientation]
+    img = upright if turn is None else upright.transpose(turn)
     exif = Image.Exif()
-    exif[0x0112] = 6  # view rotated 90 degrees clockwise
-    img.save(path, exif=exif, quality=92)
+    exif[0x0112] = orientation
+    img.save(path, exif=exif, quality=95)
     return path
+
+
+def exif_rotated(path: Path) -> Path:
+    """The tall portrait stored lying on its side, with EXIF orientation 6 saying 'turn me upright'."""
+    return exif_oriented(path, 6)
 
 
 def png_with_declared_size(path: Path, width: int, height: int) -> Path:

@@ -1,8 +1,14 @@
 """/predict called by its documented argument names, through gradio_client against the real server."""
+import cv2
+import numpy as np
 import pytest
 from gradio_client import Client, handle_file
+from PIL import Image
 
+from emotion.draw import _blend_heatmap, feather
+from emotion.explain import overlay
 from emotion.model import CLASSES
+from emotion.pipeline import analyse
 from tests import clips
 from tests import fixtures as fx
 
@@ -32,6 +38,52 @@ def test_readme_names_every_argument():
     section = text[text.index("## Call the API"):text.index("\n## ", text.index("## Call the API") + 1)]
     for name in NAMES:
         assert f"{name}=" in section and f"`{name}`" in section
+    assert "`heatmap_box`" in section  # the square the heatmap covers is documented
+
+
+def lay_on(picture: np.ndarray, heatmap: list, square) -> np.ndarray:
+    """What a client does with /predict's answer: stretch the heatmap over `square` (x0, y0, x1, y1 in the
+    picture's pixels, maybe reaching past its edge) and blend it in, fading out at the square's edge, with the
+    library's own colours and fade (emotion.explain.overlay, emotion.draw.feather)."""
+    out = picture.copy()
+    h, w = picture.shape[:2]
+    x0, y0, x1, y1 = square
+    hm = cv2.resize(np.asarray(heatmap, np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    inside = np.s_[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+    region = picture[cy0:cy1, cx0:cx1].astype(np.float32)
+    a = feather(y1 - y0, x1 - x0)[inside][..., None]
+    blended = overlay(picture[cy0:cy1, cx0:cx1], hm[inside], 0.6).astype(np.float32)
+    out[cy0:cy1, cx0:cx1] = np.rint(blended * a + region * (1 - a)).astype(np.uint8)
+    return out
+
+
+def test_a_client_lays_the_heatmap_where_the_app_does(server, model, tmp_path):
+    """Grace Hopper enlarged to 2048 x 2400, past the 1920 px the app analyses, so the app works on a copy
+    0.8 the size. A client that stretches /predict's heatmap over `heatmap_box` on the picture it sent draws
+    it where the app's own overlay (the live view's blend, over the analysed copy) lands; laid over the
+    detector's `box` (narrower, and not centred on the eyes) it would be far off."""
+    path = tmp_path / "grace_large.jpg"
+    Image.open(fx.SECOND_PORTRAIT).convert("RGB").resize((2048, 2400), Image.Resampling.LANCZOS).save(path, quality=92)
+    picture = np.asarray(Image.open(path).convert("RGB"))
+    r = Client(server, verbose=False).predict(image=handle_file(str(path)), api_name="/predict")
+    assert r["image_size"] == [2048, 2400] and len(r["faces"]) == 1
+    face = r["faces"][0]
+    x0, y0, x1, y1 = face["heatmap_box"]
+    assert x1 - x0 == y1 - y0 and len(face["heatmap"]) == model.prep.size  # a square, the model's map
+    a = analyse(path, model)  # what the app draws, in the analysed copy's pixels
+    assert a.scale == pytest.approx(0.8, abs=1e-3)
+    app = a.image.copy()
+    _blend_heatmap(app, a.faces[0])
+    small = (a.image.shape[1], a.image.shape[0])  # the client's drawing brought to the analysed copy's size
+
+    def off(square) -> float:
+        client = cv2.resize(lay_on(picture, face["heatmap"], square), small, interpolation=cv2.INTER_AREA)
+        cx0, cy0, cx1, cy1 = a.faces[0].crop_box
+        return float(np.abs(client.astype(int) - app.astype(int))[max(0, cy0):cy1, max(0, cx0):cx1].mean())
+
+    assert off(face["heatmap_box"]) < 0.5  # grey levels: the same drawing, up to resampling (2 px off: 0.8)
+    assert off(face["box"]) > 5  # the detector's box is not what the heatmap covers (13)
 
 
 VIDEO_NAMES = ["video", "frames_per_second", "method", "layer"]

@@ -50,13 +50,25 @@ def test_colour_modes_agree_with_the_original(model, files):
         assert abs(f.probabilities[f.label] - base.probabilities[base.label]) < 0.15, name
 
 
-def test_exif_rotation_is_applied(model, files):
-    loaded = load_image(files["exif_rotated"])
-    assert loaded.rgb.shape[:2] == (512, 512)
-    upright = analyse(fx.PORTRAIT, model).faces[0]
-    turned = analyse(files["exif_rotated"], model).faces[0]
-    assert turned.label == upright.label
-    assert np.abs(np.array(turned.box) - np.array(upright.box)).max() < 12  # same place, not turned
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_comes_out_upright(tmp_path, orientation):
+    """A 384 x 512 picture stored as a camera stores it for each EXIF orientation: it is read upright, at its
+    upright size (512 high, 384 wide), with the original size the right way round too (so boxes are not
+    scaled by 384/512)."""
+    upright = np.asarray(fx.tall_portrait())
+    loaded = load_image(fx.exif_oriented(tmp_path / f"o{orientation}.jpg", orientation))
+    assert loaded.rgb.shape == (512, 384, 3)
+    assert loaded.original_size == (384, 512) and loaded.scale == 1.0
+    assert np.abs(loaded.rgb.astype(int) - upright.astype(int)).mean() < 3  # the same pixels, not turned
+
+
+def test_exif_rotation_is_applied(model, files, tmp_path):
+    fx.tall_portrait().save(tmp_path / "upright.jpg", quality=95)
+    upright = analyse(tmp_path / "upright.jpg", model).faces[0]
+    turned = analyse(files["exif_rotated"], model)
+    assert turned.to_json()["image_size"] == [384, 512]
+    assert turned.faces[0].label == upright.label
+    assert np.abs(np.array(turned.faces[0].box) - np.array(upright.box)).max() < 4  # same place, not turned
 
 
 def test_animated_gif_uses_first_frame(files):
@@ -84,3 +96,26 @@ def test_arrays_of_any_kind(model):
         analyse(np.zeros((0, 0, 3), np.uint8), model)
     with pytest.raises(ImageError, match="No image"):
         analyse(None, model)
+
+
+def test_sixteen_bit_and_float_pictures_are_scaled_by_their_format_not_stretched(model, tmp_path):
+    """One flat-lit photo (grey levels 90..169) saved as 8-bit PNG, 16-bit PNG, float TIFF (0..1) and given as
+    a uint16 array: every copy reads as the 8-bit one, pixel for pixel, and gets the same answer. Stretching
+    each picture to its own darkest and lightest pixels would give the 16-bit copies 0..255."""
+    from PIL import Image
+
+    grey = np.asarray(fx.portrait().convert("L")).astype(np.float32)
+    flat = np.rint(90 + grey * (79 / 255)).astype(np.uint8)
+    assert (flat.min(), flat.max()) == (90, 169)
+    Image.fromarray(flat).save(tmp_path / "eight.png")
+    Image.fromarray(flat.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")
+    Image.fromarray(flat.astype(np.float32) / 255).save(tmp_path / "float.tif")
+    assert Image.open(tmp_path / "sixteen.png").mode == "I;16" and Image.open(tmp_path / "float.tif").mode == "F"
+    eight = load_image(tmp_path / "eight.png").rgb
+    assert (eight.min(), eight.max()) == (90, 169)
+    for copy in (tmp_path / "sixteen.png", tmp_path / "float.tif", flat.astype(np.uint16) * 257,
+                 flat.astype(np.float32) / 255):
+        assert np.array_equal(load_image(copy).rgb, eight), type(copy)
+    want = analyse(tmp_path / "eight.png", model).faces[0].probabilities
+    got = analyse(tmp_path / "sixteen.png", model).faces[0].probabilities
+    assert got == pytest.approx(want, abs=1e-6)

@@ -7,8 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
+from PIL import Image
+
 from emotion import service
-from emotion.draw import _blend_heatmap, annotate
+from emotion.draw import COLOURS, FONT, _blend_heatmap, _text, annotate
+from emotion.faces import detect_faces
 from emotion.model import CLASSES
 from emotion.pipeline import analyse
 from emotion.regions import REGIONS
@@ -73,17 +76,65 @@ def test_live_heatmap_fades_out_at_the_edge_of_the_face_square(model):
     h, w = a.image.shape[:2]
     assert 0 < x0 and 0 < y0 and x1 < w and y1 < h  # the whole square is inside the picture
     drawn = annotate(a, heatmaps=True).astype(int)
-    plain = annotate(a, heatmaps=False).astype(int)
+    blended = a.image.copy()
+    _blend_heatmap(blended, a.faces[0])
+    heat, plain = blended.astype(int), a.image.astype(int)
     side = x1 - x0
-    edge = np.concatenate([drawn[y0 + 2, x0 + 2:x1 - 2] - plain[y0 + 2, x0 + 2:x1 - 2],
-                           drawn[y0 + 2:y1 - 2, x1 - 3] - plain[y0 + 2:y1 - 2, x1 - 3]])
-    centre = drawn[y0 + side // 3:y1 - side // 3, x0 + side // 3:x1 - side // 3] - \
+    edge = np.concatenate([heat[y0 + 2, x0 + 2:x1 - 2] - plain[y0 + 2, x0 + 2:x1 - 2],
+                           heat[y0 + 2:y1 - 2, x1 - 3] - plain[y0 + 2:y1 - 2, x1 - 3]])
+    centre = heat[y0 + side // 3:y1 - side // 3, x0 + side // 3:x1 - side // 3] - \
         plain[y0 + side // 3:y1 - side // 3, x0 + side // 3:x1 - side // 3]
     assert np.abs(edge).max() <= 8  # almost nothing of the heatmap next to the square's edge ...
     assert np.abs(centre).mean() > 20  # ... and it is drawn over the middle of the face (0 if it were not)
     # and no box drawn around the face: below its label, the face box's sides are the blended picture's pixels
-    blended = a.image.copy()
-    _blend_heatmap(blended, a.faces[0])
     fx0, fy0, fx1, fy1 = (int(round(v * a.scale)) for v in a.faces[0].box)
     sides = np.s_[fy0 + side // 4:fy1, [fx0, fx1]]
     assert np.array_equal(drawn[sides], blended[sides].astype(int))
+
+
+def framed(path) -> np.ndarray:
+    """A 480 x 480 webcam-like frame of a photo's face: the face in the middle, half the frame wide."""
+    img = Image.open(path).convert("RGB")
+    x0, y0, x1, y1 = detect_faces(np.asarray(img))[0].box
+    cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, 1.25 * max(x1 - x0, y1 - y0)
+    return np.asarray(img.crop((int(cx - half), int(cy - half), int(cx + half), int(cy + half))).resize((480, 480)))
+
+
+def shows(picture: np.ndarray, text: str, bg) -> bool:
+    """Whether `picture` holds `text` drawn as the live view draws a caption (white on `bg`), at any of the
+    sizes it uses: the caption's pixels, background box included, found exactly somewhere in the picture."""
+    for thick in range(1, 5):
+        (w, h), base = cv2.getTextSize(text, FONT, 0.45 * thick, thick)
+        canvas = np.zeros((h + 2 * base + 4, w + 8, 3), np.uint8)
+        _text(canvas, text, (0, h + base), 0.45 * thick, (255, 255, 255), thick, bg=bg)
+        caption = canvas[:h + 2 * base, :w + 5]
+        ch, cw = caption.shape[:2]
+        if ch > picture.shape[0] or cw > picture.shape[1]:
+            continue
+        # the best match (matchTemplate's sums carry rounding), then the pixels themselves, exactly
+        y, x = np.unravel_index(np.argmin(cv2.matchTemplate(picture, caption, cv2.TM_SQDIFF)), (1 + picture.shape[0] - ch,
+                                                                                           1 + picture.shape[1] - cw))
+        if np.array_equal(picture[y:y + ch, x:x + cw], caption):
+            return True
+    return False
+
+
+def test_the_live_picture_names_the_class_of_its_heatmap(model):
+    """Two faces in one place, read differently: the astronaut (happy) for two frames, then Grace Hopper (neutral
+    on her own). The smoothed label is still happy while this frame's heatmap is for neutral: the picture must
+    say that its heatmap is neutral's, not let "happy" stand over it alone."""
+    astronaut, grace = framed(fx.PORTRAIT), framed(fx.SECOND_PORTRAIT)
+    own = analyse(grace, model, detect_side=service.LIVE_DETECT_SIDE, flip=False).faces[0]
+    assert own.label == own.explained == "neutral"
+    state = None
+    for frame in (astronaut, astronaut, grace):
+        img, probs, state = service.live_frame(model, frame, state)
+    assert max(probs, key=probs.get) == "happy"  # the label shown: the smoothed one
+    label = f"happy {probs['happy']:.0%}"
+    assert shows(img, label, COLOURS["happy"])
+    assert shows(img, "heatmap: neutral", COLOURS["neutral"]) and not shows(img, "heatmap: happy", COLOURS["happy"])
+    # when label and heatmap agree the picture says so too; a map the same for every class says that
+    img, _, _ = service.live_frame(model, astronaut, None)
+    assert shows(img, "heatmap: happy", COLOURS["happy"])
+    img, _, _ = service.live_frame(model, astronaut, None, method="Eigen-CAM")
+    assert shows(img, "heatmap: any class", (90, 90, 90)) and not shows(img, "heatmap: happy", COLOURS["happy"])

@@ -4,7 +4,9 @@
 
 Frames are 640x480, made from the project's own example photos: one face, and ten faces. Per frame:
 (a) baseline: detect, crop, predict, then pytorch-grad-cam's GradCAM for the predicted class (a second
-    pass with a backward through the whole network), overlay, JPEG encode as Gradio does;
+    pass with a backward through the whole network), overlay, JPEG encode as Gradio does. Like for like
+    with the app's webcam path: the detector sees the same 320 px frame and the prediction is one plain
+    pass (no mirror averaging), so the two differ only in how the heatmap is made and drawn;
 (b) app: `emotion.service.live_frame` (what the webcam stream calls) and the same encode.
 Prints p50/p95 per stage, end to end, their ratio, the ResNet forward pass alone (the floor), and peak
 memory; writes them to --json.
@@ -50,20 +52,22 @@ def stats(values: list[float]) -> dict:
 
 
 def baseline_frame(model, frame, encode) -> dict:
-    """The straightforward way: predict, then GradCAM as a separate hooked forward and full backward."""
+    """The straightforward way: predict, then GradCAM as a separate hooked forward and full backward, on the
+    faces the webcam path finds (its detector side) and with its one plain prediction pass."""
     import torch
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     from emotion.explain import DEFAULT_LAYER, LAYERS, overlay
     from emotion.faces import cut, detect_faces
+    from emotion.service import LIVE_DETECT_SIDE
 
     t = [time.perf_counter()]
-    dets = detect_faces(frame)
+    dets = detect_faces(frame, detect_side=LIVE_DETECT_SIDE)
     t.append(time.perf_counter())
     squares = [model.prep.square(d, frame.shape) for d in dets]
     crops = [cut(frame, s) for s in squares]
-    probs = model.predict(crops)
+    probs = model.predict(crops, flip=False)  # the webcam path skips the mirror pass too
     t.append(time.perf_counter())
     x = model.prep.to_input(crops)
     layer = LAYERS[DEFAULT_LAYER](model.net)  # the layer the app reads

@@ -118,17 +118,17 @@ def class_weights(counts: list[int], mode: str) -> torch.Tensor:
 
 
 def soft_cross_entropy(logits, target, weight, smoothing: float, whole=None):
-    """Cross-entropy against a target distribution per row, with class weights as F.cross_entropy's.
+    """Cross-entropy against a target distribution per row, with class weights and label smoothing as
+    F.cross_entropy's: each row counts with its own target's weight (for a hard label, its class's), and
+    smoothing moves target mass, not a row's weight, so the sum is divided by the unsmoothed targets' weight.
 
     `whole`: the targets of the whole batch when these rows are one process's share of it; the result is
     then the share's part of the whole batch's loss (the parts of all shares add up to it)."""
-    def smooth(t):
-        return t * (1 - smoothing) + smoothing / t.shape[1] if smoothing else t
-
-    target = smooth(target)
+    rows = ((target if whole is None else whole) * weight).sum()
+    if smoothing:
+        target = target * (1 - smoothing) + smoothing / target.shape[1]
     logp = logits.log_softmax(1)
-    per_row = -(target * weight * logp).sum(1)
-    return per_row.sum() / ((target if whole is None else smooth(whole)) * weight).sum()
+    return -(target * weight * logp).sum() / rows
 
 
 @torch.no_grad()
