@@ -255,9 +255,11 @@ def test_a_hub_model_is_named_with_its_revision(saved, tmp_path):
     out = subprocess.run([sys.executable, "-c", code, "hf-hub:someone/emotion"], env=env, capture_output=True,
                          text=True, timeout=300, cwd=M.DEFAULT_WEIGHTS.parent)
     got = json.loads(out.stdout.splitlines()[-1])
-    assert got["loaded"] == {"source": "hf-hub:someone/emotion", "revision": commit}, out.stderr
-    assert got["name"] == "hf-hub:someone/emotion (revision 0123456789ab)"
-    assert got["api"] == got["loaded"] and got["status"].endswith("Model: hf-hub:someone/emotion (revision 0123456789ab)")
+    assert got["loaded"] == {"source": "hf-hub:someone/emotion", "revision": commit, "decision_rule": "prior"}, \
+        out.stderr
+    name = "hf-hub:someone/emotion (revision 0123456789ab); probabilities read with the training class balance"
+    assert got["name"] == name  # which model, and which decision rule gave its probabilities
+    assert got["api"] == got["loaded"] and got["status"].endswith("Model: " + name)
 
 
 def test_the_model_cards_timm_snippet_reads_faces_as_the_app_does(model):

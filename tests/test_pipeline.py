@@ -33,7 +33,8 @@ def test_real_photo_with_a_face(model):
     assert f.heatmap.min() >= 0 and f.heatmap.max() <= 1 + 1e-6
     j = a.to_json()
     assert j["image_size"] == [512, 512] and len(j["faces"][0]["heatmap"]) == model.prep.size
-    assert j["model"] == {"source": str(model.source), "revision": None}  # the shipped folder answered
+    assert j["model"] == {"source": str(model.source), "revision": None,  # the shipped folder answered
+                          "decision_rule": "prior"}  # its config.json has no decision block
 
 
 def test_photo_without_a_face(model):
