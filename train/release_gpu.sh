@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The release-model run on a lent GPU (device tool), one prepared command of about 8 minutes.
+# The release-model run on a machine with a GPU, one prepared command of about 8 minutes.
 # Measured on an H200 (2026-11-28): ~6,300 img/s, 4-5 s an epoch after a first one of ~20 s (cuDNN's search);
 # --fit-schedule sizes the cosine schedule to MINUTES after the warm-up epochs (at most EPOCHS).
 #

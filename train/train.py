@@ -339,7 +339,7 @@ def main(argv=None):
         if args.fit_schedule and deadline and epoch + 1 <= args.warmup_epochs and not ckpt and world.main:
             # Still warming up: the cosine has not begun, so its length can change without a jump. The first
             # epoch pays for warm-up (cuDNN's search), so the second may lengthen it again. 15% to spare: epoch
-            # times wandered by that much on a lent GPU, and an overrun is cut off above a learning rate of zero.
+            # times wandered by that much on a GPU machine, and an overrun is cut off above a learning rate of zero.
             left = (deadline - time.time()) / (1.15 * row["epoch_s"])
             fit = min(asked_epochs, max(epoch + 2, epoch + 1 + int(left)))
             if fit != args.epochs:
