@@ -162,6 +162,8 @@ class EmotionModel:
         that could not be reached, which one and why."""
         d = {"source": self.origin.get("source", self.source), "revision": self.origin.get("revision"),
              "decision_rule": self.decision.rule}
+        if self.decision.rule == "balanced":
+            d["decision_tau"] = self.decision.tau  # the share of the log prior divided out
         if self.origin.get("fallback_reason"):
             d.update(standing_in_for=self.origin["requested"], fallback_reason=self.origin["fallback_reason"])
         return d
@@ -196,7 +198,9 @@ def model_name(d: dict) -> str:
     if d.get("fallback_reason"):
         text += f", standing in for {d['standing_in_for']}: {d['fallback_reason']}"
     if d.get("decision_rule") == "balanced":
-        text += "; probabilities read balanced (the training class balance divided out)"
+        tau = d.get("decision_tau", 1)
+        text += ("; probabilities read balanced (the training class balance divided out"
+                 + (f", tau {tau:g})" if tau != 1 else ")"))
     elif d.get("decision_rule") == "prior":
         text += "; probabilities read with the training class balance"
     return text

@@ -55,6 +55,20 @@ def test_balanced_rule_divides_the_prior_out_of_what_the_app_shows(folder):
     np.testing.assert_allclose([p.probabilities[c] for c in CLASSES], shares / shares.sum(), atol=1e-5)
 
 
+def test_a_partial_balance_divides_out_tau_of_the_log_prior_and_says_so(folder, tmp_path):
+    """tau 0.5: the shown probabilities are the prior's square root times sad's lead, and the API and the
+    status line give the tau."""
+    half = save_model(load_model(folder, fallback=False, rule="prior").net, tmp_path / "half", Preprocess(size=48),
+                      training={}, fp16=False, decision=Decision(rule="balanced", tau=0.5, prior=PRIOR))
+    m = load_model(half, fallback=False)
+    a = analyse(ROOT / "examples" / "astronaut.jpg", m)
+    shares = np.array([math.sqrt(PRIOR[c]) * (math.exp(LEAD) if c == "sad" else 1) for c in CLASSES])
+    np.testing.assert_allclose([a.faces[0].probabilities[c] for c in CLASSES], shares / shares.sum(), atol=1e-5)
+    assert a.faces[0].label == "neutral"  # sqrt(0.5) beats sqrt(0.1) x e^0.05
+    assert a.to_json()["model"]["decision_rule"] == "balanced" and a.to_json()["model"]["decision_tau"] == 0.5
+    assert m.name().endswith("probabilities read balanced (the training class balance divided out, tau 0.5)")
+
+
 def test_the_file_keeps_the_network_own_scores_and_training_starts_from_them(folder):
     """The shift lives only in the loaded model: the weights file, and a model trained --init from it, keep the
     plain bias (a shift baked in at every stage would pile up)."""

@@ -160,7 +160,7 @@ def _balanced_lines(config: dict) -> list[str]:
     d = Decision.from_config(config)
     if d.rule != "balanced":
         return []
-    shares = ", ".join(f"{d.prior[c]:.4f}" for c in config.get("label_names", CLASSES))
+    shares = ", ".join(f"{d.prior[c]:.6g}" for c in config.get("label_names", CLASSES))
     tau = "" if d.tau == 1 else f"{d.tau:g} * "
     return [f"    logits = logits - {tau}torch.tensor([{shares}]).log()  # balanced: the training class prior "
             "divided out, as the app does"]
