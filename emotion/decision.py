@@ -61,7 +61,10 @@ class Decision:
         return -self.log_prior(labels) if self.rule == "balanced" else np.zeros(len(labels), np.float32)
 
     def describe(self) -> str:
-        return DESCRIPTIONS[self.rule] + (f" (tau {self.tau:g})" if self.rule == "balanced" and self.tau != 1 else "")
+        text = DESCRIPTIONS[self.rule]
+        if self.rule == "balanced" and self.tau != 1:  # part of the prior: say how much
+            text = text[:-1] + f" at tau {self.tau:g})"
+        return text
 
 
 def reread(probs: np.ndarray, labels, start: Decision, rule: str, tau: float | None = None) -> np.ndarray:

@@ -1,4 +1,7 @@
 """The pipeline on real photos with the shipped model: faces, labels, probabilities, heatmaps, drawings."""
+import json
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -33,8 +36,9 @@ def test_real_photo_with_a_face(model):
     assert f.heatmap.min() >= 0 and f.heatmap.max() <= 1 + 1e-6
     j = a.to_json()
     assert j["image_size"] == [512, 512] and len(j["faces"][0]["heatmap"]) == model.prep.size
+    rule = json.loads((Path(model.source) / "config.json").read_text())["decision"]  # the shipped folder's rule
     assert j["model"] == {"source": str(model.source), "revision": None,  # the shipped folder answered
-                          "decision_rule": "prior"}  # its config.json has no decision block
+                          "decision_rule": rule["rule"], "decision_tau": rule["tau"]}
 
 
 def test_photo_without_a_face(model):
