@@ -14,6 +14,7 @@ from emotion.model import CLASSES, load_model
 from emotion.pipeline import analyse
 from tests import fixtures as fx
 from train import audit
+from train import report as report_module
 from train.data import list_split
 
 
@@ -211,7 +212,13 @@ def test_audit_cli_without_groups(tiny_model, data, tmp_path, capsys):
     for key in ("accuracy", "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "faithfulness",
                 "controls", "false_good_rate", "sanity_rank_correlation", "outside_face_share", "fairness"):
         assert key in json.loads((out / "summary.json").read_text())
-    assert "No groups file" in (out / "report.html").read_text()
+    report = (out / "report.html").read_text()
+    assert "No groups file" in report
+    # the report is drawn from summary.json alone: written again from it, it is the same page
+    (out / "report.html").unlink()
+    (out / "faithfulness.png").unlink()
+    assert report_module.main([str(out)]) == out / "report.html"
+    assert (out / "report.html").read_text() == report and (out / "faithfulness.png").is_file()
     # the verdicts re-judged at other margins: at today's MARGIN they are the verdicts given, and a larger
     # margin never makes more maps good
     from emotion.faithfulness import MARGIN
