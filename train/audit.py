@@ -21,6 +21,10 @@ pictures are the PNGs beside it). The summary holds:
   another face's map or the inverted map is judged "good" (summary.json: `controls`, `false_good_rate` for
   --method at --layer, `faithfulness_by_layer` for all, `recommended`: the method and layer judged "good"
   most often);
+- beside it, an independent metric on the first --road-limit faces of that subset: ROAD (pytorch-grad-cam's
+  ROADCombined, train/road.py; --road-percentiles) of each map, its inversion and each control, and how often
+  it and the deletion test agree, face by face, on "the map beats the face prior" (summary.json: `road` for
+  --method at --layer, `faithfulness_by_layer[layer][method]["road"]` for all);
 - a sanity check (Adebayo et al. 2018, model randomisation): the heatmaps after re-initialising the top
   layers (fc, then fc and layer4), compared with the trained model's by Spearman rank correlation on a
   subset (--sanity-limit). A map that still looks the same explains the picture, not the model;
@@ -63,7 +67,7 @@ from emotion.explain import (
     resolve_layer,
 )
 from emotion.faithfulness import (CONTROLS, LEVELS, MARGIN, N_RANDOM, face_prior, faithfulness_many, judge,
-                                  other_class)
+                                  other_class, random_maps)
 from emotion.images import ImageError
 from emotion.model import CLASSES, EmotionModel, load_model
 from emotion.pipeline import analyse
@@ -73,6 +77,7 @@ from train.data import DatasetError, list_split, rafdb_attributes
 from train.evaluate import DEFAULT_SPLIT
 from train.metrics import class_indices, scores
 from train.report import write_report
+from train.road import PERCENTILES, face_road, road_figures
 
 SANITY_STAGES = (("fc",), ("fc", "layer4"))  # cascading re-initialisation, top layer first
 
@@ -98,6 +103,10 @@ def parse_args(argv=None):
     p.add_argument("--n-random", type=int, default=N_RANDOM, help="random maps per face in the faithfulness test")
     p.add_argument("--faith-layers", nargs="+", default=[k.split()[0] for k in LAYERS],
                    help="layers compared for faithfulness (default: all)")
+    p.add_argument("--road-limit", type=int, default=50, help="of the faithfulness images, how many are also scored "
+                   "with ROAD (pytorch-grad-cam; train/road.py), for every method and layer (0: skip)")
+    p.add_argument("--road-percentiles", nargs="+", type=float, default=list(PERCENTILES),
+                   help="ROAD's percentiles: at p, the (100 - p) %% most (and least) relevant pixels are filled in")
     p.add_argument("--mistakes", type=int, default=12, help="how many confident mistakes to show")
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples for the fairness intervals")
     p.add_argument("--min-group-size", type=int, default=10, help="smaller groups are shown but not compared")
@@ -105,7 +114,10 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default="audit", help="folder for report.html, summary.json and the figures")
     p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not all(0 < q < 100 for q in args.road_percentiles):
+        p.error("--road-percentiles must lie strictly between 0 and 100")
+    return args
 
 
 def _method_name(name: str) -> str:
@@ -236,11 +248,14 @@ def faithfulness_tables(model: EmotionModel, sources: list, methods: list[str], 
 
 
 def faithfulness_rows(model: EmotionModel, sources: list, methods: list[str], layers: list[str], whole: bool,
-                      n_random: int = N_RANDOM, progress: bool = False,
-                      before=None) -> dict[tuple[str, str], list[dict]]:
+                      n_random: int = N_RANDOM, progress: bool = False, before=None, road_faces: int = 0,
+                      road_percentiles=PERCENTILES) -> dict[tuple[str, str], list[dict]]:
     """{(layer, method): [faithfulness_many result per source]}: the measurements of faithfulness_tables.
     `before`: the picture before the first source (when `sources` are one process's block of a longer
-    list), whose maps are the first face's "shuffled" control, as they would be in the whole list."""
+    list), whose maps are the first face's "shuffled" control, as they would be in the whole list.
+    The results of the first `road_faces` sources also hold under "road" the ROAD scores (train/road.py,
+    at `road_percentiles`) of the map, its inversion and the same controls (the random maps drawn again
+    from the same seed)."""
     rows: dict[tuple[str, str], list[dict]] = {(lay, m): [] for lay in layers for m in methods}
     previous: dict[tuple[str, str], np.ndarray] = {}
     if before is not None and sources:
@@ -249,7 +264,7 @@ def faithfulness_rows(model: EmotionModel, sources: list, methods: list[str], la
         for lay in layers:
             for m in methods:
                 previous[lay, m] = explain(model, x, [model.labels.index(f.label)], m, lay)[1][0]
-    for source in tqdm(sources, desc="faithfulness", disable=not progress):
+    for k, source in enumerate(tqdm(sources, desc="faithfulness", disable=not progress)):
         f = analyse(source, model, with_heatmaps=False, whole_image=whole).faces[0]
         x = model.prep.to_input([f.crop])
         pred = model.labels.index(f.label)
@@ -266,6 +281,12 @@ def faithfulness_rows(model: EmotionModel, sources: list, methods: list[str], la
                 prior = face_prior(m, lay, model.prep.size, f.label)[0]
                 res = faithfulness_many(model, x, maps, pred, prior=prior, other=other_map, n_random=n_random,
                                         layer=lay, class_agnostic=agnostic)
+                if k < road_faces:
+                    seed = res["map"]["seed"]
+                    res["road"] = face_road(model, x, heat, pred, prior=prior,
+                                            other=None if other_map is None else other_map[1],
+                                            random_maps=random_maps(model, x, n_random, seed, lay)[0],
+                                            percentiles=road_percentiles, seed=seed)
                 rows[lay, m].append(res)
     return rows
 
@@ -275,6 +296,9 @@ def _faithfulness_by_layer(rows: dict[tuple[str, str], list[dict]]) -> dict[str,
     for (lay, m), rs in rows.items():
         if rs:
             out.setdefault(lay.split()[0], {})[m] = faithfulness_figures(rs)
+            scored = [r for r in rs if "road" in r]
+            if scored:
+                out[lay.split()[0]][m]["road"] = road_figures(scored)
     return out
 
 
@@ -391,15 +415,17 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
               dataset: str = "folder", split: str | None = None, detect_faces: bool = False,
               method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER, methods=tuple(METHODS),
               faithfulness_limit: int = 200, sanity_limit: int = 100, n_random: int = N_RANDOM,
-              faith_layers: list[str] | None = None,
+              faith_layers: list[str] | None = None, road_limit: int = 50, road_percentiles=PERCENTILES,
               n_mistakes: int = 12, groups: str | Path | tuple | None = None, bootstrap: int = 1000,
               min_group_size: int = 10, seed: int = 0, progress: bool = True,
               sanity_stages=SANITY_STAGES, world: distributed.World = distributed.World()) -> dict | None:
     """Run every part of the audit on `items` ([(path or array, class index)]); write the report; return the summary.
 
     `groups`: a groups CSV (read_groups), or (where they come from, attributes, {image key: {attribute:
-    group}}) as `rafdb_groups` gives. With several processes (`world`), each does its share of every part
-    and rank 0 gathers the results, writes the report and returns the summary (the others return None)."""
+    group}}) as `rafdb_groups` gives. The first `road_limit` faces of the faithfulness subset are also
+    scored with ROAD at `road_percentiles` (train/road.py). With several processes (`world`), each does its
+    share of every part and rank 0 gathers the results, writes the report and returns the summary (the
+    others return None)."""
     out = Path(out)
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -510,7 +536,9 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
     part = world.share(len(faith_idx))  # this process's block of the subset, and the face just before it
     rows = faithfulness_rows(model, [items[i][0] for i in faith_idx[part.start:part.stop]], methods, faith_layers,
                              whole, n_random, progress and world.main,
-                             before=items[faith_idx[part.start - 1]][0] if part.start > 0 else None)
+                             before=items[faith_idx[part.start - 1]][0] if part.start > 0 else None,
+                             road_faces=max(0, min(part.stop, road_limit) - part.start),
+                             road_percentiles=tuple(road_percentiles))
     if world.size > 1:
         parts = world.gather(rows)
         rows = {key: [r for p in parts for r in p[key]] for key in rows} if world.main else rows
@@ -528,8 +556,13 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
     own = main.get(method) or {}
     summary["controls"] = own.get("controls")
     summary["false_good_rate"] = own.get("false_good_rate")
+    summary["road"] = own.get("road")
     summary["recommended"] = recommend(by_layer)
     timings["faithfulness_s"] = time.perf_counter() - t0
+    road_idx = faith_idx[:max(0, road_limit)]
+    if road_idx:
+        # part of faithfulness_s
+        timings["road_s"] = sum(r["road"]["ms"] for rs in rows.values() for r in rs if "road" in r) / 1000
     if faith_idx and world.main:
         print(f"faithfulness: {len(faith_idx)} images x {len(methods)} methods x {len(faith_layers)} layers in "
               f"{timings['faithfulness_s']:.1f} s")
@@ -604,7 +637,9 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
 
     summary["world_size"] = world.size
     summary["settings"] = {"faithfulness_images": len(faith_idx), "sanity_images": len(sanity_idx),
-                           "n_random": n_random, "methods": methods, "faithfulness_layers": list(by_layer), "seed": seed,
+                           "n_random": n_random, "road_images": len(road_idx),
+                           "road_percentiles": list(road_percentiles),
+                           "methods": methods, "faithfulness_layers": list(by_layer), "seed": seed,
                            "sanity_stages": stage_names, "min_group_size": min_group_size, "bootstrap": bootstrap,
                            "max_false_good": MAX_FALSE_GOOD}
     summary["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
@@ -650,6 +685,7 @@ def main(argv=None) -> dict | None:
                         detect_faces=args.detect_faces, method=_method_name(args.method), layer=args.layer,
                         methods=args.methods, faithfulness_limit=args.faithfulness_limit,
                         sanity_limit=args.sanity_limit, n_random=args.n_random, faith_layers=args.faith_layers,
+                        road_limit=args.road_limit, road_percentiles=args.road_percentiles,
                         n_mistakes=args.mistakes,
                         groups=groups, bootstrap=args.bootstrap, min_group_size=args.min_group_size,
                         seed=args.seed, progress=not args.no_progress, world=world)
@@ -670,6 +706,14 @@ def main(argv=None) -> dict | None:
                 f"{g}: good {b['share_good']:.1%}, false good "
                 + ("n/a" if b["false_good_rate"] is None else f"{b['false_good_rate']:.1%}")
                 for g, b in v["by_margin"].items()) + f" (now {MARGIN:g})")
+            rd = v.get("road")
+            if rd:
+                fmt = lambda x, f="{:.3f}": "n/a" if x is None else f.format(x)  # noqa: E731
+                print(f"  ROAD: map {fmt(rd['mean']['map'])}, " + ", ".join(
+                    f"{k} {fmt(rd['mean'][k])}" for k in ("inverted", *CONTROLS)) + "; map beats the face prior: "
+                    f"deletion {fmt(rd['map_beats_prior']['deletion'], '{:.1%}')}, ROAD "
+                    f"{fmt(rd['map_beats_prior']['road'], '{:.1%}')}, agree {fmt(rd['agreement'], '{:.1%}')} "
+                    f"(n={rd['n']}; {fmt(rd['mean_ms'], '{:.0f}')} ms a face)")
     if summary["recommended"]:
         r = summary["recommended"]
         print(f"recommended: {r['method']} at {r['layer']} (good {r['share_good']:.1%})")

@@ -207,6 +207,53 @@ def write_report(s: dict, out: str | Path, pictures: dict | None = None) -> Path
     return write_html(s, out)
 
 
+def _road_section(s: dict, num) -> str:
+    """The ROAD scores beside the deletion test's (train/road.py), when the audit computed them."""
+    by_layer = s.get("faithfulness_by_layer") or {}
+    road = {(lay, m): v["road"] for lay, table in by_layer.items() for m, v in table.items() if v.get("road")}
+    if not road:
+        return "<h3>An independent metric: ROAD</h3><p>Not computed (--road-limit 0).</p>"
+    ps = s["settings"]["road_percentiles"]
+    removed = ", ".join(f"{100 - p:g}%" for p in ps)
+    percentiles = html.escape(", ".join(f"{p:g}" for p in ps))
+    parts = [f"""<h3>An independent metric: ROAD</h3><p class="note">On the first {s['settings']['road_images']}
+faces of the subset: ROAD (Rong et al. 2022), as pytorch-grad-cam implements it (<code>ROADCombined</code>,
+percentiles {percentiles}): the pixels the map ranks highest ({removed} of them, one share at a time) are
+filled in by noisy linear imputation (each the weighted mean of its neighbours, plus a little noise), and so,
+apart, are those it ranks lowest; the score is (the class logit's change when the least relevant pixels are
+filled in minus its change when the most relevant are) / 2, averaged over the shares: <b>higher is more
+faithful</b>, in logit units. An inverted map scores about minus its map (the pixels filled in first and last
+swap), so a map below 0 does worse than its own inversion. Filled-in pixels leave no outline of what was
+removed, unlike the blurred face of the test above, so the two metrics can disagree. Same faces, same maps and
+controls, same pixel order (ties broken alike), on the normalised input the model sees. "Map beats the prior":
+the map scores above the face prior on the same face (no margin), by each metric; "agree": the share of faces
+where both metrics say the same; "good, above prior by ROAD": of the faces judged "good", the share where ROAD
+also puts the map above the face prior.</p>"""]
+    rows = []
+    for (lay, m), r in road.items():
+        mean = r["mean"]
+        rows.append([f"{m} at {lay}", num(mean["map"]), num(mean["inverted"]), num(mean["face_prior"]),
+                     num(mean["other_class"]), num(mean["random"]), _pct(r["map_beats_prior"]["deletion"]),
+                     _pct(r["map_beats_prior"]["road"]), _pct(r["agreement"]),
+                     f"{_pct(r['good_above_prior'])} of {r['n_good']}", r["n"], num(r["mean_ms"], "{:.0f}")])
+    parts.append(_table(["method", "map", "inverted", "face prior", "other class", "random",
+                         "map beats prior: deletion", "map beats prior: ROAD", "agree",
+                         "good, above prior by ROAD", "n", "ms a face"], rows))
+    own = road.get((s["layer"], s["method"]))
+    if own and own["agreement"] is not None:
+        parts.append(f"<p>For {html.escape(s['method'])} at {html.escape(s['layer'])}: the deletion test says the "
+                     f"map beats the face prior on {_pct(own['map_beats_prior']['deletion'])} of faces, ROAD on "
+                     f"{_pct(own['map_beats_prior']['road'])}; they agree on <b>{_pct(own['agreement'])}</b> of the "
+                     f"{own['n']} faces. Mean ROAD score: map {num(own['mean']['map'])}, face prior "
+                     f"{num(own['mean']['face_prior'])}.</p>")
+    t = s["timings_s"]
+    ms = [r["mean_ms"] for r in road.values() if r["mean_ms"] is not None]
+    parts.append(f'<p class="note">ROAD took {num(float(np.mean(ms)) if ms else None, "{:.0f}")} ms a face for one '
+                 f"method at one layer on this run's machine ({2 * len(ps)} fillings of each map), "
+                 f"{t.get('road_s', 0):.0f} s in all.</p>")
+    return "".join(parts)
+
+
 def write_html(s: dict, out: Path) -> Path:
     """out/report.html from the summary `s`, showing the figures found in `out`."""
     n_mistakes = len(s["confident_mistakes"])
@@ -300,6 +347,7 @@ The false-"good" rate is how often a map without this face's evidence is judged 
                          f"{s['settings']['max_false_good']:.0%}: <b>{html.escape(rec['method'])} at {html.escape(rec['layer'])}</b> "
                          f"({_pct(rec['share_good'])} of faces; false-\"good\" rate {_pct(rec['false_good_rate'])}).</p>")
         parts.append(_img(out, "faithfulness.png", "faithfulness"))
+        parts.append(_road_section(s, num))
     else:
         parts.append("<p>Skipped.</p>")
 
