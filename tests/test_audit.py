@@ -14,6 +14,7 @@ from emotion.model import CLASSES, load_model
 from emotion.pipeline import analyse
 from tests import fixtures as fx
 from train import audit
+from train import report as report_module
 from train.data import list_split
 
 
@@ -195,6 +196,13 @@ def test_audit_numbers_match_a_hand_computation(tiny_model, data, tmp_path):
     assert set(s["faithfulness"]) == set(audit.METHODS) | {"random"}
     assert all(np.isfinite(v) for v in s["faithfulness"].values())
     assert s["faithfulness_detail"]["Grad-CAM"]["n"] == 2
+    # ROAD beside it, on the same 2 faces for every method: each face whose map is not empty is compared
+    assert s["settings"]["road_images"] == 2 and s["road"] is s["faithfulness_by_layer"]["layer3"]["Grad-CAM"]["road"]
+    for m, v in s["faithfulness_by_layer"]["layer3"].items():
+        rd = v["road"]
+        assert rd["n"] == round(2 * (1 - v["share_empty"])), m
+        assert (rd["mean"]["other_class"] is None) == (m == "Eigen-CAM"), m  # class-agnostic: no other-class map
+        assert all(np.isfinite(x) for x in rd["mean"].values() if x is not None)
     assert s["sanity"]["nothing"]["mean_rank_correlation"] == pytest.approx(1.0)
     assert s["sanity_rank_correlation"] == s["sanity"]["fc+layer4"]["mean_rank_correlation"]
     assert "Fairness" in (out / "report.html").read_text()
@@ -211,7 +219,16 @@ def test_audit_cli_without_groups(tiny_model, data, tmp_path, capsys):
     for key in ("accuracy", "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "faithfulness",
                 "controls", "false_good_rate", "sanity_rank_correlation", "outside_face_share", "fairness"):
         assert key in json.loads((out / "summary.json").read_text())
-    assert "No groups file" in (out / "report.html").read_text()
+    report = (out / "report.html").read_text()
+    assert "No groups file" in report
+    assert s["settings"]["road_images"] == 1 and "An independent metric: ROAD" in report and "ms a face" in report
+    with pytest.raises(SystemExit):
+        audit.parse_args(["--data", str(root), "--road-percentiles", "20", "100"])
+    # the report is drawn from summary.json alone: written again from it, it is the same page
+    (out / "report.html").unlink()
+    (out / "faithfulness.png").unlink()
+    assert report_module.main([str(out)]) == out / "report.html"
+    assert (out / "report.html").read_text() == report and (out / "faithfulness.png").is_file()
     # the verdicts re-judged at other margins: at today's MARGIN they are the verdicts given, and a larger
     # margin never makes more maps good
     from emotion.faithfulness import MARGIN
@@ -325,7 +342,8 @@ def test_fairness_on_rafdb_manual_annotations_without_a_csv(rafdb, tmp_path):
     s = audit.main(["--weights", str(folder), "--data", str(root), "--dataset", "rafdb", "--split", "test",
                     "--faithfulness-limit", "8", "--sanity-limit", "0", "--methods", "grad-cam",
                     "--faith-layers", "layer3", "--layer", "layer3", "--n-random", "2", "--mistakes", "2",
-                    "--bootstrap", "200", "--min-group-size", "3", "--out", str(out), "--no-progress"])
+                    "--bootstrap", "200", "--min-group-size", "3", "--road-limit", "0", "--out", str(out),
+                    "--no-progress"])
     fair = s["fairness"]
     assert "RAF-DB's manual annotations" in fair["groups_file"] and fair["matched"] == len(items) == 28
     assert list(fair["attributes"]) == ["gender", "race", "age"]
@@ -376,6 +394,7 @@ def test_fairness_on_rafdb_manual_annotations_without_a_csv(rafdb, tmp_path):
                                                         layer="layer3").faces[0] for p in male) if f.heatmap.any()]
     assert gender["groups"]["male"]["regions"]["mouth"] == pytest.approx(np.mean([sh["mouth"] for sh in shares]))
     report = (out / "report.html").read_text()
+    assert s["road"] is None and "ROAD</h3><p>Not computed" in report  # --road-limit 0
     assert "RAF-DB&#x27;s manual annotations" in report and "confusion matrix: gender female (n=13)" in report
     assert (out / "regions_per_group.png").is_file()
 

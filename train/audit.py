@@ -4,8 +4,9 @@
         --split public_test --out audit/fer2013_public_test [--groups groups.csv] [--limit N]
 
 Every image goes through `emotion.pipeline.analyse`, as in the app (the picture taken whole as the face,
-or with --detect-faces the largest face found). Writes OUT/report.html (open it in a browser; its
-pictures are the PNGs beside it) and OUT/summary.json:
+or with --detect-faces the largest face found). This file measures; it writes OUT/summary.json and hands
+it, with the faces to draw, to train/report.py, which writes OUT/report.html (open it in a browser; its
+pictures are the PNGs beside it). The summary holds:
 
 - accuracy, mean-class accuracy, per-class accuracy, confusion matrix (train/metrics.py);
 - the average heatmap per true and per predicted class, over that class's average face;
@@ -20,6 +21,10 @@ pictures are the PNGs beside it) and OUT/summary.json:
   another face's map or the inverted map is judged "good" (summary.json: `controls`, `false_good_rate` for
   --method at --layer, `faithfulness_by_layer` for all, `recommended`: the method and layer judged "good"
   most often);
+- beside it, an independent metric on the first --road-limit faces of that subset: ROAD (pytorch-grad-cam's
+  ROADCombined, train/road.py; --road-percentiles) of each map, its inversion and each control, and how often
+  it and the deletion test agree, face by face, on "the map beats the face prior" (summary.json: `road` for
+  --method at --layer, `faithfulness_by_layer[layer][method]["road"]` for all);
 - a sanity check (Adebayo et al. 2018, model randomisation): the heatmaps after re-initialising the top
   layers (fc, then fc and layer4), compared with the trained model's by Spearman rank correlation on a
   subset (--sanity-limit). A map that still looks the same explains the picture, not the model;
@@ -40,7 +45,6 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import html
 import json
 import random
 import re
@@ -60,26 +64,20 @@ from emotion.explain import (
     LAYERS,
     METHODS,
     explain,
-    overlay,
     resolve_layer,
 )
 from emotion.faithfulness import (CONTROLS, LEVELS, MARGIN, N_RANDOM, face_prior, faithfulness_many, judge,
-                                  other_class)
+                                  other_class, random_maps)
 from emotion.images import ImageError
 from emotion.model import CLASSES, EmotionModel, load_model
 from emotion.pipeline import analyse
-from emotion.regions import (
-    REGION_COLOURS,
-    REGION_LABELS,
-    REGIONS,
-    draw_regions,
-    face_region_areas,
-    face_region_shares,
-)
+from emotion.regions import REGIONS, face_region_areas, face_region_shares
 from train import distributed
 from train.data import DatasetError, list_split, rafdb_attributes
-from train.evaluate import DEFAULT_SPLIT, plot_confusion
+from train.evaluate import DEFAULT_SPLIT
 from train.metrics import class_indices, scores
+from train.report import write_report
+from train.road import PERCENTILES, face_road, road_figures
 
 SANITY_STAGES = (("fc",), ("fc", "layer4"))  # cascading re-initialisation, top layer first
 
@@ -105,6 +103,10 @@ def parse_args(argv=None):
     p.add_argument("--n-random", type=int, default=N_RANDOM, help="random maps per face in the faithfulness test")
     p.add_argument("--faith-layers", nargs="+", default=[k.split()[0] for k in LAYERS],
                    help="layers compared for faithfulness (default: all)")
+    p.add_argument("--road-limit", type=int, default=50, help="of the faithfulness images, how many are also scored "
+                   "with ROAD (pytorch-grad-cam; train/road.py), for every method and layer (0: skip)")
+    p.add_argument("--road-percentiles", nargs="+", type=float, default=list(PERCENTILES),
+                   help="ROAD's percentiles: at p, the (100 - p) %% most (and least) relevant pixels are filled in")
     p.add_argument("--mistakes", type=int, default=12, help="how many confident mistakes to show")
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples for the fairness intervals")
     p.add_argument("--min-group-size", type=int, default=10, help="smaller groups are shown but not compared")
@@ -112,7 +114,10 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default="audit", help="folder for report.html, summary.json and the figures")
     p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not all(0 < q < 100 for q in args.road_percentiles):
+        p.error("--road-percentiles must lie strictly between 0 and 100")
+    return args
 
 
 def _method_name(name: str) -> str:
@@ -232,129 +237,6 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-# ---------------------------------------------------------------- figures
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _grey_rgb(img: np.ndarray) -> np.ndarray:
-    g = np.clip(img, 0, 255).astype(np.uint8)
-    return np.repeat(g[..., None], 3, 2)
-
-
-def _upscale(rgb: np.ndarray, side: int = 128) -> np.ndarray:
-    return cv2.resize(rgb, (side, side), interpolation=cv2.INTER_CUBIC)
-
-
-def plot_class_maps(faces, maps, counts, labels, path: Path, title: str) -> None:
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(labels), figsize=(2 * len(labels), 2.5), dpi=100)
-    for k, ax in enumerate(np.atleast_1d(axes)):
-        ax.axis("off")
-        if counts[k]:
-            face = _upscale(_grey_rgb(faces[k] / counts[k]))
-            ax.imshow(overlay(face, maps[k] / counts[k]))
-        ax.set_title(f"{labels[k]} (n={counts[k]})", fontsize=9)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def plot_mistakes(mistakes, path: Path) -> None:
-    plt = _plt()
-    n = len(mistakes)
-    cols = 3
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, 3 * cols, figsize=(2 * 3 * cols, 2.3 * rows), dpi=90, squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for k, m in enumerate(mistakes):
-        r, c = divmod(k, cols)
-        crop = _upscale(m["crop"])
-        true_panel = ((overlay(crop, m["map_true"]), f"map: {m['true']} {m['p_true']:.0%}")
-                      if m["map_true"] is not None else (crop, f"(the model has no {m['true']})"))
-        for j, (img, t) in enumerate(((crop, f"true {m['true']}"),
-                                      (overlay(crop, m["map_pred"]), f"map: {m['pred']} {m['confidence']:.0%}"),
-                                      true_panel)):
-            ax = axes[r, 3 * c + j]
-            ax.imshow(img)
-            ax.set_title(t, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def plot_region_bars(tables: list[tuple[str, dict[str, dict[str, float]]]], path: Path) -> None:
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 0.45 * max(len(t[1]) for t in tables) + 1.4),
-                             dpi=100, squeeze=False)
-    for ax, (title, table) in zip(axes[0], tables):
-        names = list(table)
-        left = np.zeros(len(names))
-        for region in REGIONS:
-            vals = np.array([table[n].get(region, 0.0) for n in names])
-            ax.barh(names, vals, left=left, color=np.array(REGION_COLOURS[region]) / 255, label=REGION_LABELS[region])
-            for y, (l, v) in enumerate(zip(left, vals)):
-                if v >= 0.07:
-                    ax.text(l + v / 2, y, f"{v:.0%}", ha="center", va="center", fontsize=7, color="white")
-            left += vals
-        ax.set_xlim(0, 1)
-        ax.invert_yaxis()
-        ax.set_title(title, fontsize=10)
-    handles, names = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=len(REGIONS), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.35 / fig.get_size_inches()[1], 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def plot_faithfulness(by_layer: dict[str, dict[str, dict]], path: Path) -> None:
-    """Per layer, each method's mean score beside its face prior's, other class's and random maps'."""
-    plt = _plt()
-    layers = list(by_layer)
-    fig, axes = plt.subplots(1, len(layers), figsize=(6.5 * len(layers), 3.4), dpi=100, squeeze=False)
-    series = (("map", "#268bd2"), ("face_prior", "#b58900"), ("other_class", "#d33682"), ("random", "#93a1a1"))
-    for ax, lay in zip(axes[0], layers):
-        table = by_layer[lay]
-        names = list(table)
-        xs = np.arange(len(names))
-        for k, (name, colour) in enumerate(series):
-            vals = [(table[m]["mean_score"] if name == "map" else table[m]["controls"].get(name)) for m in names]
-            vals = [np.nan if v is None else v for v in vals]
-            ax.bar(xs + (k - 1.5) * 0.2, vals, 0.2, color=colour, label=name.replace("_", " "))
-        ax.set_xticks(xs, names, fontsize=8)
-        ax.set_title(f"{lay}: mean drop of the class logit (higher = more faithful)", fontsize=9)
-    axes[0, 0].set_ylabel("area under the deletion curve")
-    axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def plot_sanity(examples, stage_names, path: Path) -> None:
-    plt = _plt()
-    cols = 2 + len(stage_names)
-    fig, axes = plt.subplots(len(examples), cols, figsize=(1.9 * cols, 1.9 * len(examples) + 0.3), dpi=90,
-                             squeeze=False)
-    for r, ex in enumerate(examples):
-        crop = _upscale(ex["crop"])
-        panels = [(crop, "face"), (overlay(crop, ex["trained"]), "trained")]
-        panels += [(overlay(crop, m), f"{s}\nrho={rho:.2f}") for s, m, rho in zip(stage_names, ex["maps"], ex["rhos"])]
-        for c, (img, t) in enumerate(panels):
-            axes[r, c].imshow(img)
-            axes[r, c].axis("off")
-            axes[r, c].set_title(t, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 # ---------------------------------------------------------------- faithfulness
 def faithfulness_tables(model: EmotionModel, sources: list, methods: list[str], layers: list[str], whole: bool,
                         n_random: int = N_RANDOM, progress: bool = False) -> dict[str, dict[str, dict]]:
@@ -366,11 +248,14 @@ def faithfulness_tables(model: EmotionModel, sources: list, methods: list[str], 
 
 
 def faithfulness_rows(model: EmotionModel, sources: list, methods: list[str], layers: list[str], whole: bool,
-                      n_random: int = N_RANDOM, progress: bool = False,
-                      before=None) -> dict[tuple[str, str], list[dict]]:
+                      n_random: int = N_RANDOM, progress: bool = False, before=None, road_faces: int = 0,
+                      road_percentiles=PERCENTILES) -> dict[tuple[str, str], list[dict]]:
     """{(layer, method): [faithfulness_many result per source]}: the measurements of faithfulness_tables.
     `before`: the picture before the first source (when `sources` are one process's block of a longer
-    list), whose maps are the first face's "shuffled" control, as they would be in the whole list."""
+    list), whose maps are the first face's "shuffled" control, as they would be in the whole list.
+    The results of the first `road_faces` sources also hold under "road" the ROAD scores (train/road.py,
+    at `road_percentiles`) of the map, its inversion and the same controls (the random maps drawn again
+    from the same seed)."""
     rows: dict[tuple[str, str], list[dict]] = {(lay, m): [] for lay in layers for m in methods}
     previous: dict[tuple[str, str], np.ndarray] = {}
     if before is not None and sources:
@@ -379,7 +264,7 @@ def faithfulness_rows(model: EmotionModel, sources: list, methods: list[str], la
         for lay in layers:
             for m in methods:
                 previous[lay, m] = explain(model, x, [model.labels.index(f.label)], m, lay)[1][0]
-    for source in tqdm(sources, desc="faithfulness", disable=not progress):
+    for k, source in enumerate(tqdm(sources, desc="faithfulness", disable=not progress)):
         f = analyse(source, model, with_heatmaps=False, whole_image=whole).faces[0]
         x = model.prep.to_input([f.crop])
         pred = model.labels.index(f.label)
@@ -396,6 +281,12 @@ def faithfulness_rows(model: EmotionModel, sources: list, methods: list[str], la
                 prior = face_prior(m, lay, model.prep.size, f.label)[0]
                 res = faithfulness_many(model, x, maps, pred, prior=prior, other=other_map, n_random=n_random,
                                         layer=lay, class_agnostic=agnostic)
+                if k < road_faces:
+                    seed = res["map"]["seed"]
+                    res["road"] = face_road(model, x, heat, pred, prior=prior,
+                                            other=None if other_map is None else other_map[1],
+                                            random_maps=random_maps(model, x, n_random, seed, lay)[0],
+                                            percentiles=road_percentiles, seed=seed)
                 rows[lay, m].append(res)
     return rows
 
@@ -405,6 +296,9 @@ def _faithfulness_by_layer(rows: dict[tuple[str, str], list[dict]]) -> dict[str,
     for (lay, m), rs in rows.items():
         if rs:
             out.setdefault(lay.split()[0], {})[m] = faithfulness_figures(rs)
+            scored = [r for r in rs if "road" in r]
+            if scored:
+                out[lay.split()[0]][m]["road"] = road_figures(scored)
     return out
 
 
@@ -490,9 +384,6 @@ def _mean_shares(rows: list[dict]) -> dict[str, float] | None:
     return {k: float(np.mean([r[k] for r in rows])) for k in REGIONS}
 
 
-def _pct(v) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.1%}"
-
 
 def _look(model: EmotionModel, source, label: int, method: str, layer: str, whole: bool, to_ours: list[int]) -> dict:
     """One picture through the pipeline, as the audit keeps it: why there is no answer ("unreadable",
@@ -524,15 +415,17 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
               dataset: str = "folder", split: str | None = None, detect_faces: bool = False,
               method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER, methods=tuple(METHODS),
               faithfulness_limit: int = 200, sanity_limit: int = 100, n_random: int = N_RANDOM,
-              faith_layers: list[str] | None = None,
+              faith_layers: list[str] | None = None, road_limit: int = 50, road_percentiles=PERCENTILES,
               n_mistakes: int = 12, groups: str | Path | tuple | None = None, bootstrap: int = 1000,
               min_group_size: int = 10, seed: int = 0, progress: bool = True,
               sanity_stages=SANITY_STAGES, world: distributed.World = distributed.World()) -> dict | None:
     """Run every part of the audit on `items` ([(path or array, class index)]); write the report; return the summary.
 
     `groups`: a groups CSV (read_groups), or (where they come from, attributes, {image key: {attribute:
-    group}}) as `rafdb_groups` gives. With several processes (`world`), each does its share of every part
-    and rank 0 gathers the results, writes the report and returns the summary (the others return None)."""
+    group}}) as `rafdb_groups` gives. The first `road_limit` faces of the faithfulness subset are also
+    scored with ROAD at `road_percentiles` (train/road.py). With several processes (`world`), each does its
+    share of every part and rank 0 gathers the results, writes the report and returns the summary (the
+    others return None)."""
     out = Path(out)
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -552,18 +445,18 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
     mine = world.share(len(items))  # this process's block (all the images for one process)
     looks = {i: _look(model, items[i][0], items[i][1], method, layer, whole, to_ours)
              for i in tqdm(mine, desc="classify + explain", disable=not progress or not world.main)}
-    # the pictures (grey face, heatmap) go to rank 0 only, which draws the figures; the rest to every process
-    pictures = {i: (look.pop("grey"), look.pop("heatmap")) for i, look in looks.items() if look["why"] is None}
+    # the faces (grey face, heatmap) go to rank 0 only, which draws the figures; the rest to every process
+    faces = {i: (look.pop("grey"), look.pop("heatmap")) for i, look in looks.items() if look["why"] is None}
     looks = {i: look for part in world.all_gather(looks) for i, look in part.items()}
     if world.size > 1:
-        gathered = world.gather(pictures)
-        pictures = {i: p for part in gathered for i, p in part.items()} if world.main else pictures
+        gathered = world.gather(faces)
+        faces = {i: p for part in gathered for i, p in part.items()} if world.main else faces
     y_true, y_pred, conf, p_true, shares, areas = [], [], [], [], [], []
     face_sum = {k: np.zeros((2, n_classes, size, size)) for k in ("face", "map")}
     counts = np.zeros((2, n_classes), int)
     mistakes_pool: list[tuple[float, int]] = []
     no_face = unreadable = 0
-    kept_maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # for the subsets below: (crop, heatmap)
+    kept_maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # for the subsets below: (grey face, heatmap)
     for i, (source, label) in enumerate(items):
         y_true.append(label)
         look = looks[i]
@@ -583,9 +476,9 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
         areas.append(look["area"])
         if pred != label:
             mistakes_pool.append((conf[-1], i, look["name"]))  # the model's own name: it may be none of ours
-        if i not in pictures:  # another process's picture: rank 0 holds them all
+        if i not in faces:  # another process's picture: rank 0 holds them all
             continue
-        grey, heatmap = pictures[i]
+        grey, heatmap = faces[i]
         for row, c in ((0, label), (1, pred)) if pred >= 0 else ((0, label),):
             face_sum["face"][row, c] += grey
             face_sum["map"][row, c] += heatmap
@@ -603,13 +496,10 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
                     "unreadable": unreadable, "weights": model.source, "method": method, "layer": layer.split()[0]})
     with_face = [i for i in range(n_images) if y_pred[i] >= 0]
 
-    if world.main:
-        plot_confusion(np.array(summary["confusion_matrix"]), labels, out / "confusion_matrix.png",
-                       f"accuracy {summary['accuracy']:.1%}, mean-class {summary['mean_class_accuracy']:.1%}")
-        plot_class_maps(face_sum["face"][0], face_sum["map"][0], counts[0], labels, out / "maps_true_class.png",
-                        f"{method} for the predicted class, averaged per TRUE class, over that class's average face")
-        plot_class_maps(face_sum["face"][1], face_sum["map"][1], counts[1], labels, out / "maps_predicted_class.png",
-                        f"{method} for the predicted class, averaged per PREDICTED class")
+    # what the report draws from the faces themselves (rank 0 holds them); everything else it reads from summary
+    pictures = {"class_maps": {kind: (face_sum["face"][row], face_sum["map"][row], counts[row])
+                              for row, kind in enumerate(("true", "predicted"))},
+               "mean_face": face_sum["face"][0].sum(0) / max(1, counts[0].sum())}
 
     # ------------------------------------------------ 2. regions
     region_all = _mean_shares(shares)
@@ -618,12 +508,6 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
     region_pred = {labels[c]: _mean_shares([shares[i] for i in range(n_images) if y_pred[i] == c]) for c in range(n_classes)}
     region_true = {k: v for k, v in region_true.items() if v}
     region_pred = {k: v for k, v in region_pred.items() if v}
-    if region_all and world.main:
-        plot_region_bars([("per true class", {**region_true, "ALL": region_all, "(flat map)": region_area}),
-                          ("per predicted class", region_pred)], out / "regions_per_class.png")
-        mean_face = face_sum["face"][0].sum(0) / max(1, counts[0].sum())
-        tmpl = _upscale(_grey_rgb(mean_face), 192)
-        cv2.imwrite(str(out / "regions_template.png"), cv2.cvtColor(draw_regions(tmpl), cv2.COLOR_RGB2BGR))
     summary["region_shares"] = {"all": region_all, "per_true_class": region_true, "per_predicted_class": region_pred,
                                 "flat_map": region_area}
     summary["outside_face_share"] = region_all["outside_face"] if region_all else None
@@ -638,13 +522,10 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
             map_true = analyse(items[i][0], model, method=method, layer=layer, whole_image=whole,
                                explain_class=true_name).faces[0].heatmap
         crop, map_pred = kept_maps[i]
-        mistakes.append({"index": i, "source": sources[i], "true": true_name, "pred": pred_name,
-                         "confidence": confidence, "p_true": p_true[i], "crop": _grey_rgb(crop),
-                         "map_pred": map_pred, "map_true": map_true})
-    if mistakes:
-        plot_mistakes(mistakes, out / "mistakes.png")
-    summary["confident_mistakes"] = [{k: m[k] for k in ("source", "true", "pred", "confidence", "p_true")}
-                                     for m in mistakes]
+        mistakes.append({"source": sources[i], "true": true_name, "pred": pred_name,
+                         "confidence": confidence, "p_true": p_true[i]})
+        pictures.setdefault("mistakes", []).append({"crop": crop, "map_pred": map_pred, "map_true": map_true})
+    summary["confident_mistakes"] = mistakes
     timings["mistakes_s"] = time.perf_counter() - t0
 
     # ------------------------------------------------ 4. faithfulness per method and layer, against the controls
@@ -655,7 +536,9 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
     part = world.share(len(faith_idx))  # this process's block of the subset, and the face just before it
     rows = faithfulness_rows(model, [items[i][0] for i in faith_idx[part.start:part.stop]], methods, faith_layers,
                              whole, n_random, progress and world.main,
-                             before=items[faith_idx[part.start - 1]][0] if part.start > 0 else None)
+                             before=items[faith_idx[part.start - 1]][0] if part.start > 0 else None,
+                             road_faces=max(0, min(part.stop, road_limit) - part.start),
+                             road_percentiles=tuple(road_percentiles))
     if world.size > 1:
         parts = world.gather(rows)
         rows = {key: [r for p in parts for r in p[key]] for key in rows} if world.main else rows
@@ -667,16 +550,19 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
     if faith_table:
         first = faith_table[methods[0]]
         faith_table["random"] = {"mean_score": first["controls"]["random"], "n": first["n"]}
-        if world.main:
-            plot_faithfulness(by_layer, out / "faithfulness.png")
     summary["faithfulness"] = {m: v["mean_score"] for m, v in faith_table.items()}
     summary["faithfulness_detail"] = faith_table
     summary["faithfulness_by_layer"] = by_layer
     own = main.get(method) or {}
     summary["controls"] = own.get("controls")
     summary["false_good_rate"] = own.get("false_good_rate")
+    summary["road"] = own.get("road")
     summary["recommended"] = recommend(by_layer)
     timings["faithfulness_s"] = time.perf_counter() - t0
+    road_idx = faith_idx[:max(0, road_limit)]
+    if road_idx:
+        # part of faithfulness_s
+        timings["road_s"] = sum(r["road"]["ms"] for rs in rows.values() for r in rs if "road" in r) / 1000
     if faith_idx and world.main:
         print(f"faithfulness: {len(faith_idx)} images x {len(methods)} methods x {len(faith_layers)} layers in "
               f"{timings['faithfulness_s']:.1f} s")
@@ -705,8 +591,8 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
             return None  # rank 0 has what it needs to finish the audit alone
         found = {i: f for p in parts for i, f in p.items()}
     stage_rhos = {name: [found[i]["rhos"][k] for i in sanity_idx] for k, name in enumerate(stage_names)}
-    examples = {i: {"crop": _grey_rgb(kept_maps[i][0]), "trained": kept_maps[i][1], "maps": found[i]["maps"],
-                    "rhos": found[i]["rhos"]} for i in shown}
+    pictures["sanity"] = [{"crop": kept_maps[i][0], "trained": kept_maps[i][1], "maps": found[i]["maps"],
+                          "rhos": found[i]["rhos"]} for i in shown]
     sanity = {}
     for name, rhos in stage_rhos.items() if sanity_idx else ():
         r = np.array(rhos, float)
@@ -716,8 +602,6 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
                         "n": len(ok), "constant_maps": int(np.isnan(r).sum())}
     summary["sanity"] = sanity
     summary["sanity_rank_correlation"] = sanity[stage_names[-1]]["mean_rank_correlation"] if sanity else None
-    if examples and sanity_idx:
-        plot_sanity(list(examples.values()), stage_names, out / "sanity.png")
     timings["sanity_s"] = time.perf_counter() - t0
     if sanity_idx:
         print(f"sanity check: {len(sanity_idx)} images x {len(stage_names)} randomisations in {timings['sanity_s']:.1f} s")
@@ -748,21 +632,19 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
             gap = group_gap(y_true_a[has], y_pred_a[has], g[has].astype(str), n_classes, bootstrap, min_group_size,
                             seed)
             fairness["attributes"][attr] = {"groups": per_group, **gap}
-        region_tables = [(attr, {k: v["regions"] for k, v in a["groups"].items() if v["regions"]})
-                         for attr, a in fairness["attributes"].items()]
-        region_tables = [t for t in region_tables if t[1]]
-        if region_tables:
-            plot_region_bars(region_tables, out / "regions_per_group.png")
     summary["fairness"] = fairness
     timings["fairness_s"] = time.perf_counter() - t0
 
     summary["world_size"] = world.size
     summary["settings"] = {"faithfulness_images": len(faith_idx), "sanity_images": len(sanity_idx),
-                           "n_random": n_random, "methods": methods, "faithfulness_layers": list(by_layer), "seed": seed,
-                           "sanity_stages": stage_names, "min_group_size": min_group_size, "bootstrap": bootstrap}
+                           "n_random": n_random, "road_images": len(road_idx),
+                           "road_percentiles": list(road_percentiles),
+                           "methods": methods, "faithfulness_layers": list(by_layer), "seed": seed,
+                           "sanity_stages": stage_names, "min_group_size": min_group_size, "bootstrap": bootstrap,
+                           "max_false_good": MAX_FALSE_GOOD}
     summary["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
-    write_report(summary, out, n_mistakes=len(mistakes))
+    write_report(summary, out, pictures)
     return summary
 
 
@@ -772,176 +654,6 @@ def _json_default(o):
     raise TypeError(type(o).__name__)
 
 
-# ---------------------------------------------------------------- HTML
-def _table(header: list[str], rows: list[list]) -> str:
-    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{h}</tr>{body}</table>"
-
-
-def _img(out: Path, name: str, alt: str) -> str:
-    return f'<p><img src="{name}" alt="{html.escape(alt)}"></p>' if (out / name).is_file() else ""
-
-
-def write_report(s: dict, out: Path, n_mistakes: int = 0) -> Path:
-    support = np.array(s["confusion_matrix"]).sum(1)
-    parts = [f"""<!doctype html><html><head><meta charset="utf-8"><title>Model audit</title><style>
-body{{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}}
-table{{border-collapse:collapse;margin:.6em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
-th{{background:#f3f3f3}}td:first-child{{text-align:left}}img{{max-width:100%}}.note{{color:#555;font-size:.92em}}
-h2{{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}}</style></head><body>
-<h1>Model audit</h1>
-<p class="note">Model: {html.escape(str(s['weights']))}<br>Data: {html.escape(str(s['dataset']))}
-{html.escape(str(s['split']))}, {s['n']} images ({'largest face detected' if s['detect_faces'] else 'each picture taken as the face'};
-no face: {s['no_face']}, unreadable: {s['unreadable']}). Heatmaps: {html.escape(s['method'])} at {html.escape(s['layer'])}.</p>
-<h2>Accuracy</h2><p><b>Accuracy {s['accuracy']:.1%}</b>, mean-class accuracy {s['mean_class_accuracy']:.1%}.</p>"""]
-    parts.append(_table(["class", "accuracy", "n"], [[c, _pct(v), int(n)] for (c, v), n in
-                                                     zip(s["per_class_accuracy"].items(), support)]))
-    parts.append(_img(out, "confusion_matrix.png", "confusion matrix"))
-
-    parts.append("""<h2>Where the heatmaps look, per class</h2><p class="note">Each class's average face with the
-average heatmap (for the predicted class) of its images. Per true class: what the model looks at when it
-sees that emotion; per predicted class: what makes it say that emotion.</p>""")
-    parts.append(_img(out, "maps_true_class.png", "average heatmap per true class"))
-    parts.append(_img(out, "maps_predicted_class.png", "average heatmap per predicted class"))
-
-    parts.append("<h2>Face regions</h2>")
-    r = s["region_shares"]
-    if r["all"]:
-        parts.append(f"""<p>On average <b>{r['all']['outside_face']:.1%}</b> of the heatmap mass falls outside the
-face, {r['all']['eyes_brows']:.1%} on eyes and brows, {r['all']['nose']:.1%} on the nose,
-{r['all']['mouth']:.1%} on the mouth and {r['all']['rest_of_face']:.1%} on the rest of the face.
-For comparison, a flat map that looks everywhere equally would put {r['flat_map']['outside_face']:.1%} outside the
-face, {r['flat_map']['eyes_brows']:.1%} on eyes and brows and {r['flat_map']['mouth']:.1%} on the mouth (the regions'
-shares of the crop's area): only shares above these mean the model seeks a region out.</p>
-<p class="note">Regions come from the detector's five landmarks (eyes, nose tip, mouth corners) and face box;
-pictures taken whole as the face use a fixed landmark template measured on FER2013 (emotion/regions.py).
-The template regions over the average face:</p>""")
-        parts.append(_img(out, "regions_template.png", "regions"))
-        parts.append(_table(["true class"] + [REGION_LABELS[k] for k in REGIONS],
-                            [[c] + [_pct(v[k]) for k in REGIONS] for c, v in r["per_true_class"].items()]
-                            + [["all images"] + [_pct(r["all"][k]) for k in REGIONS],
-                               ["(flat map: area)"] + [_pct(r["flat_map"][k]) for k in REGIONS]]))
-        parts.append(_img(out, "regions_per_class.png", "region shares per class"))
-    else:
-        parts.append("<p>No heatmap had any mass.</p>")
-
-    parts.append("<h2>Most confident mistakes</h2>")
-    if n_mistakes:
-        parts.append("""<p class="note">Each: the face; the map for the class the model chose, with its
-probability; the map for the true class with its probability ("why not the true class?": what evidence
-for it the model found).</p>""")
-        parts.append(_img(out, "mistakes.png", "confident mistakes"))
-        parts.append(_table(["image", "true", "predicted", "confidence", "p(true)"],
-                            [[Path(m["source"]).name, m["true"], m["pred"], _pct(m["confidence"]), _pct(m["p_true"])]
-                             for m in s["confident_mistakes"]]))
-    else:
-        parts.append("<p>No mistakes.</p>")
-
-    parts.append("""<h2>Faithfulness: do the maps point at this face's evidence for the class?</h2><p class="note">
-Per image, the pixels each map ranks highest (10%, 25%, 50%) are replaced by a blurred face, and the drop of the
-predicted class's logit is recorded; the score is the area under that deletion curve (the mean drop, in logit
-units; emotion/faithfulness.py). The same test is run on three controls that carry no evidence about this face
-and this class: the face prior (the method's mean map over training faces predicted as the class), the same
-method's map for the most likely other class, and RandomCAM maps. A map is judged "good" only when it beats every
-control (the prior's and the other class's map's drop at least """ + f"{1 + MARGIN:g}" + """ times over), "weak" when it
-only beats the random maps.
-The false-"good" rate is how often a map without this face's evidence is judged "good": another face's map
-("shuffled") and the inverted map (1 - map); the larger of the two is reported, and must stay at or under 5%.</p>""")
-    by_layer = s.get("faithfulness_by_layer") or {}
-    if by_layer:
-        num = lambda v, f="{:.3f}": "n/a" if v is None else f.format(v)  # noqa: E731
-        rows = []
-        for lay, table in by_layer.items():
-            for m, v in table.items():
-                c = v["controls"]
-                rows.append([f"{m} at {lay}", num(v["mean_score"]), num(c.get("face_prior")), num(c.get("other_class")),
-                             num(c.get("random")), _pct(v["share_good"]), _pct(v["share_weak"]), _pct(v["share_chance"]),
-                             _pct(v["share_untestable"]), _pct(v["share_empty"]), _pct(v["false_good"]["shuffled"]),
-                             _pct(v["false_good"]["inverted"]), v["n"]])
-        parts.append(_table(["method", "map", "face prior", "other class", "random", "good", "weak", "chance",
-                             "untestable", "empty", "false good: shuffled", "false good: inverted", "n"], rows))
-        own = (by_layer.get(s["layer"]) or {}).get(s["method"])
-        if own and own["mean_score"] is not None and own["controls"].get("face_prior") is not None \
-                and own["mean_score"] <= own["controls"]["face_prior"]:
-            parts.append(f"<p><b>Finding: {html.escape(s['method'])}'s maps at {html.escape(s['layer'])} do not beat the face "
-                         f"prior</b> (mean drop {own['mean_score']:.3f} against {own['controls']['face_prior']:.3f} for the "
-                         "class's average map): they show where this model usually looks for a class, not evidence "
-                         "found in each face.</p>")
-        rec = s.get("recommended")
-        if rec:
-            parts.append(f"<p>Judged \"good\" most often, among those whose false-\"good\" rate is at most "
-                         f"{MAX_FALSE_GOOD:.0%}: <b>{html.escape(rec['method'])} at {html.escape(rec['layer'])}</b> "
-                         f"({_pct(rec['share_good'])} of faces; false-\"good\" rate {_pct(rec['false_good_rate'])}).</p>")
-        parts.append(_img(out, "faithfulness.png", "faithfulness"))
-    else:
-        parts.append("<p>Skipped.</p>")
-
-    parts.append("""<h2>Sanity check: model randomisation</h2><p class="note">After Adebayo et al. (2018): the top
-layers are re-initialised (cascading: first fc, then fc and layer4) and the map for the same class is
-computed again. If the maps of a model that knows nothing still correlate strongly with the trained
-model's, the method shows the picture's structure, not what the model learned. Spearman rank correlation
-of the pixels, averaged over images (close to 0 is good; constant maps, where it is undefined, are
-counted apart).</p>""")
-    if s["sanity"]:
-        parts.append(_table(["randomised", "mean rank correlation", "mean |rank correlation|", "n", "constant maps"],
-                            [[k, "n/a" if v["mean_rank_correlation"] is None else f"{v['mean_rank_correlation']:.3f}",
-                              "n/a" if v["mean_abs_rank_correlation"] is None else f"{v['mean_abs_rank_correlation']:.3f}",
-                              v["n"], v["constant_maps"]] for k, v in s["sanity"].items()]))
-        parts.append(_img(out, "sanity.png", "sanity check examples"))
-    else:
-        parts.append("<p>Skipped.</p>")
-
-    parts.append("<h2>Fairness</h2>")
-    fair = s["fairness"]
-    if not fair:
-        parts.append("""<p><b>No groups file was given, so nothing is known about how the model does for different
-groups of people.</b> Pass <code>--groups groups.csv</code> (a column <code>image</code>, then one column per
-attribute such as gender, race or age) to measure it. FER2013 ships no such labels; RAF-DB does (its manual
-annotations, read with <code>--dataset rafdb</code>).</p>""")
-    else:
-        parts.append(f"""<p class="note">Groups from {html.escape(fair['groups_file'])}: {fair['matched']} images
-matched, {fair['unmatched']} not (left out). The gap is the largest difference between two groups of an attribute
-(groups under {s['settings']['min_group_size']} images are shown but not compared); the interval is a 95% bootstrap
-interval of that gap (resampling images within each group); p is the share of random reassignments of the
-group labels giving a gap at least as large (small p: the gap is unlikely to be chance alone). The largest of
-several noisy gaps is above 0 even when the groups do not differ, so its interval rarely reaches 0: judge whether a
-gap is real by p, and its likely size by the interval.</p>""")
-        verdict_note = (f"Verdicts: the faithfulness verdicts of {html.escape(s['method'])} at {html.escape(s['layer'])} "
-                        "(shares of the group's faces in the faithfulness subset, judged n).")
-        for attr, a in fair["attributes"].items():
-            parts.append(f"<h3>{html.escape(attr)}</h3>")
-            parts.append(_table(["group", "n", "accuracy", "mean-class accuracy"] + [REGION_LABELS[k] for k in REGIONS]
-                                + ["judged n"] + list(LEVELS),
-                                [[g, v["n"], _pct(v["accuracy"]), _pct(v["mean_class_accuracy"])]
-                                 + [_pct(v["regions"][k]) if v["regions"] else "n/a" for k in REGIONS]
-                                 + [v["verdicts"]["n"]] + [_pct(v["verdicts"][k]) for k in LEVELS]
-                                 for g, v in a["groups"].items()]))
-            parts.append(f'<p class="note">{verdict_note}</p>')
-            for g, v in a["groups"].items():
-                columns = s.get("confusion_columns") or list(s["per_class_accuracy"]) + ["no answer"]
-                parts.append(f"<details><summary>confusion matrix: {html.escape(attr)} {html.escape(g)} "
-                             f"(n={v['n']})</summary>"
-                             + _table(["true \\ predicted"] + columns,
-                                      [[c] + row for c, row in zip(s["per_class_accuracy"], v["confusion_matrix"])])
-                             + "</details>")
-            if "accuracy_gap" in a:
-                rows = []
-                for key, name in (("accuracy_gap", "accuracy"), ("mean_class_accuracy_gap", "mean-class accuracy")):
-                    gp = a[key]
-                    rows.append([name, f"{gp['gap']:.1%}", f"{gp['best']} vs {gp['worst']}",
-                                 f"{gp['ci95'][0]:.1%} to {gp['ci95'][1]:.1%}", f"{gp['p_value']:.3f}"])
-                parts.append(_table(["largest gap in", "gap", "between", "95% interval", "p"], rows))
-            else:
-                parts.append(f"<p>{html.escape(a.get('note', ''))}</p>")
-        parts.append(_img(out, "regions_per_group.png", "region shares per group"))
-
-    t = s["timings_s"]
-    parts.append(f"<h2>Run</h2><p class=\"note\">Processes: {s.get('world_size', 1)}. Timings (s): {html.escape(json.dumps(t))}. Settings: "
-                 f"{html.escape(json.dumps(s['settings']))}.</p></body></html>")
-    path = out / "report.html"
-    path.write_text("\n".join(parts))
-    return path
 
 
 def rafdb_groups(root: str | Path) -> tuple[str, list[str], dict[str, dict[str, str]]] | None:
@@ -973,6 +685,7 @@ def main(argv=None) -> dict | None:
                         detect_faces=args.detect_faces, method=_method_name(args.method), layer=args.layer,
                         methods=args.methods, faithfulness_limit=args.faithfulness_limit,
                         sanity_limit=args.sanity_limit, n_random=args.n_random, faith_layers=args.faith_layers,
+                        road_limit=args.road_limit, road_percentiles=args.road_percentiles,
                         n_mistakes=args.mistakes,
                         groups=groups, bootstrap=args.bootstrap, min_group_size=args.min_group_size,
                         seed=args.seed, progress=not args.no_progress, world=world)
@@ -993,6 +706,14 @@ def main(argv=None) -> dict | None:
                 f"{g}: good {b['share_good']:.1%}, false good "
                 + ("n/a" if b["false_good_rate"] is None else f"{b['false_good_rate']:.1%}")
                 for g, b in v["by_margin"].items()) + f" (now {MARGIN:g})")
+            rd = v.get("road")
+            if rd:
+                fmt = lambda x, f="{:.3f}": "n/a" if x is None else f.format(x)  # noqa: E731
+                print(f"  ROAD: map {fmt(rd['mean']['map'])}, " + ", ".join(
+                    f"{k} {fmt(rd['mean'][k])}" for k in ("inverted", *CONTROLS)) + "; map beats the face prior: "
+                    f"deletion {fmt(rd['map_beats_prior']['deletion'], '{:.1%}')}, ROAD "
+                    f"{fmt(rd['map_beats_prior']['road'], '{:.1%}')}, agree {fmt(rd['agreement'], '{:.1%}')} "
+                    f"(n={rd['n']}; {fmt(rd['mean_ms'], '{:.0f}')} ms a face)")
     if summary["recommended"]:
         r = summary["recommended"]
         print(f"recommended: {r['method']} at {r['layer']} (good {r['share_good']:.1%})")
