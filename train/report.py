@@ -418,13 +418,102 @@ gap is real by p, and its likely size by the interval.</p>""")
     return path
 
 
+# ---------------------------------------------------------------- the README's figures
+README_BEGIN = "<!-- verdict figures: written by python -m train.report AUDIT --readme README.md; do not edit -->"
+README_END = "<!-- end of verdict figures -->"
+KEPT = ("dataset", "split", "n", "accuracy", "mean_class_accuracy", "weights", "method", "layer",
+        "faithfulness_by_layer", "recommended", "sanity", "sanity_rank_correlation", "settings", "world_size")
+
+
+def aggregate(s: dict) -> dict:
+    """The summary's figures over all faces (what the README quotes), without anything face by face."""
+    return {k: s.get(k) for k in KEPT}
+
+
+def _p(v, digits: int = 1) -> str:
+    return "n/a" if v is None else f"{v:.{digits}%}"
+
+
+def _f(v) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def readme_figures(s: dict) -> str:
+    """The README's paragraph on how far the verdict can be trusted, from one audit's summary (or its
+    `aggregate`): every layer and method measured, the default's standing against the false-"good" bound,
+    the audit's recommendation, the sanity check and ROAD's agreement."""
+    st = s["settings"]
+    bound = st.get("max_false_good", 0.05)
+    lines = [f"Measured by one audit of the shipped model (`weights/audit.json`): {s['dataset']} {s['split']}, "
+             f"{st['faithfulness_images']} faces for the verdict, {st.get('road_images', 0)} of them also "
+             f"scored by ROAD, {st['sanity_images']} for the sanity check.", "",
+             "| method, layer | logit drop: map | face prior | other class | random | good | weak | chance "
+             "| false good | ROAD: map | ROAD: face prior | metrics agree |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for lay, table in s["faithfulness_by_layer"].items():
+        for m, v in table.items():
+            c, road = v["controls"], v.get("road") or {}
+            mean = road.get("mean") or {}
+            lines.append(f"| {m}, {lay} | {_f(v['mean_score'])} | {_f(c.get('face_prior'))} | "
+                         f"{_f(c.get('other_class'))} | {_f(c.get('random'))} | {_p(v['share_good'])} | "
+                         f"{_p(v['share_weak'])} | {_p(v['share_chance'])} | {_p(v['false_good_rate'])} | "
+                         f"{_f(mean.get('map'))} | {_f(mean.get('face_prior'))} | {_p(road.get('agreement'), 0)} |")
+    default = s["faithfulness_by_layer"].get(s["layer"], {}).get(s["method"])
+    lines.append("")
+    table_end = len(lines)  # then one paragraph
+    if default:
+        fg = default["false_good_rate"]
+        promise = ("within" if fg is not None and fg <= bound else "above")
+        lines.append(f"The app's default, {s['method']} at {s['layer']}, is judged good on {_p(default['share_good'])} "
+                     f"of faces; maps without the face's evidence passed as good {_p(fg)} of the time, "
+                     f"{promise} the {bound:.0%} the verdict is meant to hold to.")
+    rec = s.get("recommended")
+    lines.append(f"The audit recommends {rec['method']} at {rec['layer']} (the most good verdicts among those within "
+                 f"{bound:.0%})." if rec else f"No method and layer measured keeps false good verdicts within "
+                 f"{bound:.0%}, so the audit recommends none.")
+    if default and default.get("road"):
+        r = default["road"]
+        lines.append(f"ROAD (pytorch-grad-cam's, higher is better) and the app's deletion test agree on "
+                     f"whether the map beats the face prior on {_p(r['agreement'], 0)} of {r['n']} faces "
+                     f"(deletion says it does on {_p(r['map_beats_prior']['deletion'], 0)}, ROAD on "
+                     f"{_p(r['map_beats_prior']['road'], 0)}).")
+    if s.get("sanity_rank_correlation") is not None:
+        last = st["sanity_stages"][-1]
+        lines.append(f"Re-initialising {last} leaves the maps a rank correlation of "
+                     f"{s['sanity_rank_correlation']:.2f} with the trained model's (near 0: the maps depend on "
+                     "what the model learned).")
+    return "\n".join(lines[:table_end] + [" ".join(lines[table_end:])])
+
+
+def write_readme(readme: str | Path, s: dict) -> None:
+    """Put `readme_figures(s)` between the README's markers."""
+    readme = Path(readme)
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise SystemExit(f"{readme} has no place for the figures: add the lines {README_BEGIN!r} and {README_END!r}")
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(head + README_BEGIN + "\n" + readme_figures(s) + "\n" + README_END + tail)
+
+
 def main(argv=None) -> Path:
     p = argparse.ArgumentParser(prog="python -m train.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", help="an audit's folder (python -m train.audit --out), holding summary.json")
-    out = Path(p.parse_args(argv).out)
-    path = write_report(json.loads((out / "summary.json").read_text()), out)
+    p.add_argument("--readme", default=None, help="also write the verdict figures into this README's marked place")
+    p.add_argument("--keep", default=None, help="and the summary's figures over all faces into this JSON file "
+                   "(e.g. weights/audit.json)")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    summary = json.loads((out / "summary.json").read_text())
+    path = write_report(summary, out)
     print(f"report: {path}")
+    if args.keep:
+        Path(args.keep).write_text(json.dumps(aggregate(summary), indent=2) + "\n")
+        print(f"figures: {args.keep}")
+    if args.readme:
+        write_readme(args.readme, summary)
+        print(f"verdict figures: {args.readme}")
     return path
 
 
