@@ -20,6 +20,7 @@ import timm
 import torch
 
 from emotion.decision import Decision
+from emotion.framing import FER_FRAMING, crop_box
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +29,6 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 ENV_VAR = "EMOTION_MODEL"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-
-
-# How FER2013's faces are framed: the eyes 0.362 of the picture's side apart, their midpoint 0.385 of the side
-# from the top (medians measured by emotion.faces.measure_framing on two samples of 2,000 training pictures at
-# 64 px, 97% of faces found; 300-picture samples wander by about 0.005). Training measures it afresh; this is the
-# fallback where the face detector cannot run (a GPU machine).
-FER_FRAMING = (0.362, 0.385)
 
 
 class ModelLoadError(RuntimeError):
@@ -55,7 +49,7 @@ class Preprocess:
     grayscale: bool = True  # FER2013 is grey: colour photos are made grey the same way
     native_size: int | None = None  # resolution the training images had (48 for FER2013), see `to_input`
     face_margin: float = 0.25  # without eye_distance: grow the detector's box by this share on every side
-    eye_distance: float | None = None  # frame faces so the eyes are this share of the side apart (faces.crop_box)
+    eye_distance: float | None = None  # frame faces so the eyes are this share of the side apart (framing.crop_box)
     eye_line: float = FER_FRAMING[1]  # ... with their midpoint this share of the side from the top
     tta_flip: bool = False  # average the prediction with the mirrored face
 
@@ -87,8 +81,6 @@ class Preprocess:
     def square(self, det, shape) -> tuple[int, int, int, int]:
         """The crop square for a face detection, framed as the training faces were. A whole picture taken
         as the face gives its centred square (a picture that is not square is cropped, never squashed)."""
-        from emotion.faces import crop_box
-
         if det.whole_image:
             return centre_square(*det.box)
         return crop_box(det, self.face_margin, shape, self.eye_distance, self.eye_line)
