@@ -47,6 +47,7 @@ from emotion import service, timeline, view  # noqa: E402
 from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, METHODS  # noqa: E402
 from emotion.images import MAX_FILE_BYTES, ImageError  # noqa: E402
 from emotion.model import EmotionModel, ModelLoadError, load_model  # noqa: E402
+from emotion.precision import resolve_precision  # noqa: E402
 from emotion.video import DEFAULT_RATE, EVERY_FRAME, LIMITS, MAX_VIDEO_BYTES  # noqa: E402
 
 log = logging.getLogger("app")
@@ -175,7 +176,11 @@ def unmirror(frame):
     return frame if frame is None or not MIRRORED else np.ascontiguousarray(frame[:, ::-1])
 
 
-def build_demo(model: EmotionModel) -> gr.Blocks:
+def build_demo(model: EmotionModel, live_precision: str | None = None) -> gr.Blocks:
+    """The app's page; the webcam tab computes in `live_precision` (None: $EMOTION_PRECISION, else "auto":
+    bf16 where the CPU has it natively, emotion/precision.py). Photos and videos are always float32."""
+    live_precision = resolve_precision(live_precision)
+
     def on_photo(image, method, layer, explain_for, whole):
         if image is None:
             return None, "", "Upload a photo, paste one, or pick an example.", None
@@ -218,7 +223,7 @@ def build_demo(model: EmotionModel) -> gr.Blocks:
 
     def on_frame(frame, state, method, layer):
         try:
-            return service.live_frame(model, unmirror(frame), state, method, layer)
+            return service.live_frame(model, unmirror(frame), state, method, layer, live_precision)
         except Exception as e:  # keep the stream alive through a bad frame
             log.warning("webcam frame failed: %s", e)
             return gr.skip(), gr.skip(), state
@@ -328,15 +333,21 @@ def main(argv=None):
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        live_precision = resolve_precision()  # $EMOTION_PRECISION, else "auto"
+    except ValueError as e:
+        raise SystemExit(f"Could not start: {e}") from None
+    try:
         model = load_model(args.model)
     except ModelLoadError as e:  # a plain sentence, not a traceback
         raise SystemExit(f"Could not start: {e}") from None
-    log.info("model %s (%s px, %s); allocator %s", model.source, model.prep.size, ", ".join(model.labels),
+    log.info("model %s (%s px, %s); webcam path in %s; allocator %s", model.source, model.prep.size,
+             ", ".join(model.labels), live_precision,
              "tuned (2 arenas, 4 MiB mmap threshold)" if MALLOC_TUNED else "as the environment set it")
     threading.Thread(target=_keep_pruning, args=(Path(gradio_upload_folder()), CACHE_SECONDS,
                                                  max(1, CACHE_SECONDS // 4)), daemon=True).start()
-    build_demo(model).launch(server_name=args.host, server_port=args.port, max_file_size=UPLOAD_LIMIT,
-                             show_error=True, css=PAGE_CSS, js=TIMELINE_JS)
+    build_demo(model, live_precision).launch(server_name=args.host, server_port=args.port,
+                                             max_file_size=UPLOAD_LIMIT, show_error=True, css=PAGE_CSS,
+                                             js=TIMELINE_JS)
 
 
 if __name__ == "__main__":

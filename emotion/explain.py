@@ -6,10 +6,11 @@ logits and one heatmap (0..1, at the model's input size) per face for the class 
 Grad-CAM, the default, takes a direct path (`gradcam`): the network runs without autograd up to the
 layer read, and only the part above it is differentiated, with respect to that layer's activations alone
 (no gradient reaches the weights or the input). It gives pytorch-grad-cam's GradCAM map to float
-precision (tests/test_explain.py checks it) at the cost of little more than the forward pass. The other
-methods go through pytorch-grad-cam, whose hooks live on the shared network: every forward pass, the direct
-one included, therefore runs under the model's lock, or another request's hooks would record its
-activations (the load test caught exactly that).
+precision (tests/test_explain.py checks it) at the cost of little more than the forward pass. The webcam
+path may run it on a bfloat16 copy of the network (emotion/precision.py; tests/test_precision.py holds its
+labels, probabilities and maps to the float32 ones). The other methods go through pytorch-grad-cam, whose
+hooks live on the shared network: every forward pass, the direct one included, therefore runs under the
+model's lock, or another request's hooks would record its activations (the load test caught exactly that).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from pytorch_grad_cam import (EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, Laye
 from pytorch_grad_cam.utils.image import scale_cam_image, show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from emotion.model import EmotionModel
+from emotion.model import EmotionModel, dtype
 
 # Offered in the app; ScoreCAM and AblationCAM are left out: hundreds of forward passes a face on a CPU.
 METHODS = {
@@ -56,6 +57,13 @@ STAGES = ("layer1", "layer2", "layer3", "layer4")
 # with too many false "good"s. The other methods, on 30 faces, were judged "good" on 0 to 3 faces of 30 at
 # any layer: too few to choose another default by.
 DEFAULT_LAYER = "layer3 (1/16)"
+# Where `explain` may run on the bfloat16 network (the webcam path, emotion/precision.py): the direct Grad-CAM
+# path (pytorch-grad-cam reads activations as float32 numpy arrays), at the layers whose maps agree with
+# float32's on every face of tests/test_precision.py (correlation at least 0.998 at layer3, 1.000 at layer4).
+# layer2 passed that set too (0.990), but on another draw of 100 such faces one map, 89% zero, fell to 0.958:
+# layer2 stays float32.
+BF16_METHODS = frozenset({"Grad-CAM"})
+BF16_LAYERS = frozenset({"layer3 (1/16)", "layer4 (last block, 1/32)"})
 
 
 def resolve_layer(name: str) -> str:
@@ -77,13 +85,23 @@ def resolve_method(name: str, controls: bool = True) -> str:
     raise ValueError(f"Unknown explanation method {name!r}; choose from {', '.join(known)}.")
 
 
+def effective_precision(precision: str, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER) -> str:
+    """What `explain` computes in when asked for `precision`: "bf16" only for BF16_METHODS at BF16_LAYERS."""
+    if precision == "bf16" and (resolve_method(method) not in BF16_METHODS or resolve_layer(layer) not in BF16_LAYERS):
+        return "fp32"
+    return precision
+
+
 def explain(model: EmotionModel, x: torch.Tensor, classes: list[int | None], method: str = DEFAULT_METHOD,
-            layer: str = DEFAULT_LAYER, mirror_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, np.ndarray]:
-    """Logits (N x C) and heatmaps (N x H x W, each scaled to 0..1) for `classes[i]` of face i.
+            layer: str = DEFAULT_LAYER, mirror_logits: torch.Tensor | None = None,
+            precision: str = "fp32") -> tuple[torch.Tensor, np.ndarray]:
+    """Logits (N x C, float32) and heatmaps (N x H x W, each scaled to 0..1) for `classes[i]` of face i.
 
     A class of None means "the predicted class": the argmax of the logits, or, given the mirrored faces'
     `mirror_logits`, of their sum with them (mirror averaging). Maps that are zero everywhere mean the method
     found no positive evidence for that class (common when asking about an unlikely class).
+    `precision` "bf16" runs on the model's bfloat16 copy (`EmotionModel.network`; the webcam path,
+    emotion/precision.py) where `effective_precision` allows it, else on the float32 network.
     """
     cam_cls = {**METHODS, **CONTROL_METHODS}[resolve_method(method)]
     n = len(model.labels)
@@ -92,7 +110,8 @@ def explain(model: EmotionModel, x: torch.Tensor, classes: list[int | None], met
         raise ValueError(f"Class index {bad[0]} out of range: the model has {n} classes (0 to {n - 1}).")
     if cam_cls is GradCAM:
         with model.lock:
-            return gradcam(model.net, x, classes, layer, mirror_logits)
+            net = model.network(effective_precision(precision, method, layer))
+            return gradcam(net, x.to(dtype(net)), classes, layer, mirror_logits)
     net = model.net
     target_layer = LAYERS[resolve_layer(layer)](net)
     with model.lock, torch.enable_grad(), cam_cls(model=net, target_layers=[target_layer]) as cam:
@@ -141,11 +160,12 @@ def gradcam(net: torch.nn.Module, x: torch.Tensor, classes: list[int | None], la
         target = torch.tensor([int(p) if c is None else int(c) for c, p in zip(classes, predicted)])
         score = logits.gather(1, target.view(-1, 1)).sum()
         (grads,) = torch.autograd.grad(score, a)  # with respect to the activations only
-    weights = grads.mean(dim=(2, 3), keepdim=True)
-    cam = (weights * a.detach()).sum(1).clamp_(min=0).numpy()
+    # a bf16 network's activations and gradients are weighed and summed in float32 (a no-op for float32 ones)
+    weights = grads.float().mean(dim=(2, 3), keepdim=True)
+    cam = (weights * a.detach().float()).sum(1).clamp_(min=0).numpy()
     # pytorch-grad-cam scales per layer (0..1, resized), then again after averaging its layers: so do we
     maps = scale_cam_image(scale_cam_image(cam, (x.shape[-1], x.shape[-2])))
-    return logits.detach(), maps
+    return logits.detach().float(), maps
 
 
 def overlay(rgb: np.ndarray, heatmap: np.ndarray, weight: float = 0.5) -> np.ndarray:

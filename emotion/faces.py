@@ -1,5 +1,7 @@
 """Find faces offline with YuNet (the `yuface` package, weights compiled in) and cut square crops.
 
+Which square to cut for a face (framed as the training faces were) is emotion/framing.py's.
+
 yuface wants BGR uint8, slows down sharply above ~960 px and misses faces under ~48 px, so frames
 are scaled into [MIN_SIDE, DETECT_SIDE] for detection and the boxes scaled back.
 """
@@ -14,8 +16,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import yuface  # noqa: E402
-
-from emotion.model import FER_FRAMING  # noqa: E402
 
 DETECT_SIDE = 640  # longer side the detector sees at most
 MIN_SIDE = 320  # small pictures (e.g. a 48 px face crop) are enlarged to this first
@@ -84,53 +84,6 @@ def whole_image_face(rgb: np.ndarray) -> Detection:
     """Treat the whole picture as one face (for pictures that are already face crops, like FER2013's)."""
     h, w = rgb.shape[:2]
     return Detection((0, 0, w, h), 1.0, (), whole_image=True)
-
-
-# Below this eye distance for its box width, a face is turned (the eyes come closer): frame it by its box.
-MIN_SIDE_PER_BOX_WIDTH = 1.2
-
-
-def crop_box(det: Detection, margin: float, shape: tuple[int, ...], eye_distance: float | None = None,
-             eye_line: float = FER_FRAMING[1]) -> tuple[int, int, int, int]:
-    """The square the model sees for a detection (may leave the image).
-
-    With `eye_distance` (a share of the square's side, stored in the model's config.json from the training
-    data), the square is framed on the eyes as the training faces were: side = eye distance / `eye_distance`
-    (at least MIN_SIDE_PER_BOX_WIDTH box widths, for turned heads), centred across on the eyes' midpoint,
-    which sits `eye_line` of the side from the top. Without it (or without landmarks), the square is the
-    detector's box grown by `margin` of its size on each side.
-    """
-    if det.whole_image:
-        return det.box
-    x0, y0, x1, y1 = det.box
-    if eye_distance and len(det.landmarks) >= 2:
-        (rx, ry), (lx, ly) = det.landmarks[:2]
-        side = max(float(np.hypot(lx - rx, ly - ry)) / eye_distance, MIN_SIDE_PER_BOX_WIDTH * (x1 - x0))
-        left, top = (rx + lx) / 2 - side / 2, (ry + ly) / 2 - eye_line * side
-    else:
-        side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
-        left, top = (x0 + x1 - side) / 2, (y0 + y1 - side) / 2
-    side, left, top = int(round(side)), int(round(left)), int(round(top))
-    return left, top, left + side, top + side
-
-
-def measure_framing(crops: list[np.ndarray]) -> tuple[float, float, int] | None:
-    """(eye distance, eye line, faces measured) of face crops, as shares of their side; None if too few found.
-
-    Training runs this on a sample of its pictures so the app frames faces the way the model learned them.
-    """
-    dist, line = [], []
-    for rgb in crops:
-        faces = detect_faces(rgb)
-        if not faces:
-            continue
-        h, w = rgb.shape[:2]
-        (rx, ry), (lx, ly) = faces[0].landmarks[:2]
-        dist.append(float(np.hypot((lx - rx) / w, (ly - ry) / h)))
-        line.append((ry + ly) / 2 / h)
-    if len(dist) < max(10, len(crops) // 4):
-        return None
-    return round(float(np.median(dist)), 3), round(float(np.median(line)), 3), len(dist)
 
 
 def cut(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:

@@ -22,6 +22,7 @@ class LiveState:
     tracker: Tracker = field(default_factory=Tracker)  # a face unseen for one frame starts afresh
     frames: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)  # stages of the last frame (for the benchmark)
+    precision: str = ""  # what the last frame's network computed in, "bf16" or "fp32" (emotion/precision.py)
 
     @property
     def tracks(self):

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import threading
+from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,8 @@ import timm
 import torch
 
 from emotion.decision import Decision
+from emotion.framing import FER_FRAMING, crop_box
+from emotion.precision import DTYPES
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +31,6 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 ENV_VAR = "EMOTION_MODEL"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-
-
-# How FER2013's faces are framed: the eyes 0.362 of the picture's side apart, their midpoint 0.385 of the side
-# from the top (medians measured by emotion.faces.measure_framing on two samples of 2,000 training pictures at
-# 64 px, 97% of faces found; 300-picture samples wander by about 0.005). Training measures it afresh; this is the
-# fallback where the face detector cannot run (a GPU machine).
-FER_FRAMING = (0.362, 0.385)
 
 
 class ModelLoadError(RuntimeError):
@@ -55,7 +51,7 @@ class Preprocess:
     grayscale: bool = True  # FER2013 is grey: colour photos are made grey the same way
     native_size: int | None = None  # resolution the training images had (48 for FER2013), see `to_input`
     face_margin: float = 0.25  # without eye_distance: grow the detector's box by this share on every side
-    eye_distance: float | None = None  # frame faces so the eyes are this share of the side apart (faces.crop_box)
+    eye_distance: float | None = None  # frame faces so the eyes are this share of the side apart (framing.crop_box)
     eye_line: float = FER_FRAMING[1]  # ... with their midpoint this share of the side from the top
     tta_flip: bool = False  # average the prediction with the mirrored face
 
@@ -87,8 +83,6 @@ class Preprocess:
     def square(self, det, shape) -> tuple[int, int, int, int]:
         """The crop square for a face detection, framed as the training faces were. A whole picture taken
         as the face gives its centred square (a picture that is not square is cropped, never squashed)."""
-        from emotion.faces import crop_box
-
         if det.whole_image:
             return centre_square(*det.box)
         return crop_box(det, self.face_margin, shape, self.eye_distance, self.eye_line)
@@ -144,7 +138,8 @@ class EmotionModel:
     """A loaded classifier with its labels and preprocessing. `net` is in eval mode on the CPU.
 
     Explanations hook into `net` and leave gradients on it, so every use of `net` holds `lock`: two
-    requests never share hook state, and neither sees the other's activations.
+    requests never share hook state, and neither sees the other's activations. `network("bf16")` is a
+    bfloat16 copy of `net` for the webcam path (emotion/precision.py), made on first use.
     """
 
     net: torch.nn.Module
@@ -155,6 +150,7 @@ class EmotionModel:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     origin: dict = field(default_factory=dict)  # what was asked for and what answered: see `load_model`
     decision: Decision = field(default_factory=Decision)  # how logits become the probabilities shown
+    _bf16: torch.nn.Module | None = field(default=None, init=False, repr=False, compare=False)  # network("bf16")
 
     def describe(self) -> dict:
         """The model that answers, for the API's JSON: source (hf-hub:owner/name or a folder), the Hub's
@@ -172,24 +168,47 @@ class EmotionModel:
         """One line naming the model, for status text."""
         return model_name(self.describe())
 
-    @torch.no_grad()  # (not inference mode: the result may meet autograd tensors, as in explain's mirror_logits)
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The network's logits for a prepared batch (`prep.to_input`), under the model's lock."""
+    def network(self, precision: str = "fp32") -> torch.nn.Module:
+        """`net` for "fp32"; for "bf16", a bfloat16 copy of it (made on first use, from `net` as it is then,
+        with no weight gradients: it only answers and is differentiated with respect to activations).
+        Its input must be bfloat16 too (`x.to(dtype)` with this network's `dtype(...)`)."""
+        if precision not in DTYPES:
+            raise ValueError(f"Unknown precision {precision!r}; choose from {', '.join(DTYPES)}.")
+        if precision == "fp32":
+            return self.net
         with self.lock:
-            return self.net(x)
+            if self._bf16 is None:
+                copy = deepcopy(self.net).to(DTYPES["bf16"]).eval()
+                self._bf16 = copy.requires_grad_(False)
+            return self._bf16
+
+    @torch.no_grad()  # (not inference mode: the result may meet autograd tensors, as in explain's mirror_logits)
+    def logits(self, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+        """The network's float32 logits for a prepared batch (`prep.to_input`), under the model's lock,
+        computed in `precision` ("fp32" or "bf16")."""
+        with self.lock:
+            net = self.network(precision)
+            return net(x.to(dtype(net))).float()
 
     @torch.inference_mode()
-    def predict(self, crops: list[np.ndarray], flip: bool | None = None) -> np.ndarray:
+    def predict(self, crops: list[np.ndarray], flip: bool | None = None, precision: str = "fp32") -> np.ndarray:
         """Class probabilities, one row per RGB crop (N x num_classes); `flip` averages them with the
-        mirrored crops' (None: as the config's `tta_flip` says)."""
+        mirrored crops' (None: as the config's `tta_flip` says). `precision`: as for `logits`."""
         if not crops:
             return np.zeros((0, len(self.labels)), np.float32)
         x = self.prep.to_input(crops)
         with self.lock:
-            logits = self.net(x)
+            net = self.network(precision)
+            x = x.to(dtype(net))
+            logits = net(x)
             if self.prep.tta_flip if flip is None else flip:
-                logits = (logits + self.net(torch.flip(x, dims=[3]))) / 2
-        return logits.softmax(1).float().numpy()
+                logits = (logits + net(torch.flip(x, dims=[3]))) / 2
+        return logits.float().softmax(1).numpy()
+
+
+def dtype(net: torch.nn.Module) -> torch.dtype:
+    """The number format of a network's weights (its input must have it too)."""
+    return next(net.parameters()).dtype
 
 
 def model_name(d: dict) -> str:

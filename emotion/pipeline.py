@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD, explain, resolve_layer, resolve_method
+from emotion.explain import (DEFAULT_LAYER, DEFAULT_METHOD, effective_precision, explain, resolve_layer,
+                             resolve_method)
 from emotion.faces import DETECT_SIDE, MAX_FACES, MIN_CONFIDENCE, Detection, cut, detect_faces, whole_image_face
 from emotion.images import Loaded, load_image
 from emotion.model import EmotionModel
+from emotion.precision import DTYPES
 
 PREDICTED = "predicted class"  # as a class to explain: each face's own prediction (the same as None)
 NO_FACE = ("No face found. Try a photo where the face is larger, frontal and well lit, or tick "
@@ -55,6 +57,7 @@ class Analysis:
     timings_ms: dict[str, float] = field(default_factory=dict)
     model: dict = field(default_factory=dict)  # which model answered: EmotionModel.describe()
     original_size: tuple[int, int] | None = None  # (width, height) of the picture given, after EXIF rotation
+    precision: str = "fp32"  # what the network computed in: "fp32", or "bf16" (the webcam path's Grad-CAM)
 
     def to_json(self, with_heatmap: bool = True) -> dict:
         h, w = self.image.shape[:2]
@@ -85,20 +88,26 @@ def resolve_class(name: str | None, labels) -> str | None:
 def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
             explain_class: str | None = None, whole_image: bool = False, max_faces: int = MAX_FACES,
             min_confidence: float = MIN_CONFIDENCE, with_heatmaps: bool = True,
-            detect_side: int = DETECT_SIDE, flip: bool | None = None) -> Analysis:
+            detect_side: int = DETECT_SIDE, flip: bool | None = None, precision: str = "fp32") -> Analysis:
     """Find, classify and explain every face in `image` (path, bytes, PIL image or numpy array).
 
     `explain_class` names the class every heatmap is for ("why not X?"); None explains each face's own
     prediction. `with_heatmaps=False` (evaluation) skips the explanation and leaves heatmaps empty.
     `detect_side` is the longer side the face detector sees (smaller is faster, but misses small faces).
     `flip` averages each prediction with the mirrored face's (one more forward pass a face); None: as the
-    model's config says (`tta_flip`).
+    model's config says (`tta_flip`). `precision` "bf16" (the webcam path, emotion/precision.py) classifies
+    and explains with the model's bfloat16 copy where emotion.explain.effective_precision allows, else in
+    "fp32"; the Analysis says which.
     Raises `emotion.images.ImageError` for input that is not a usable picture.
     """
     layer = resolve_layer(layer)
     flip = model.prep.tta_flip if flip is None else flip
     method = resolve_method(method, controls=False)
     explain_class = resolve_class(explain_class, model.labels)
+    if precision not in DTYPES:
+        raise ValueError(f"Unknown precision {precision!r}; choose from {', '.join(DTYPES)}.")
+    if with_heatmaps:  # one network for the label and its heatmap
+        precision = effective_precision(precision, method, layer)
     t = {"start": time.perf_counter()}
     loaded: Loaded = image if isinstance(image, Loaded) else load_image(image)
     rgb, messages = loaded.rgb, list(loaded.notes)
@@ -118,12 +127,13 @@ def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: 
         t["preprocess"] = time.perf_counter()
         target = None if explain_class is None else model.labels.index(explain_class)
         if with_heatmaps:
-            mirrored = model.logits(torch.flip(x, dims=[3])) if flip else None
+            mirrored = model.logits(torch.flip(x, dims=[3]), precision) if flip else None
             # with the mirror, the label shown (and explained) comes from the averaged prediction
-            logits, maps = explain(model, x, [target] * len(crops), method, layer, mirror_logits=mirrored)
+            logits, maps = explain(model, x, [target] * len(crops), method, layer, mirror_logits=mirrored,
+                                   precision=precision)
             probs = (logits if mirrored is None else (logits + mirrored) / 2).softmax(1).numpy()
         else:
-            probs = model.predict(crops, flip=flip)
+            probs = model.predict(crops, flip=flip, precision=precision)
             maps = np.zeros((len(crops), 0, 0), np.float32)
         t["classify_explain"] = time.perf_counter()
         for d, sq, crop, p, m in zip(dets, squares, crops, probs, maps):
@@ -137,5 +147,5 @@ def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: 
     timings = {name: (stamps[i][1] - stamps[i - 1][1]) * 1000 for i, (name, _) in enumerate(stamps) if i}
     timings["total"] = (stamps[-1][1] - stamps[0][1]) * 1000
     return Analysis(rgb, loaded.scale, faces, messages, method, layer, timings, model.describe(),
-                    tuple(loaded.original_size))
+                    tuple(loaded.original_size), precision)
 

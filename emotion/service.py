@@ -22,6 +22,7 @@ from emotion.regions import face_region_areas, face_region_shares
 from emotion.live import LiveState
 from emotion.model import EmotionModel, model_name
 from emotion.pipeline import PREDICTED, Analysis, analyse
+from emotion.precision import resolve_precision
 from emotion.video import DEFAULT_RATE
 from emotion.view import faces_html
 
@@ -106,17 +107,22 @@ def predict(model: EmotionModel, image, method: str = DEFAULT_METHOD, layer: str
 
 
 def live_frame(model: EmotionModel, frame: np.ndarray | None, state: LiveState | None,
-               method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER):
-    """One webcam frame -> (frame with heatmaps and smoothed labels, smoothed probabilities, state)."""
+               method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER, precision: str | None = None):
+    """One webcam frame -> (frame with heatmaps and smoothed labels, smoothed probabilities, state).
+
+    `precision` is resolved by emotion.precision.resolve_precision: None reads $EMOTION_PRECISION, else
+    "auto" (bf16 where the CPU computes it natively)."""
     state = state or LiveState()
     if frame is None:
         return None, None, state
     # no mirror averaging (the config's tta_flip) on the live path: it costs one more forward pass a face
-    a = analyse(frame, model, method=method, layer=layer, detect_side=LIVE_DETECT_SIDE, flip=False)
+    a = analyse(frame, model, method=method, layer=layer, detect_side=LIVE_DETECT_SIDE, flip=False,
+                precision=resolve_precision(precision))
     t = time.perf_counter()
     smoothed = state.update(a, model.labels)
     img = annotate(a, heatmaps=True, probabilities=smoothed)
     state.timings_ms = {**a.timings_ms, "draw": (time.perf_counter() - t) * 1000}
+    state.precision = a.precision
     return img, (smoothed[0] if smoothed else None), state
 
 

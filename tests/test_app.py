@@ -90,8 +90,10 @@ def test_webcam_frames_are_smoothed(model):
     # the changed frame reads differently: the smoothed answer moves ALPHA of the way towards it, no more
     from emotion.live import ALPHA
     from emotion.pipeline import analyse
+    from emotion.precision import resolve_precision
 
-    raw = analyse(other, model, detect_side=service.LIVE_DETECT_SIDE, flip=False).faces[0].probabilities  # as live
+    raw = analyse(other, model, detect_side=service.LIVE_DETECT_SIDE, flip=False,  # as live
+                  precision=resolve_precision()).faces[0].probabilities
     assert max(abs(raw[c] - seen[1][c]) for c in CLASSES) > 0.01  # the frame does differ
     assert seen[2] == pytest.approx({c: ALPHA * raw[c] + (1 - ALPHA) * seen[1][c] for c in CLASSES}, abs=1e-5)
     assert seen[3] == pytest.approx({c: ALPHA * seen[0][c] + (1 - ALPHA) * seen[2][c] for c in CLASSES}, abs=1e-5)

@@ -1,9 +1,13 @@
 """The app frames a detected face the way the training faces were framed (eyes apart and placed alike)."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from emotion.faces import crop_box, cut, detect_faces, measure_framing
+from emotion.faces import cut, detect_faces
+from emotion.framing import crop_box, measure_framing
 from emotion.model import Preprocess, create_net, load_model
 from tests import fixtures as fx
 from train.export import save_model
@@ -46,7 +50,8 @@ def test_models_without_eye_framing_keep_the_box_and_margin():
 
 def test_turned_faces_are_framed_by_their_box():
     # eyes 10 px apart in a 100 px wide box: the eye rule would give a 28 px square, the box floor 120 px
-    from emotion.faces import MIN_SIDE_PER_BOX_WIDTH, Detection
+    from emotion.faces import Detection
+    from emotion.framing import MIN_SIDE_PER_BOX_WIDTH
 
     det = Detection((100, 100, 200, 220), 0.9, ((150.0, 140.0), (160.0, 140.0), (155, 170), (145, 190), (165, 190)))
     x0, y0, x1, y1 = crop_box(det, 0.25, (400, 400, 3), eye_distance=0.355, eye_line=0.37)
@@ -75,3 +80,21 @@ def test_framing_travels_in_config_json(tmp_path):
     save_model(create_net(), tmp_path / "m", prep)
     loaded = load_model(tmp_path / "m", fallback=False).prep
     assert (loaded.eye_distance, loaded.eye_line, loaded.size) == (0.368, 0.391, 32)
+
+
+def test_without_the_face_detector_models_load_and_training_takes_fer2013s_framing():
+    # a GPU machine has no yuface wheel: importing the model and training must not need it
+    code = (
+        "import sys; sys.modules['yuface'] = None\n"  # makes `import yuface` raise ImportError
+        "import torch\n"
+        "from emotion.framing import FER_FRAMING\n"
+        "from emotion.model import Preprocess\n"
+        "from train import data as D, train as T\n"
+        "assert 'emotion.faces' not in sys.modules\n"
+        "split = D.Split(torch.zeros(12, 1, 48, 48, dtype=torch.uint8), torch.zeros(12, dtype=torch.long), [''] * 12)\n"
+        "assert T._framing(split, 'fer2013', 0) == {'eye_distance': FER_FRAMING[0], 'eye_line': FER_FRAMING[1]}\n"
+        "assert T._framing(split, 'rafdb', 0) == {}\n"
+        "print('ok', Preprocess().eye_line)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=fx.ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == ["ok", "0.385"]

@@ -168,14 +168,16 @@ def test_mirror_averaging_explains_the_label_shown(method):
 
 def test_the_webcam_path_skips_the_mirrored_pass():
     """A model whose config asks for mirror averaging: photos get it, webcam frames (real time) do not."""
+    from emotion.precision import resolve_precision
     from emotion.service import LIVE_DETECT_SIDE, live_frame
 
     torch.manual_seed(0)
     m = EmotionModel(net=create_net().eval(), labels=CLASSES, prep=Preprocess(size=32, tta_flip=True),
                      source="synthetic")
     frame = np.asarray(fx.portrait().resize((480, 480)))
-    plain = analyse(frame, m, detect_side=LIVE_DETECT_SIDE, flip=False).faces[0].probabilities
-    mirrored = analyse(frame, m, detect_side=LIVE_DETECT_SIDE).faces[0].probabilities
+    live_precision = resolve_precision()  # the webcam's, bf16 where the CPU has it
+    plain = analyse(frame, m, detect_side=LIVE_DETECT_SIDE, flip=False, precision=live_precision).faces[0].probabilities
+    mirrored = analyse(frame, m, detect_side=LIVE_DETECT_SIDE, precision=live_precision).faces[0].probabilities
     assert not np.allclose(list(plain.values()), list(mirrored.values()), atol=1e-3)
     _, live, _ = live_frame(m, frame, None)
     assert np.allclose(list(live.values()), list(plain.values()), atol=1e-6)

@@ -7,9 +7,11 @@ Frames are 640x480, made from the project's own example photos: one face, and te
     pass with a backward through the whole network), overlay, JPEG encode as Gradio does. Like for like
     with the app's webcam path: the detector sees the same 320 px frame and the prediction is one plain
     pass (no mirror averaging), so the two differ only in how the heatmap is made and drawn;
-(b) app: `emotion.service.live_frame` (what the webcam stream calls) and the same encode.
-Prints p50/p95 per stage, end to end, their ratio, the ResNet forward pass alone (the floor), and peak
-memory; writes them to --json.
+(b) app: `emotion.service.live_frame` (what the webcam stream calls) and the same encode, in the precision
+    the app's webcam path takes (emotion/precision.py: bf16 where the CPU has it; `EMOTION_PRECISION=fp32`
+    times it in float32). The plain pipeline is float32.
+Prints p50/p95 per stage, end to end, their ratio, the ResNet forward pass alone (the floor, in the webcam
+path's precision and in float32), and peak memory; writes them to --json.
 """
 from __future__ import annotations
 
@@ -103,15 +105,18 @@ def app_frame(model, frame, state, encode) -> tuple[dict, object]:
     return ms, state
 
 
-def forward_floor(model, runs: int) -> dict:
+def forward_floor(model, runs: int, precision: str = "fp32") -> dict:
     import torch
 
-    x = model.prep.to_input([np.zeros((96, 96, 3), np.uint8)])
+    from emotion.model import dtype
+
+    net = model.network(precision)
+    x = model.prep.to_input([np.zeros((96, 96, 3), np.uint8)]).to(dtype(net))
     times = []
     with torch.inference_mode():
         for i in range(runs + 5):
             t = time.perf_counter()
-            model.net(x)
+            net(x)
             if i >= 5:
                 times.append((time.perf_counter() - t) * 1000)
     return stats(times)
@@ -148,7 +153,11 @@ def main(argv=None) -> dict:
                 rows.append(ms)
         return {k: stats([r[k] for r in rows]) for k in rows[0]}
 
-    floor = forward_floor(model, args.frames)
+    from emotion.precision import resolve_precision
+
+    live_precision = resolve_precision()  # as the app's webcam tab: $EMOTION_PRECISION, else "auto"
+    floor = forward_floor(model, args.frames, live_precision)
+    floor32 = floor if live_precision == "fp32" else forward_floor(model, args.frames)
     base = run(baseline_frame, one, args.frames)
     app = run(app_frame, one, args.frames)
     app_ten = run(app_frame, ten, max(20, args.frames // 4))
@@ -160,13 +169,14 @@ def main(argv=None) -> dict:
         "ten_faces_ms_p50": app_ten["total"]["p50"], "ten_faces_ms_p95": app_ten["total"]["p95"],
         "baseline_ten_faces_ms_p50": base_ten["total"]["p50"],
         "forward_floor_ms_p50": floor["p50"], "forward_floor_ms_p95": floor["p95"],
+        "forward_floor_fp32_ms_p50": floor32["p50"], "live_precision": live_precision,
         "stages": {"app": app, "baseline": base, "app_ten_faces": app_ten, "baseline_ten_faces": base_ten},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "threads": args.threads, "input_size": model.prep.size, "frames": args.frames,
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
     }
-    print(f"input {model.prep.size}px, {args.threads} threads; ResNet50 forward alone (the floor): "
-          f"p50 {floor['p50']} ms, p95 {floor['p95']} ms")
+    print(f"input {model.prep.size}px, {args.threads} threads, webcam path in {live_precision}; ResNet50 forward "
+          f"alone (the floor): p50 {floor['p50']} ms, p95 {floor['p95']} ms ({floor32['p50']} ms in fp32)")
     for name, table in (("baseline, 1 face", base), ("app, 1 face", app), ("app, 10 faces", app_ten),
                         ("baseline, 10 faces", base_ten)):
         print(f"{name:>20}: " + ", ".join(f"{k} {v['p50']}/{v['p95']}" for k, v in table.items()) + " (ms p50/p95)")

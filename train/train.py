@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from emotion.decision import RULES, Decision, training_prior
-from emotion.model import CLASSES, FER_FRAMING, Preprocess, create_net
+from emotion.framing import FER_FRAMING, measure_framing
+from emotion.model import CLASSES, Preprocess, create_net
 from train import data as D
 from train import distributed
 from train.augment import augment, jpeg, normalize
@@ -411,18 +412,17 @@ def _framing(train_set: D.Split, dataset: str, seed: int, n: int = 300) -> dict:
     Without the detector (e.g. a GPU machine with no yuface wheel) or when it finds too few faces,
     the app falls back to the detector's box with a margin.
     """
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(train_set), generator=g)[:n]
+    crops = [train_set.images[i].permute(1, 2, 0).expand(-1, -1, 3).numpy() for i in pick.tolist()]
     try:
-        from emotion.faces import measure_framing
+        found = measure_framing(crops)
     except ImportError as e:
         if dataset in ("fer2013", "ferplus"):
             print(f"framing: face detector not available ({e}); using FER2013's, measured here: {FER_FRAMING}")
             return {"eye_distance": FER_FRAMING[0], "eye_line": FER_FRAMING[1]}
         print(f"framing: face detector not available ({e}); the app will frame faces by box and margin")
         return {}
-    g = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(len(train_set), generator=g)[:n]
-    crops = [train_set.images[i].permute(1, 2, 0).expand(-1, -1, 3).numpy() for i in pick.tolist()]
-    found = measure_framing(crops)
     if found is None:
         print("framing: too few faces found in the training pictures; the app will frame faces by box and margin")
         return {}
