@@ -1,8 +1,10 @@
 """Which number format the webcam path computes in: bfloat16 where the hardware does it natively, else float32.
 
-bf16 halves the bytes each weight and activation takes and, on CPUs with native bf16 instructions
-(x86's AVX512_BF16 or AMX-BF16; oneDNN uses them for convolutions), speeds the network up; elsewhere it
-would be emulated and slower, so "auto" keeps float32 there. On CUDA, "auto" means bf16 where the GPU
+bf16 halves the bytes each weight and activation takes, but it speeds the network up only where the
+CPU's matrix units do it (AMX-BF16). With AVX512_BF16 alone, measured on a 2-core Xeon with
+`python -m tools.benchmark`, the webcam frame was slower in bf16 than in float32 (oneDNN re-arranges every
+convolution's weights on each call), and without native bf16 it would be emulated; so "auto" keeps float32
+on every CPU without AMX. On CUDA, "auto" means bf16 where the GPU
 supports it. Photos, videos and the API always run in float32: their heatmaps go through the honesty
 checks, and the float32 path is the one tests/test_explain.py holds equal to pytorch-grad-cam.
 `EMOTION_PRECISION=fp32` (or `bf16`) overrides "auto" for the webcam path.
@@ -18,6 +20,15 @@ PRECISIONS = ("auto", "bf16", "fp32")
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 # CPU features (torch.cpu.get_capabilities' names) that mean bf16 arithmetic in hardware
 NATIVE_BF16 = ("avx512_bf16", "amx_bf16")
+FAST_BF16 = ("amx_bf16",)  # ... and those where bf16 was faster than float32 for the webcam path
+
+
+def fast_bf16(device: str | torch.device = "cpu") -> bool:
+    """True where "auto" takes bf16: a CPU with AMX-BF16, or a CUDA GPU that supports bf16."""
+    if torch.device(device).type == "cuda":
+        return native_bf16(device)
+    caps = torch.cpu.get_capabilities()
+    return any(bool(caps.get(name)) for name in FAST_BF16)
 
 
 def native_bf16(device: str | torch.device = "cpu") -> bool:
@@ -30,12 +41,12 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
 
 
 def resolve_precision(setting: str | None = None, device: str | torch.device = "cpu") -> str:
-    """"bf16" or "fp32" for `setting`: "auto" (bf16 only where `native_bf16`), "bf16" or "fp32", in any case;
+    """"bf16" or "fp32" for `setting`: "auto" (bf16 only where `fast_bf16`), "bf16" or "fp32", in any case;
     None reads $EMOTION_PRECISION, and "auto" when it is unset or empty."""
     value = str(setting if setting is not None else os.environ.get(ENV_VAR) or "auto").strip().lower()
     if value not in PRECISIONS:
         where = f"${ENV_VAR}" if setting is None else "precision"
         raise ValueError(f"Unknown {where} {value!r}; choose from {', '.join(PRECISIONS)}.")
     if value == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
+        return "bf16" if fast_bf16(device) else "fp32"
     return value
