@@ -22,7 +22,7 @@ from pytorch_grad_cam import (EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, Laye
 from pytorch_grad_cam.utils.image import scale_cam_image, show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from emotion.model import EmotionModel, dtype
+from emotion.model import EmotionModel, dtype, mirror_average
 
 # Offered in the app; ScoreCAM and AblationCAM are left out: hundreds of forward passes a face on a CPU.
 METHODS = {
@@ -49,13 +49,9 @@ LAYERS = {
     "layer2 (1/8)": lambda net: net.layer2[-1],
 }
 STAGES = ("layer1", "layer2", "layer3", "layer4")
-# layer3 by default, chosen by `python -m train.audit` (emotion/faithfulness.py's check) on 150 FER2013
-# PublicTest faces with the shipped model: layer3 is the only layer at which Grad-CAM's maps without the face's
-# evidence (another face's map, the inverted map) pass as "good" at most 5% of the time (layer3 4.0%, layer2
-# 6.0%, layer4 11.3%). Its maps are judged "good" on 2.7% of faces: their mean drop of the class logit, 0.78,
-# does not beat the class's average map's (0.80); layer2's (0.78 vs 0.73) and layer4's (0.62 vs 0.57) do, but
-# with too many false "good"s. The other methods, on 30 faces, were judged "good" on 0 to 3 faces of 30 at
-# any layer: too few to choose another default by.
+# The default method and layer are the ones the shipped model's audit (`python -m train.audit`, kept as
+# weights/audit.json) was run for; its figures for them and for the other layers are in the README's verdict
+# section, generated from that file (tests/test_verdict_figures.py holds both to it).
 DEFAULT_LAYER = "layer3 (1/16)"
 # Where `explain` may run on the bfloat16 network (the webcam path, emotion/precision.py): the direct Grad-CAM
 # path (pytorch-grad-cam reads activations as float32 numpy arrays), at the layers whose maps agree with
@@ -120,7 +116,7 @@ def explain(model: EmotionModel, x: torch.Tensor, classes: list[int | None], met
         else:
             if any(c is None for c in classes):  # the predicted classes need a pass of their own
                 with torch.no_grad():
-                    predicted = (net(x) + (0 if mirror_logits is None else mirror_logits)).argmax(1).tolist()
+                    predicted = mirror_average(net(x), mirror_logits).argmax(1).tolist()
                 classes = [p if c is None else c for c, p in zip(classes, predicted)]
             targets = [ClassifierOutputTarget(int(c)) for c in classes]
         maps = cam(input_tensor=x, targets=targets)
@@ -156,7 +152,7 @@ def gradcam(net: torch.nn.Module, x: torch.Tensor, classes: list[int | None], la
     """
     a, logits = split_forward(net, x, layer)
     with torch.enable_grad():
-        predicted = (logits.detach() if mirror_logits is None else logits.detach() + mirror_logits).argmax(1)
+        predicted = mirror_average(logits.detach().float(), mirror_logits).argmax(1)
         target = torch.tensor([int(p) if c is None else int(c) for c, p in zip(classes, predicted)])
         score = logits.gather(1, target.view(-1, 1)).sum()
         (grads,) = torch.autograd.grad(score, a)  # with respect to the activations only

@@ -48,7 +48,9 @@ def detect_faces(rgb: np.ndarray, min_confidence: float = MIN_CONFIDENCE, detect
 
 
 def find_candidates(rgb: np.ndarray, floor: float, detect_side: int = DETECT_SIDE) -> list[Detection]:
-    """Every box YuNet scores at `floor` or above, in the image's pixels."""
+    """Every box YuNet keeps at `floor`, in the image's pixels. YuNet cuts on its unrounded score and reports
+    whole percent, so a box it reports at 40% may be cut at a floor of 0.4: `detect_faces` asks at the lowest
+    level its rule uses, and anything measuring that rule must ask at the same level."""
     h, w = rgb.shape[:2]
     if min(h, w) < 8:
         return []
@@ -65,7 +67,7 @@ def find_candidates(rgb: np.ndarray, floor: float, detect_side: int = DETECT_SID
         if x1 - x0 < 2 or y1 - y0 < 2:
             continue
         pts = tuple((float(m[i] / s), float(m[i + 1] / s)) for i in range(0, 10, 2))
-        found.append(Detection((x0, y0, x1, y1), float(c) / 100 if c > 1 else float(c), pts))
+        found.append(Detection((x0, y0, x1, y1), float(c) / 100, pts))  # yuface scores in whole percent
     return found
 
 

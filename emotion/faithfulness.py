@@ -337,7 +337,7 @@ def faithfulness_many(model: EmotionModel, x: torch.Tensor, heatmaps: dict[str, 
     results = {}
     for name in heatmaps:
         if name not in names:
-            results[name] = {**common, "score": None, "curve": None, "margin": None, "beats_random": 0,
+            results[name] = {**common, "score": None, "curve": None, "lead": None, "beats_random": 0,
                              "beats": {}, "level": "empty", "verdict": EMPTY_VERDICT.format(c=target_name)}
             continue
         i = names.index(name)
@@ -349,7 +349,7 @@ def faithfulness_many(model: EmotionModel, x: torch.Tensor, heatmaps: dict[str, 
         else:
             level, verdict = "untestable", UNTESTABLE_VERDICT.format(c=target_name)
         results[name] = {**common, "score": score, "curve": [float(d) for d in drops[i]],
-                         "margin": score - max(control_scores.values()),
+                         "lead": score - max(control_scores.values()),
                          "beats_random": int(np.sum(score > random_scores)), "beats": beats,
                          "level": level, "verdict": verdict}
     return results
@@ -369,7 +369,7 @@ def faithfulness(model: EmotionModel, x: torch.Tensor, heatmap: np.ndarray, targ
         controls          the same score for face_prior, other_class (when judged) and random (mean)
         random_scores     each random map's score;  random_mean, n_random, beats_random (how many it beats)
         beats             {control: bool} for face_prior and other_class
-        margin            score - the best of face_prior and other_class
+        lead              score - the best of face_prior and other_class (how far the map leads them)
         target, other_class, class_agnostic, quantity ("logit"), base_logit, seed, ms
     """
     return faithfulness_many(model, x, {"map": heatmap}, target, **kwargs)["map"]

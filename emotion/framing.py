@@ -21,7 +21,8 @@ MIN_SIDE_PER_BOX_WIDTH = 1.2
 
 def crop_box(det, margin: float, shape: tuple[int, ...], eye_distance: float | None = None,
              eye_line: float = FER_FRAMING[1]) -> tuple[int, int, int, int]:
-    """The square the model sees for a detection (an emotion.faces.Detection; the square may leave the image).
+    """The square the model sees for a detector's face (an emotion.faces.Detection; it may leave the image).
+    A picture taken whole as the face is not framed: `emotion.model.Preprocess.square` keeps it as it is.
 
     With `eye_distance` (a share of the square's side, stored in the model's config.json from the training
     data), the square is framed on the eyes as the training faces were: side = eye distance / `eye_distance`
@@ -29,8 +30,6 @@ def crop_box(det, margin: float, shape: tuple[int, ...], eye_distance: float | N
     which sits `eye_line` of the side from the top. Without it (or without landmarks), the square is the
     detector's box grown by `margin` of its size on each side.
     """
-    if det.whole_image:
-        return det.box
     x0, y0, x1, y1 = det.box
     if eye_distance and len(det.landmarks) >= 2:
         (rx, ry), (lx, ly) = det.landmarks[:2]

@@ -202,8 +202,19 @@ class EmotionModel:
             x = x.to(dtype(net))
             logits = net(x)
             if self.prep.tta_flip if flip is None else flip:
-                logits = (logits + net(torch.flip(x, dims=[3]))) / 2
+                logits = mirror_average(logits, net(mirrored(x)))
         return logits.float().softmax(1).numpy()
+
+
+def mirrored(x: torch.Tensor) -> torch.Tensor:
+    """A batch of faces (N x C x H x W) mirrored left to right."""
+    return torch.flip(x, dims=[3])
+
+
+def mirror_average(logits: torch.Tensor, mirror_logits: torch.Tensor | None) -> torch.Tensor:
+    """Mirror averaging: the mean of a batch's logits and its mirrored faces' (`mirrored`); the logits alone
+    when `mirror_logits` is None. The app, the evaluation and training's validation all decide by it."""
+    return logits if mirror_logits is None else (logits + mirror_logits) / 2
 
 
 def dtype(net: torch.nn.Module) -> torch.dtype:

@@ -15,7 +15,7 @@ from emotion.explain import (DEFAULT_LAYER, DEFAULT_METHOD, effective_precision,
                              resolve_method)
 from emotion.faces import DETECT_SIDE, MAX_FACES, MIN_CONFIDENCE, Detection, cut, detect_faces, whole_image_face
 from emotion.images import Loaded, load_image
-from emotion.model import EmotionModel
+from emotion.model import EmotionModel, mirror_average, mirrored
 from emotion.precision import DTYPES
 
 PREDICTED = "predicted class"  # as a class to explain: each face's own prediction (the same as None)
@@ -127,11 +127,11 @@ def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: 
         t["preprocess"] = time.perf_counter()
         target = None if explain_class is None else model.labels.index(explain_class)
         if with_heatmaps:
-            mirrored = model.logits(torch.flip(x, dims=[3]), precision) if flip else None
+            mirror = model.logits(mirrored(x), precision) if flip else None
             # with the mirror, the label shown (and explained) comes from the averaged prediction
-            logits, maps = explain(model, x, [target] * len(crops), method, layer, mirror_logits=mirrored,
+            logits, maps = explain(model, x, [target] * len(crops), method, layer, mirror_logits=mirror,
                                    precision=precision)
-            probs = (logits if mirrored is None else (logits + mirrored) / 2).softmax(1).numpy()
+            probs = mirror_average(logits, mirror).softmax(1).numpy()
         else:
             probs = model.predict(crops, flip=flip, precision=precision)
             maps = np.zeros((len(crops), 0, 0), np.float32)

@@ -26,7 +26,6 @@ roughly aligned) use `TEMPLATE_LANDMARKS` and `TEMPLATE_BOX`, fractions of the c
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 REGIONS = ("eyes_brows", "nose", "mouth", "rest_of_face", "outside_face")
@@ -168,33 +167,3 @@ def draw_regions(rgb: np.ndarray, crop_box=None, landmarks=(), face_box=None, al
             out[m] = out[m] * (1 - alpha) + np.array(REGION_COLOURS[name], np.float32) * alpha
     return np.clip(out, 0, 255).astype(np.uint8)
 
-
-def region_chart(shares: dict[str, float], width: int = 260, height: int = 130, title: str | None = None,
-                 baseline: dict[str, float] | None = None) -> np.ndarray:
-    """A small horizontal bar chart of the region shares, RGB uint8 (OpenCV drawing, for the app).
-
-    `baseline` (e.g. `face_region_areas`: what a flat map would give) is drawn on each bar as a black tick,
-    so a share reads against it: a bar past its tick means the map seeks the region out.
-    """
-    img = np.full((height, width, 3), 255, np.uint8)
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    top = 0
-    if title:
-        cv2.putText(img, title, (4, 14), font, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
-        top = 20
-    row = (height - top - 4) / len(REGIONS)
-    label_w, value_w = 92, 40
-    empty = sum(shares.get(n, 0.0) for n in REGIONS) <= 0
-    for k, name in enumerate(REGIONS):
-        v = float(shares.get(name, 0.0))
-        y = int(top + k * row)
-        base = y + int(row * 0.72)
-        cv2.putText(img, REGION_LABELS[name], (4, base), font, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
-        x_max = width - value_w
-        y1 = y + max(4, int(row) - 3)
-        cv2.rectangle(img, (label_w, y + 3), (label_w + int(v * (x_max - label_w)), y1), REGION_COLOURS[name], -1)
-        if baseline is not None:
-            bx = label_w + int(round(float(baseline.get(name, 0.0)) * (x_max - label_w)))
-            cv2.line(img, (bx, y + 1), (bx, y1 + 2), (0, 0, 0), 2)
-        cv2.putText(img, "-" if empty else f"{v:.0%}", (x_max + 4, base), font, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
-    return img

@@ -85,14 +85,14 @@ def photo(model: EmotionModel, image, method: str = DEFAULT_METHOD, layer: str =
     return PhotoView(annotate(a), faces_html(a.faces, checks, a.method, a.layer), status(a), result)
 
 
-def status(a: Analysis, checks: list[dict] | None = None) -> str:
+def status(a: Analysis) -> str:
+    """The photo's status line: the faces and their labels, the method and layer of the heatmaps, the
+    pipeline's messages and the model (each face's verdict is on its card, `emotion.view.face_card`)."""
     n = len(a.faces)
     lines = []
     if n:
         found = ", ".join(f"**{i + 1}.** {f.label} ({f.probabilities[f.label]:.0%})" for i, f in enumerate(a.faces))
         lines.append(f"{n} face{'s' if n > 1 else ''}: {found}. Heatmaps: {a.method} at {a.layer.split()[0]}.")
-        for i, c in enumerate(checks or []):
-            lines.append(f"Face {i + 1}, heatmap for {a.faces[i].explained}: {c['faithfulness']['verdict']}")
     lines += [f"_{m}_" for m in a.messages]
     if a.model:
         lines.append(f"Model: {model_name(a.model)}")

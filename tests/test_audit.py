@@ -72,8 +72,6 @@ def test_template_for_faces_without_landmarks():
     assert R.region_shares(rnd, crop) == pytest.approx(R.region_shares(rnd, crop, marks, box))
     mouth = ((marks[3][0] + marks[4][0]) / 2, marks[3][1])
     assert R.region_shares(blob([mouth], 48, crop), crop)["mouth"] == pytest.approx(1.0)
-    chart = R.region_chart(R.region_shares(rnd, crop), title="regions")
-    assert chart.dtype == np.uint8 and chart.shape == (130, 260, 3) and (chart < 255).any()
     tinted = R.draw_regions(np.full((48, 48, 3), 128, np.uint8))
     assert tinted.shape == (48, 48, 3) and len({tuple(p) for p in tinted.reshape(-1, 3)}) >= 4
 
@@ -289,7 +287,7 @@ def test_verdicts_re_judged_at_other_margins():
     (3.0 must exceed 1.2 + 1.5 * 1.2); its inverted map (1.1) is never good; an untestable map stays so."""
     def result(score, level):
         return {"score": score, "level": level, "controls": {"face_prior": 1.2, "other_class": 1.0, "random": 0.5},
-                "random_scores": [0.5], "class_agnostic": False, "margin": score - 1.2, "beats_random": 1,
+                "random_scores": [0.5], "class_agnostic": False, "lead": score - 1.2, "beats_random": 1,
                 "n_random": 1, "ms": 1.0}
 
     assert [audit._level_at(result(3.0, "good"), g) for g in (0.5, 1.0, 1.5, 2.0)] == ["good", "good", "weak", "weak"]

@@ -165,22 +165,6 @@ def test_face_prior_comes_from_the_shipped_file_per_class():
     assert abs(ix + 0.5 - cx) <= 1 and abs(iy + 0.5 - cy) <= 1
 
 
-def test_region_chart_marks_the_flat_maps_share(tmp_path):
-    shares = {k: 0.0 for k in R.REGIONS}
-    shares["mouth"] = 1.0
-    base = {"eyes_brows": 0.1, "nose": 0.05, "mouth": 0.1, "rest_of_face": 0.35, "outside_face": 0.4}
-    plain = R.region_chart(shares)
-    marked = R.region_chart(shares, baseline=base)
-    row = (130 - 4) / 5
-    x_at = lambda share: 92 + int(round(share * (260 - 40 - 92)))  # noqa: E731
-    for k, name in enumerate(R.REGIONS):
-        y = int(k * row + row / 2)
-        if name == "mouth":
-            continue  # the bar's colour meets the tick there
-        assert (marked[y, x_at(base[name])] == 0).all(), name  # a black tick at the baseline
-        assert (plain[y, x_at(base[name])] == 255).all(), name  # none without one
-
-
 def test_service_names_its_controls_baseline_and_refuses_why_not_for_eigen_cam(model):
     out = service.predict(model, fx.PORTRAIT, "Eigen-CAM")
     face = out["faces"][0]
@@ -206,7 +190,7 @@ def _face(model):
 
 
 def _result(level, score, prior=1.0, other=0.5, rand=0.2):
-    return {"level": level, "score": score, "margin": None if score is None else score - max(prior, other),
+    return {"level": level, "score": score, "lead": None if score is None else score - max(prior, other),
             "controls": {"face_prior": prior, "other_class": other, "random": rand}, "random_scores": [rand, rand],
             "class_agnostic": False, "beats_random": 2, "n_random": 2, "ms": 1.0}
 

@@ -42,6 +42,14 @@ def test_write_readme_replaces_only_the_marked_block(tmp_path):
     assert "typed by hand" not in text and "| Grad-CAM, layer3 | 1.50 |" in text
 
 
+def test_the_shipped_audit_is_of_the_apps_default_heatmaps():
+    from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD
+
+    s = json.loads((ROOT / "weights" / "audit.json").read_text())
+    assert (s["method"], s["layer"]) == (DEFAULT_METHOD, DEFAULT_LAYER.split()[0])
+    assert s["sanity"] and s["faithfulness_by_layer"][s["layer"]][s["method"]]["n"] >= 150
+
+
 def test_the_readme_holds_the_shipped_audits_figures():
     text = (ROOT / "README.md").read_text()
     block = text.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip("\n")

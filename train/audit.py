@@ -348,7 +348,7 @@ def faithfulness_figures(results: list[dict]) -> dict:
     rates = _false_good(results, lambda r: r["level"])
     known = [v for v in rates.values() if v is not None]
     return {"n": len(maps), "mean_score": _mean(r["score"] for r in scored), "sem": _sem(r["score"] for r in scored),
-            "mean_margin": _mean(r["margin"] for r in scored), "margin_sem": _sem(r["margin"] for r in scored),
+            "mean_lead": _mean(r["lead"] for r in scored), "lead_sem": _sem(r["lead"] for r in scored),
             "controls": controls,
             "mean_beats_random": _mean(r["beats_random"] / r["n_random"] for r in scored),
             **{f"share_{level}": float(np.mean([r["level"] == level for r in maps])) for level in LEVELS},
@@ -362,17 +362,17 @@ MAX_FALSE_GOOD = 0.05  # a method and layer whose uninformative maps pass as "go
 
 def recommend(by_layer: dict[str, dict[str, dict]]) -> dict | None:
     """The method and layer whose maps are judged "good" most often, among the class-specific methods whose
-    measured false-"good" rate is at most MAX_FALSE_GOOD (ties broken by the mean margin over the best
+    measured false-"good" rate is at most MAX_FALSE_GOOD (ties broken by the mean lead over the best
     control); None when none qualifies."""
     best = None
     for lay, table in by_layer.items():
         for m, v in table.items():
             if m in CLASS_AGNOSTIC or v["false_good_rate"] is None or v["false_good_rate"] > MAX_FALSE_GOOD:
                 continue
-            key = (v["share_good"], v["mean_margin"] if v["mean_margin"] is not None else -np.inf)
+            key = (v["share_good"], v["mean_lead"] if v["mean_lead"] is not None else -np.inf)
             if best is None or key > best[0]:
                 best = (key, {"method": m, "layer": lay, "share_good": v["share_good"],
-                              "mean_margin": v["mean_margin"], "false_good_rate": v["false_good_rate"]})
+                              "mean_lead": v["mean_lead"], "false_good_rate": v["false_good_rate"]})
     return best[1] if best else None
 
 

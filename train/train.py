@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from emotion.decision import RULES, Decision, training_prior
 from emotion.framing import FER_FRAMING, measure_framing
-from emotion.model import CLASSES, Preprocess, create_net
+from emotion.model import CLASSES, Preprocess, create_net, mirror_average, mirrored
 from train import data as D
 from train import distributed
 from train.augment import augment, jpeg, normalize
@@ -144,7 +144,7 @@ def evaluate(net, split: D.Split, prep: Preprocess, device, batch_size=512,
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = net(x).float()
             if prep.tta_flip:
-                logits = (logits + net(torch.flip(x, dims=[3])).float()) / 2
+                logits = mirror_average(logits, net(mirrored(x)).float())
         preds.append(logits.softmax(1).argmax(1).cpu())
     net.train()
     pred = torch.cat(world.all_gather(torch.cat(preds)))
