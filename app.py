@@ -44,7 +44,8 @@ import numpy as np  # noqa: E402
 from gradio.utils import get_upload_folder as gradio_upload_folder  # noqa: E402
 
 from emotion import service, timeline, view  # noqa: E402
-from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, METHODS  # noqa: E402
+from emotion.engine import EngineError  # noqa: E402
+from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, METHODS, grid_side  # noqa: E402
 from emotion.images import MAX_FILE_BYTES, ImageError  # noqa: E402
 from emotion.model import EmotionModel, ModelLoadError, load_model  # noqa: E402
 from emotion.precision import resolve_precision  # noqa: E402
@@ -229,7 +230,9 @@ def build_demo(model: EmotionModel, live_precision: str | None = None) -> gr.Blo
             return gr.skip(), gr.skip(), state
 
     classes = [service.PREDICTED, *model.labels]
-    methods, layers = list(METHODS), list(LAYERS)
+    methods = list(METHODS)
+    # each layer named with its grid over the face at this model's input side (the value stays the layer's key)
+    layers = [(f"{k} - {grid_side(k, model.prep.size)} x {grid_side(k, model.prep.size)} cells", k) for k in LAYERS]
     # uploads and results leave Gradio's cache CACHE_SECONDS after they were made (checked 4 times as often)
     with gr.Blocks(title="Explainable facial-emotion recognition",
                    delete_cache=(max(1, CACHE_SECONDS // 4), CACHE_SECONDS)) as demo:
@@ -338,10 +341,13 @@ def main(argv=None):
         raise SystemExit(f"Could not start: {e}") from None
     try:
         model = load_model(args.model)
-    except ModelLoadError as e:  # a plain sentence, not a traceback
+        if model.onnx is not None:  # ONNX Runtime's graphs (exported, or read from the cache) now, not on a request
+            model.onnx.warm([DEFAULT_LAYER])
+        engine = model.engine
+    except (ModelLoadError, EngineError, ValueError) as e:  # a plain sentence, not a traceback
         raise SystemExit(f"Could not start: {e}") from None
-    log.info("model %s (%s px, %s); webcam path in %s; allocator %s", model.source, model.prep.size,
-             ", ".join(model.labels), live_precision,
+    log.info("model %s (%s px, %s); webcam path in %s; passes without gradient in %s; allocator %s", model.source,
+             model.prep.size, ", ".join(model.labels), live_precision, engine,
              "tuned (2 arenas, 4 MiB mmap threshold)" if MALLOC_TUNED else "as the environment set it")
     threading.Thread(target=_keep_pruning, args=(Path(gradio_upload_folder()), CACHE_SECONDS,
                                                  max(1, CACHE_SECONDS // 4)), daemon=True).start()

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from emotion.draw import annotate
-from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD, resolve_layer, resolve_method
+from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD, grid_side, heatmap_name, resolve_layer, resolve_method
 from emotion.faithfulness import face_faithfulness
 from emotion.model import EmotionModel
 from emotion.pipeline import NO_FACE, analyse
@@ -48,6 +48,11 @@ class VideoResult:
     layer: str = DEFAULT_LAYER
     model: dict = field(default_factory=dict)
     clip: Path | None = None  # the annotated clip, when one was written
+    grid: int = 0  # cells across the heatmaps' layer (explain.grid_side)
+
+    @property
+    def heatmap_name(self) -> str:
+        return heatmap_name(self.method, self.layer, self.grid)
 
     @property
     def people(self) -> list[int]:
@@ -62,6 +67,7 @@ class VideoResult:
                             "frames": sum(r["person"] == p for r in self.rows)} for p in self.people],
                 "rows": [{k: r[k] for k in keep} for r in self.rows], "changes": self.changes,
                 "messages": self.messages, "method": self.method, "layer": self.layer.split()[0],
+                "grid": [self.grid, self.grid],
                 "model": self.model}
 
 
@@ -130,4 +136,5 @@ def analyse_video(path, model: EmotionModel, rate: float = DEFAULT_RATE, *, meth
     if progress is not None:
         progress(1.0, f"{frames} frames analysed")
     return VideoResult(info.name, info.duration or t, step_rate, every, frames, tuple(model.labels), rows, changes, messages,
-                       method, layer, model.describe(), Path(clip_path) if writer is not None else None)
+                       method, layer, model.describe(), Path(clip_path) if writer is not None else None,
+                       grid_side(layer, model.prep.size))

@@ -22,6 +22,7 @@ from pytorch_grad_cam import (EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, Laye
 from pytorch_grad_cam.utils.image import scale_cam_image, show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+from emotion.engine import STAGES
 from emotion.model import EmotionModel, dtype, mirror_average
 
 # Offered in the app; ScoreCAM and AblationCAM are left out: hundreds of forward passes a face on a CPU.
@@ -48,7 +49,7 @@ LAYERS = {
     "layer3 (1/16)": lambda net: net.layer3[-1],
     "layer2 (1/8)": lambda net: net.layer2[-1],
 }
-STAGES = ("layer1", "layer2", "layer3", "layer4")
+STRIDES = {"layer2": 8, "layer3": 16, "layer4": 32}  # input pixels per cell of each stage's output
 # The default method and layer are the ones the shipped model's audit (`python -m train.audit`, kept as
 # weights/audit.json) was run for; its figures for them and for the other layers are in the README's verdict
 # section, generated from that file (tests/test_verdict_figures.py holds both to it).
@@ -81,6 +82,18 @@ def resolve_method(name: str, controls: bool = True) -> str:
     raise ValueError(f"Unknown explanation method {name!r}; choose from {', '.join(known)}.")
 
 
+def grid_side(layer: str, side: int) -> int:
+    """Cells across the layer's activations for a `side` px input: the map's own resolution, before it is
+    resized to the face (each ResNet stage halves the side, rounding up)."""
+    return -(-side // STRIDES[resolve_layer(layer).split()[0]])
+
+
+def heatmap_name(method: str, layer: str, grid: int) -> str:
+    """What a heatmap is, for the user: its method, the layer it reads and that layer's grid over the face
+    (`grid_side`), e.g. "Grad-CAM at layer3, 4 x 4 cells"."""
+    return f"{method} at {resolve_layer(layer).split()[0]}, {grid} x {grid} cells"
+
+
 def effective_precision(precision: str, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER) -> str:
     """What `explain` computes in when asked for `precision`: "bf16" only for BF16_METHODS at BF16_LAYERS."""
     if precision == "bf16" and (resolve_method(method) not in BF16_METHODS or resolve_layer(layer) not in BF16_LAYERS):
@@ -106,7 +119,12 @@ def explain(model: EmotionModel, x: torch.Tensor, classes: list[int | None], met
         raise ValueError(f"Class index {bad[0]} out of range: the model has {n} classes (0 to {n - 1}).")
     if cam_cls is GradCAM:
         with model.lock:
-            net = model.network(effective_precision(precision, method, layer))
+            p = effective_precision(precision, method, layer)
+            parts = model.gradcam_parts(x, layer, classes, mirror_logits) if p == "fp32" else None
+            if parts is not None:  # all of it in one ONNX Runtime call (emotion/engine.py)
+                logits, a, grads = parts
+                return logits, cam_maps(a, grads, x)
+            net = model.network(p)
             return gradcam(net, x.to(dtype(net)), classes, layer, mirror_logits)
     net = model.net
     target_layer = LAYERS[resolve_layer(layer)](net)
@@ -156,12 +174,17 @@ def gradcam(net: torch.nn.Module, x: torch.Tensor, classes: list[int | None], la
         target = torch.tensor([int(p) if c is None else int(c) for c, p in zip(classes, predicted)])
         score = logits.gather(1, target.view(-1, 1)).sum()
         (grads,) = torch.autograd.grad(score, a)  # with respect to the activations only
+    return logits.detach().float(), cam_maps(a.detach(), grads, x)
+
+
+def cam_maps(a: torch.Tensor, grads: torch.Tensor, x: torch.Tensor) -> np.ndarray:
+    """Grad-CAM maps (N x H x W, 0..1, at the input's size) from a layer's activations and the gradients of
+    each face's class logit with respect to them."""
     # a bf16 network's activations and gradients are weighed and summed in float32 (a no-op for float32 ones)
     weights = grads.float().mean(dim=(2, 3), keepdim=True)
-    cam = (weights * a.detach().float()).sum(1).clamp_(min=0).numpy()
+    cam = (weights * a.float()).sum(1).clamp_(min=0).numpy()
     # pytorch-grad-cam scales per layer (0..1, resized), then again after averaging its layers: so do we
-    maps = scale_cam_image(scale_cam_image(cam, (x.shape[-1], x.shape[-2])))
-    return logits.detach().float(), maps
+    return scale_cam_image(scale_cam_image(cam, (x.shape[-1], x.shape[-2])))
 
 
 def overlay(rgb: np.ndarray, heatmap: np.ndarray, weight: float = 0.5) -> np.ndarray:

@@ -161,8 +161,12 @@ def gradcam_controls(model: EmotionModel, x: torch.Tensor, other: int, n: int = 
     weights from the same seeded generator, scaled as pytorch-grad-cam scales). Saves the second pass."""
     x = _one(x)
     with model.lock:
-        a, logits = split_forward(model.net, x, layer)
-        (grads,) = torch.autograd.grad(logits[0, int(other)], a)
+        parts = model.gradcam_parts(x, layer, [int(other)])  # one ONNX Runtime call, where it runs
+        if parts is None:
+            a, logits = split_forward(model.net, x, layer)
+            (grads,) = torch.autograd.grad(logits[0, int(other)], a)
+        else:
+            logits, a, grads = parts
     act = a.detach()[0].double().numpy()  # C x h x w
     size = (x.shape[-1], x.shape[-2])
     weights = np.concatenate([grads[0].double().mean((1, 2)).numpy()[None],
@@ -196,10 +200,9 @@ def deletion_logits(model: EmotionModel, x: torch.Tensor, ranks: np.ndarray, tar
     masks = np.stack([(q < f) for q in ranks for f in fractions]).astype(np.float32)  # (M*F) x H x W
     batch = x.expand(len(masks), -1, -1, -1).contiguous()
     targets = [ClassifierOutputTarget(int(target))] * len(masks)
-    net = model.net
     metric = PerturbationConfidenceMetric(BlurDeletion())
-    with model.lock, torch.no_grad():
-        out = metric(batch, masks, targets, lambda t: net(t.contiguous(memory_format=torch.channels_last)),
+    with model.lock, torch.no_grad():  # (model.logits: by ONNX Runtime where it runs)
+        out = metric(batch, masks, targets, lambda t: model.logits(t.contiguous(memory_format=torch.channels_last)),
                      return_diff=False)
     return np.asarray(out, np.float32).reshape(len(ranks), len(fractions))
 

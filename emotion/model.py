@@ -21,6 +21,7 @@ import timm
 import torch
 
 from emotion.decision import Decision
+from emotion.engine import OnnxNet, resolve_engine
 from emotion.framing import FER_FRAMING, crop_box
 from emotion.precision import DTYPES
 
@@ -151,6 +152,8 @@ class EmotionModel:
     origin: dict = field(default_factory=dict)  # what was asked for and what answered: see `load_model`
     decision: Decision = field(default_factory=Decision)  # how logits become the probabilities shown
     _bf16: torch.nn.Module | None = field(default=None, init=False, repr=False, compare=False)  # network("bf16")
+    # ONNX Runtime for the float32 passes without gradient (emotion/engine.py); None: PyTorch runs them
+    onnx: OnnxNet | None = field(default=None, repr=False, compare=False)
 
     def describe(self) -> dict:
         """The model that answers, for the API's JSON: source (hf-hub:owner/name or a folder), the Hub's
@@ -182,11 +185,25 @@ class EmotionModel:
                 self._bf16 = copy.requires_grad_(False)
             return self._bf16
 
+    @property
+    def engine(self) -> str:
+        """What runs the float32 passes without gradient: "onnx" (ONNX Runtime) or "torch"."""
+        return "onnx" if self.onnx is not None and self.onnx.usable(self.net) else "torch"
+
+    def gradcam_parts(self, x: torch.Tensor, layer: str, classes: list[int | None],
+                      mirror_logits: torch.Tensor | None = None):
+        """ONNX Runtime's (logits, activations of `layer`, d(class logit)/d activations) for a prepared
+        float32 batch (`OnnxNet.gradcam`); None where PyTorch runs the network or its backward pass."""
+        with self.lock:
+            return self.onnx.gradcam(x, layer, classes, mirror_logits) if self.engine == "onnx" else None
+
     @torch.no_grad()  # (not inference mode: the result may meet autograd tensors, as in explain's mirror_logits)
     def logits(self, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         """The network's float32 logits for a prepared batch (`prep.to_input`), under the model's lock,
-        computed in `precision` ("fp32" or "bf16")."""
+        computed in `precision` ("fp32" or "bf16"; float32 by ONNX Runtime where `engine` is "onnx")."""
         with self.lock:
+            if precision == "fp32" and self.engine == "onnx":
+                return self.onnx.logits(x)
             net = self.network(precision)
             return net(x.to(dtype(net))).float()
 
@@ -197,11 +214,16 @@ class EmotionModel:
         if not crops:
             return np.zeros((0, len(self.labels)), np.float32)
         x = self.prep.to_input(crops)
+        flip = self.prep.tta_flip if flip is None else flip
         with self.lock:
+            if precision == "fp32" and self.engine == "onnx":
+                logits = self.onnx.logits(torch.cat([x, mirrored(x)]) if flip else x)
+                logits = mirror_average(*logits.split(len(x))) if flip else logits
+                return logits.softmax(1).numpy()
             net = self.network(precision)
             x = x.to(dtype(net))
             logits = net(x)
-            if self.prep.tta_flip if flip is None else flip:
+            if flip:
                 logits = mirror_average(logits, net(mirrored(x)))
         return logits.float().softmax(1).numpy()
 
@@ -321,11 +343,13 @@ def _download_from_hub(repo: str) -> tuple[Path, str]:
 
 
 def load_model(source: str | os.PathLike | None = None, fallback: bool = True,
-               rule: str | None = None) -> EmotionModel:
+               rule: str | None = None, engine: str | None = None) -> EmotionModel:
     """Load the classifier from `source`, $EMOTION_MODEL or `weights/`.
 
     `rule` overrides the decision rule of its config.json (emotion/decision.py): "prior" gives the network's
     own scores (training from a model, averaging models), "balanced" divides the training prior out.
+    `engine` ("auto", "onnx", "torch"; None reads $EMOTION_ENGINE) says what runs the float32 passes without
+    gradient (emotion/engine.py); "onnx" raises EngineError here when ONNX Runtime cannot run the model.
 
     When the Hub cannot be reached and `fallback` is true, the shipped `weights/` folder is used instead
     (with a warning) so the app still starts offline. When the Hub answers but refuses (a mistyped name, a
@@ -379,5 +403,9 @@ def load_model(source: str | os.PathLike | None = None, fallback: bool = True,
         with torch.no_grad():
             fc.bias.add_(offset.to(fc.bias.dtype))
     net = net.eval().to(memory_format=torch.channels_last)
+    engine = resolve_engine(engine)
+    onnx = None if engine == "torch" else OnnxNet(net, prep.size, required=engine == "onnx")
+    if engine == "onnx":
+        onnx.available()  # export (or read the cached export) now, and fail here if it cannot be had
     return EmotionModel(net=net, labels=labels, prep=prep, source=str(folder), config=config, origin=origin,
-                        decision=decision)
+                        decision=decision, onnx=onnx)

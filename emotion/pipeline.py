@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from emotion.explain import (DEFAULT_LAYER, DEFAULT_METHOD, effective_precision, explain, resolve_layer,
-                             resolve_method)
+from emotion.explain import (DEFAULT_LAYER, DEFAULT_METHOD, effective_precision, explain, grid_side, heatmap_name,
+                             resolve_layer, resolve_method)
 from emotion.faces import DETECT_SIDE, MAX_FACES, MIN_CONFIDENCE, Detection, cut, detect_faces, whole_image_face
 from emotion.images import Loaded, load_image
 from emotion.model import EmotionModel, mirror_average, mirrored
@@ -58,12 +58,19 @@ class Analysis:
     model: dict = field(default_factory=dict)  # which model answered: EmotionModel.describe()
     original_size: tuple[int, int] | None = None  # (width, height) of the picture given, after EXIF rotation
     precision: str = "fp32"  # what the network computed in: "fp32", or "bf16" (the webcam path's Grad-CAM)
+    grid: int = 0  # cells across the heatmap's layer (explain.grid_side): its own resolution over the face
+
+    @property
+    def heatmap_name(self) -> str:
+        """The heatmaps' method, layer and grid, as the app names them."""
+        return heatmap_name(self.method, self.layer, self.grid)
 
     def to_json(self, with_heatmap: bool = True) -> dict:
         h, w = self.image.shape[:2]
         size = self.original_size or (round(w / self.scale), round(h / self.scale))
         return {"faces": [f.to_json(with_heatmap) for f in self.faces], "messages": self.messages,
-                "method": self.method, "layer": self.layer.split()[0], "image_size": list(size),
+                "method": self.method, "layer": self.layer.split()[0], "grid": [self.grid, self.grid],
+                "image_size": list(size),
                 "model": self.model}
 
 
@@ -147,5 +154,5 @@ def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: 
     timings = {name: (stamps[i][1] - stamps[i - 1][1]) * 1000 for i, (name, _) in enumerate(stamps) if i}
     timings["total"] = (stamps[-1][1] - stamps[0][1]) * 1000
     return Analysis(rgb, loaded.scale, faces, messages, method, layer, timings, model.describe(),
-                    tuple(loaded.original_size), precision)
+                    tuple(loaded.original_size), precision, grid_side(layer, model.prep.size))
 

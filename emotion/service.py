@@ -82,7 +82,7 @@ def photo(model: EmotionModel, image, method: str = DEFAULT_METHOD, layer: str =
     """Analyse an uploaded picture for display. Raises ImageError / ValueError with a user message."""
     a, checks, result = checked(model, image, method, layer, explain_for, whole_image, with_heatmap=False)
     # the verdicts are in the face cards, so the status line only says what was found
-    return PhotoView(annotate(a), faces_html(a.faces, checks, a.method, a.layer), status(a), result)
+    return PhotoView(annotate(a), faces_html(a.faces, checks, a.method, a.heatmap_name), status(a), result)
 
 
 def status(a: Analysis) -> str:
@@ -92,7 +92,7 @@ def status(a: Analysis) -> str:
     lines = []
     if n:
         found = ", ".join(f"**{i + 1}.** {f.label} ({f.probabilities[f.label]:.0%})" for i, f in enumerate(a.faces))
-        lines.append(f"{n} face{'s' if n > 1 else ''}: {found}. Heatmaps: {a.method} at {a.layer.split()[0]}.")
+        lines.append(f"{n} face{'s' if n > 1 else ''}: {found}. Heatmaps: {a.heatmap_name}.")
     lines += [f"_{m}_" for m in a.messages]
     if a.model:
         lines.append(f"Model: {model_name(a.model)}")
@@ -187,7 +187,7 @@ def video_status(r: VideoResult) -> str:
                      + f". {changes} change{'' if changes == 1 else 's'} of label.")
         levels = Counter(row["level"] for row in r.rows if row["level"])
         if levels:
-            lines.append(f"Heatmaps: {r.method} at {r.layer.split()[0]}; verdicts: "
+            lines.append(f"Heatmaps: {r.heatmap_name}; verdicts: "
                          + ", ".join(f"{n} {lvl}" for lvl, n in levels.most_common()) + ".")
     lines += [f"_{m}_" for m in r.messages]
     if r.model:

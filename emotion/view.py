@@ -70,14 +70,15 @@ def _colour_scale() -> str:
     return "linear-gradient(to right, " + ", ".join(f"rgb({r},{g},{b})" for r, g, b in jet) + ")"
 
 
-def legend(method: str, layer: str) -> str:
+def legend(method: str, name: str) -> str:
+    """The heatmaps' key: `name` says what they are (`emotion.explain.heatmap_name`), then the colours."""
     e = html.escape
     if method in CLASS_AGNOSTIC:
         meaning = ("red: where the layer's activations are strongest, blue: weakest. This method draws the same "
                    "map whatever the class, so it cannot answer \"why not X?\".")
     else:
         meaning = "red: pixels that raised the class's score most; blue: pixels that did not raise it."
-    return (f'<div class="ev-legend"><span><b>Heatmap</b>: {e(method)} at {e(layer.split()[0])}</span>'
+    return (f'<div class="ev-legend"><span><b>Heatmap</b>: {e(name)}</span>'
             f'<span>low <span class="ev-scale" style="background: {_colour_scale()}"></span> high</span>'
             f'<span>{e(meaning)}</span></div>')
 
@@ -136,8 +137,8 @@ def face_card(i: int, face, check: dict, method: str) -> str:
     )
 
 
-def faces_html(faces, checks: list[dict], method: str, layer: str) -> str:
+def faces_html(faces, checks: list[dict], method: str, name: str) -> str:
     """The legend and every face's card, in the order of the numbers on the annotated photo."""
     if not faces:
         return ""
-    return legend(method, layer) + "".join(face_card(i + 1, f, c, method) for i, (f, c) in enumerate(zip(faces, checks)))
+    return legend(method, name) + "".join(face_card(i + 1, f, c, method) for i, (f, c) in enumerate(zip(faces, checks)))

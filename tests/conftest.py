@@ -2,6 +2,9 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
+# The many small models the tests train and load run in PyTorch: ONNX Runtime would export each one anew
+# (seconds each). The shipped model (the `model` fixture) and tests/test_engine.py run it in ONNX Runtime.
+os.environ.setdefault("EMOTION_ENGINE", "torch")
 
 import contextlib  # noqa: E402
 import socket  # noqa: E402
@@ -20,8 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def model():
-    """The shipped model in weights/ (the app's default)."""
-    return load_model(DEFAULT_WEIGHTS, fallback=False)
+    """The shipped model in weights/ (the app's default), its float32 passes in ONNX Runtime as the app runs
+    them (emotion/engine.py; "onnx" fails here if it cannot be had)."""
+    return load_model(DEFAULT_WEIGHTS, fallback=False, engine="onnx")
 
 
 @contextlib.contextmanager

@@ -4,15 +4,18 @@ has bf16, in the number format the webcam path computes in)."""
 import gradio as gr
 import torch
 
-from emotion.model import dtype
+from emotion.model import DEFAULT_WEIGHTS, dtype, load_model
 from emotion.precision import resolve_precision
 from tools import benchmark
 
 
-def test_the_plain_pipeline_sees_and_classifies_what_the_live_path_does(model):
+def test_the_plain_pipeline_sees_and_classifies_what_the_live_path_does():
     """Every forward pass's input, recorded at the network's first layer: the webcam path makes one (the
     prediction and Grad-CAM together), the plain pipeline two (the prediction, then pytorch-grad-cam's own
-    pass), all on the very same face input; no mirrored pass, though the shipped config asks photos for one."""
+    pass), all on the very same face input; no mirrored pass, though the shipped config asks photos for one.
+    (Both in PyTorch, where the first layer can be watched; tests/test_engine.py holds ONNX Runtime's passes
+    to PyTorch's.)"""
+    model = load_model(DEFAULT_WEIGHTS, fallback=False, engine="torch")
     assert model.prep.tta_flip
     encode = gr.Image(format="jpeg", render=False).postprocess
     frame = benchmark.one_face_frame()
@@ -34,3 +37,21 @@ def test_the_plain_pipeline_sees_and_classifies_what_the_live_path_does(model):
     assert seen[0].dtype == dtype(live_net) and all(x.dtype == torch.float32 for x in plain)
     # the same crop of the same detection, not mirrored (in the live path's number format)
     assert all(torch.equal(x.to(seen[0].dtype), seen[0]) for x in plain)
+
+
+def test_the_readme_table_is_the_runs_figures():
+    st = lambda p50, p95=0.0: {"p50": p50, "p95": p95}  # noqa: E731
+    app = {"detect": st(7.5), "classify_explain": st(15.0), "draw": st(1.0), "encode": st(2.0), "total": st(26.0, 33.0)}
+    base = {"detect": st(7.0), "classify": st(20.0), "explain": st(64.0), "draw": st(0.5), "encode": st(2.0),
+            "total": st(95.0, 118.0)}
+    r = {"stages": {"app": app, "baseline": base}, "ten_faces_ms_p50": 99.0, "ten_faces_ms_p95": 115.0,
+         "baseline_ten_faces_ms_p50": 370.0, "photo_ms_per_face_p50": 131.0, "photo_ms_per_face_p95": 160.0,
+         "forward_floor_ms_p50": 8.4, "forward_floor_ms_p95": 11.9, "forward_floor_torch_fp32_ms_p50": 19.9,
+         "speedup_p50": 3.65, "peak_rss_mb": 1671.4, "input_size": 64, "threads": 2, "live_precision": "fp32",
+         "engine": "onnx"}
+    table = benchmark.markdown_table(r).splitlines()
+    assert table[0].startswith("| 64 px input, 2 threads, fp32, passes without gradient in onnx |")
+    assert "| webcam path, one face, end to end | 26.0 / 33.0 | 95.0 / 118.0 |" in table
+    assert "| of which: classify + Grad-CAM | 15.0 | 84.0 |" in table  # the plain pipeline's two stages summed
+    assert "| of which: draw + JPEG encode | 3.0 | 2.5 |" in table
+    assert "| plain pipeline / this app, one face (p50) | 3.65x | |" in table and table[-1] == "| peak memory of the run | 1671 MB | |"

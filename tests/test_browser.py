@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
+from emotion.explain import DEFAULT_LAYER
 from emotion.model import CLASSES
 from tests import clips
 from tests import fixtures as fx
@@ -27,6 +28,8 @@ CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ANY_CLASS = "|".join(CLASSES)
 TWO_FACES = fx.ROOT / "examples" / "two_faces.jpg"
+LAYER = DEFAULT_LAYER.split()[0]
+GRID = {"layer2": 8, "layer3": 4, "layer4": 2}[LAYER]  # the layer's cells across at the shipped 64 px
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
 expect.set_options(timeout=WAIT_MS)
@@ -196,7 +199,7 @@ def test_desktop_view_puts_each_face_beside_its_heatmap(page):
         details = rect(cards(page).nth(i).locator(".ev-details"))
         assert details["left"] >= heat["right"]  # on a desktop the numbers sit beside the pictures
     legend = page.locator("#faces .ev-legend")
-    expect(legend).to_contain_text("Grad-CAM at layer3")
+    expect(legend).to_contain_text(f"Grad-CAM at {LAYER}, {GRID} x {GRID} cells")  # the layer's own grid
     expect(legend).to_contain_text("red: pixels that raised the class's score most")
     expect(legend).to_contain_text("blue:")
     # the numbered photo stays, smaller than the face cards above it
@@ -247,7 +250,7 @@ def test_class_agnostic_method_turns_off_why_not(page):
         expect(why_not.get_by_label(name, exact=True)).to_be_disabled()
     expect(why_not).to_contain_text("Eigen-CAM draws the same map whatever the class")
     expect(cards(page).locator("figcaption").nth(1)).to_have_text(re.compile(r"^heatmap not tied to a class"))
-    expect(page.locator("#faces .ev-legend")).to_contain_text("Eigen-CAM at layer3")
+    expect(page.locator("#faces .ev-legend")).to_contain_text(f"Eigen-CAM at {LAYER}, {GRID} x {GRID} cells")
     shot(page, "3-eigen-cam.png")
 
     method.click()

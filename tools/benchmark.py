@@ -8,8 +8,10 @@ Frames are 640x480, made from the project's own example photos: one face, and te
     with the app's webcam path: the detector sees the same 320 px frame and the prediction is one plain
     pass (no mirror averaging), so the two differ only in how the heatmap is made and drawn;
 (b) app: `emotion.service.live_frame` (what the webcam stream calls) and the same encode, in the precision
-    the app's webcam path takes (emotion/precision.py: bf16 where the CPU has it; `EMOTION_PRECISION=fp32`
-    times it in float32). The plain pipeline is float32.
+    the app's webcam path takes (emotion/precision.py: bf16 where the CPU has AMX; `EMOTION_PRECISION=fp32`
+    times it in float32) and with the engine the app takes for the passes without gradient
+    (emotion/engine.py: ONNX Runtime where it runs; `EMOTION_ENGINE=torch` times PyTorch alone). The plain
+    pipeline is PyTorch, float32.
 (c) photo mode: `emotion.service.photo` on the example photos, with every face's honesty check, per face.
 Prints p50/p95 per stage, end to end, their ratio, the ResNet forward pass alone (the floor, in the webcam
 path's precision and in float32), and peak memory; writes them to --json.
@@ -127,20 +129,42 @@ def photo_per_face(model, runs: int) -> dict:
 
 
 def forward_floor(model, runs: int, precision: str = "fp32") -> dict:
-    import torch
-
-    from emotion.model import dtype
-
-    net = model.network(precision)
-    x = model.prep.to_input([np.zeros((96, 96, 3), np.uint8)]).to(dtype(net))
+    """One face's forward pass alone, as `model.logits` runs it (in ONNX Runtime where the model's engine
+    is "onnx" and `precision` is float32)."""
+    x = model.prep.to_input([np.zeros((96, 96, 3), np.uint8)])
     times = []
-    with torch.inference_mode():
-        for i in range(runs + 5):
-            t = time.perf_counter()
-            net(x)
-            if i >= 5:
-                times.append((time.perf_counter() - t) * 1000)
+    for i in range(runs + 5):
+        t = time.perf_counter()
+        model.logits(x, precision)
+        if i >= 5:
+            times.append((time.perf_counter() - t) * 1000)
     return stats(times)
+
+
+def markdown_table(r: dict) -> str:
+    """The README's speed table, from one run's figures (`main`'s result)."""
+    app, base = r["stages"]["app"], r["stages"]["baseline"]
+    rows = [
+        ("webcam path, one face, end to end", f"{app['total']['p50']} / {app['total']['p95']}",
+         f"{base['total']['p50']} / {base['total']['p95']}"),
+        ("of which: face detector (320 px)", f"{app['detect']['p50']}", f"{base['detect']['p50']}"),
+        ("of which: classify + Grad-CAM", f"{app['classify_explain']['p50']}",
+         f"{round(base['classify']['p50'] + base['explain']['p50'], 2)}"),
+        ("of which: draw + JPEG encode", f"{round(app['draw']['p50'] + app['encode']['p50'], 2)}",
+         f"{round(base['draw']['p50'] + base['encode']['p50'], 2)}"),
+        ("webcam path, ten faces, end to end", f"{r['ten_faces_ms_p50']} / {r['ten_faces_ms_p95']}",
+         f"{r['baseline_ten_faces_ms_p50']}"),
+        ("photo mode with the honesty check, per face", f"{r['photo_ms_per_face_p50']} / {r['photo_ms_per_face_p95']}",
+         ""),
+        ("ResNet50 forward pass alone (the floor)", f"{r['forward_floor_ms_p50']} / {r['forward_floor_ms_p95']}",
+         f"{r['forward_floor_torch_fp32_ms_p50']}"),
+    ]
+    head = (f"| {r['input_size']} px input, {r['threads']} threads, {r['live_precision']}, passes without gradient in "
+            f"{r['engine']} | this app, ms p50 / p95 | plain pipeline (PyTorch + pytorch-grad-cam), ms p50 (/ p95) |")
+    lines = [head, "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    lines.append(f"| plain pipeline / this app, one face (p50) | {r['speedup_p50']}x | |")
+    lines.append(f"| peak memory of the run | {r['peak_rss_mb']:.0f} MB | |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
@@ -158,7 +182,8 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     from emotion.model import load_model
 
-    model = load_model(args.model)
+    model = load_model(args.model)  # as the app loads it: $EMOTION_ENGINE, else ONNX Runtime where it runs
+    plain = load_model(args.model, engine="torch")  # the plain pipeline runs PyTorch only
     jpeg = gr.Image(format="jpeg", render=False)  # what the app's live output does with a frame
     encode = jpeg.postprocess
     one, ten = one_face_frame(), ten_face_frame()
@@ -169,7 +194,7 @@ def main(argv=None) -> dict:
             if fn is app_frame:
                 ms, state = app_frame(model, frame, state, encode)
             else:
-                ms = baseline_frame(model, frame, encode)
+                ms = baseline_frame(plain, frame, encode)
             if i >= 5:
                 rows.append(ms)
         return {k: stats([r[k] for r in rows]) for k in rows[0]}
@@ -178,7 +203,7 @@ def main(argv=None) -> dict:
 
     live_precision = resolve_precision()  # as the app's webcam tab: $EMOTION_PRECISION, else "auto"
     floor = forward_floor(model, args.frames, live_precision)
-    floor32 = floor if live_precision == "fp32" else forward_floor(model, args.frames)
+    floor_torch = forward_floor(plain, args.frames)
     base = run(baseline_frame, one, args.frames)
     app = run(app_frame, one, args.frames)
     app_ten = run(app_frame, ten, max(20, args.frames // 4))
@@ -191,15 +216,17 @@ def main(argv=None) -> dict:
         "ten_faces_ms_p50": app_ten["total"]["p50"], "ten_faces_ms_p95": app_ten["total"]["p95"],
         "baseline_ten_faces_ms_p50": base_ten["total"]["p50"],
         "forward_floor_ms_p50": floor["p50"], "forward_floor_ms_p95": floor["p95"],
-        "forward_floor_fp32_ms_p50": floor32["p50"], "live_precision": live_precision,
+        "forward_floor_torch_fp32_ms_p50": floor_torch["p50"], "live_precision": live_precision,
+        "engine": model.engine,
         "photo_ms_per_face_p50": photo["p50"], "photo_ms_per_face_p95": photo["p95"],
         "stages": {"app": app, "baseline": base, "app_ten_faces": app_ten, "baseline_ten_faces": base_ten},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "threads": args.threads, "input_size": model.prep.size, "frames": args.frames,
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
     }
-    print(f"input {model.prep.size}px, {args.threads} threads, webcam path in {live_precision}; ResNet50 forward "
-          f"alone (the floor): p50 {floor['p50']} ms, p95 {floor['p95']} ms ({floor32['p50']} ms in fp32)")
+    print(f"input {model.prep.size}px, {args.threads} threads, webcam path in {live_precision}, no-gradient passes "
+          f"in {model.engine}; ResNet50 forward alone (the floor): p50 {floor['p50']} ms, p95 {floor['p95']} ms "
+          f"({floor_torch['p50']} ms in PyTorch float32)")
     for name, table in (("baseline, 1 face", base), ("app, 1 face", app), ("app, 10 faces", app_ten),
                         ("baseline, 10 faces", base_ten)):
         print(f"{name:>20}: " + ", ".join(f"{k} {v['p50']}/{v['p95']}" for k, v in table.items()) + " (ms p50/p95)")
@@ -207,6 +234,8 @@ def main(argv=None) -> dict:
           f"baseline p50 {result['baseline_end_to_end_ms_p50']} ms; {result['speedup_p50']}x faster. "
           f"10 faces: p50 {result['ten_faces_ms_p50']} ms. Photo mode with the honesty check: p50 "
           f"{photo['p50']} ms, p95 {photo['p95']} ms a face. Peak memory {result['peak_rss_mb']} MB.")
+    print()
+    print(markdown_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -1,0 +1,111 @@
+"""ONNX Runtime runs the shipped model's float32 passes without gradient (emotion/engine.py): its answers,
+activations, heatmaps and faithfulness scores are PyTorch's to float tolerance; a network changed after the
+export is run by PyTorch again; and without onnxruntime the app falls back to PyTorch (or refuses, if asked
+for ONNX Runtime)."""
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from emotion.engine import OnnxNet, cache_dir
+from emotion.explain import LAYERS, explain, split_forward
+from emotion.faces import cut, detect_faces
+from emotion.faithfulness import face_faithfulness
+from emotion.model import DEFAULT_WEIGHTS, EmotionModel, load_model
+from emotion.pipeline import analyse
+from tests import fixtures as fx
+
+
+@pytest.fixture(scope="module")
+def torch_model():
+    return load_model(DEFAULT_WEIGHTS, fallback=False, engine="torch")
+
+
+@pytest.fixture(scope="module")
+def crops(model):
+    out = []
+    for path in (fx.PORTRAIT, fx.SECOND_PORTRAIT, fx.ROOT / "examples" / "two_faces.jpg"):
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        out += [cut(rgb, model.prep.square(d, rgb.shape)) for d in detect_faces(rgb)]
+    return out
+
+
+def test_onnx_runtime_answers_as_pytorch_does(model, torch_model, crops):
+    assert model.engine == "onnx" and torch_model.engine == "torch"
+    assert len(crops) == 4
+    for flip in (False, True):
+        assert np.abs(model.predict(crops, flip=flip) - torch_model.predict(crops, flip=flip)).max() < 1e-5
+    x = model.prep.to_input(crops)
+    for layer in ("layer2", "layer3", "layer4"):  # Grad-CAM's ingredients, against PyTorch's autograd
+        logits, acts, grads = model.gradcam_parts(x, layer, [None, 0, 6, None])
+        a, ref_logits = split_forward(torch_model.net, x, layer)
+        target = [int(ref_logits[0].argmax()), 0, 6, int(ref_logits[3].argmax())]
+        (ref,) = torch.autograd.grad(ref_logits.gather(1, torch.tensor(target).view(-1, 1)).sum(), a)
+        assert torch.allclose(acts, a.detach(), atol=1e-4) and torch.allclose(logits, ref_logits.detach(), atol=1e-4)
+        assert torch.allclose(grads, ref, atol=1e-6, rtol=1e-4), layer
+        assert grads.abs().max() > 1e-3  # (not trivially zero)
+    assert torch.allclose(model.logits(x), torch_model.logits(x), atol=1e-4)
+
+
+@pytest.mark.parametrize("layer", list(LAYERS))
+def test_heatmaps_and_their_check_are_pytorchs(model, torch_model, crops, layer):
+    x = model.prep.to_input(crops)
+    logits, maps = explain(model, x, [None, 3, 5, None], "Grad-CAM", layer)
+    ref_logits, ref_maps = explain(torch_model, x, [None, 3, 5, None], "Grad-CAM", layer)
+    assert torch.allclose(logits, ref_logits, atol=1e-4) and np.abs(maps - ref_maps).max() < 1e-4
+    face = analyse(fx.PORTRAIT, model, layer=layer).faces[0]
+    ref = analyse(fx.PORTRAIT, torch_model, layer=layer).faces[0]
+    assert face.label == ref.label and np.abs(face.heatmap - ref.heatmap).max() < 1e-4
+    got = face_faithfulness(model, face, layer=layer)
+    want = face_faithfulness(torch_model, ref, layer=layer)
+    assert got["level"] == want["level"] and got["score"] == pytest.approx(want["score"], abs=1e-3)
+    assert got["controls"] == pytest.approx(want["controls"], abs=1e-3)
+
+
+def test_the_export_is_cached_and_a_changed_network_runs_in_pytorch(model, crops):
+    cached = sorted(cache_dir().glob("resnet-*.onnx"))
+    assert cached, "the shipped model's export is cached"
+    stamps = {p: p.stat().st_mtime_ns for p in cached}
+    net = copy.deepcopy(model.net)
+    other = EmotionModel(net=net, labels=model.labels, prep=model.prep, source="copy", onnx=OnnxNet(net, 64))
+    assert other.engine == "onnx"  # the same weights: the cached export, not a new one
+    assert {p: p.stat().st_mtime_ns for p in sorted(cache_dir().glob("resnet-*.onnx"))} == stamps
+    before = other.predict(crops, flip=False)
+    with torch.no_grad():
+        net.get_classifier().bias[2] += 5.0  # changed in place after the export: fear gains 5 logits
+    assert other.engine == "torch"
+    after = other.predict(crops, flip=False)
+    assert (after[:, 2] > before[:, 2]).all()  # PyTorch answers with the changed network
+
+
+BLOCKED = """
+import json, sys
+sys.modules["onnxruntime"] = None  # as if onnxruntime were not installed
+from emotion.engine import EngineError
+from emotion.model import load_model
+m = load_model("weights", fallback=False, engine="auto")
+p = m.predict([__import__("numpy").full((64, 64, 3), 128, "uint8")])
+try:
+    load_model("weights", fallback=False, engine="onnx")
+    refused = None
+except EngineError as e:
+    refused = str(e)
+print(json.dumps({"engine": m.engine, "sum": float(p.sum()), "refused": refused}))
+"""
+
+
+def test_without_onnxruntime_the_app_runs_pytorch(tmp_path):
+    env = {**os.environ, "EMOTION_ONNX_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-c", BLOCKED], cwd=fx.ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["engine"] == "torch" and got["sum"] == pytest.approx(1.0, abs=1e-5)
+    assert got["refused"] and "ONNX Runtime cannot run this model" in got["refused"]
+    assert "ONNX Runtime unavailable" in out.stderr  # the fallback is said, not silent
