@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from emotion.draw import annotate
 from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD, grid_side, heatmap_name, resolve_layer, resolve_method
 from emotion.faithfulness import face_faithfulness

@@ -1,7 +1,7 @@
 """ONNX Runtime for the network's float32 passes that need no gradient.
 
-Those are most of the work: every prediction, the faithfulness check's deletion passes, and everything
-below the layer a Grad-CAM reads (the backward pass only goes down to that layer). At batch 1 and 64 px,
+Those are most of the work: every prediction, the mirror pass, the faithfulness check's deletion passes
+and, written out as below, Grad-CAM's forward and backward pass themselves. At batch 1 and 64 px,
 PyTorch runs most of a ResNet50's convolutions on its native fallback path (oneDNN takes only larger
 inputs), and ONNX Runtime ran the whole forward pass twice as fast or more on a 2-core CPU (`python -m
 tools.benchmark` prints both).

@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from emotion.explain import (DEFAULT_LAYER, DEFAULT_METHOD, effective_precision, explain, grid_side, heatmap_name,
                              resolve_layer, resolve_method)

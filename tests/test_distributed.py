@@ -1,7 +1,6 @@
 """Two processes started by torchrun (gloo, on the CPU) train, evaluate and audit as one process does."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 

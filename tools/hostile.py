@@ -27,7 +27,6 @@ is one JSON object with every figure; --json writes it too. Exits 1 if a goal is
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import tempfile

@@ -692,7 +692,6 @@ def main(argv=None) -> dict | None:
     distributed.stop()
     if summary is None:  # this process's share is done; rank 0 writes the report
         return None
-    f = summary["faithfulness"]
     print(f"accuracy {summary['accuracy']:.1%}, mean-class {summary['mean_class_accuracy']:.1%} (n={summary['n']})")
     for lay, table in summary["faithfulness_by_layer"].items():
         for m, v in table.items():

@@ -175,7 +175,7 @@ def _training_lines(tr: dict, stage: str = "") -> list[str]:
                            "training",
               "average": "averaged with the weights"}[a["batch_norm"]]
         return [f"{stage}The average of the weights of {len(a['sources'])} models (stochastic weight averaging): "
-                + ", ".join(f"`{s}`" for s in a["sources"]) + f" (the checkpoints after epochs "
+                + ", ".join(f"`{s}`" for s in a["sources"]) + " (the checkpoints after epochs "
                 + ", ".join(map(str, a["epochs"])) + f" of the run below). Batch-norm statistics {bn}. "
                 f"{tr.get('val_split')}: accuracy {_pct(tr.get('val_metrics', {}).get('accuracy'))}, mean-class "
                 f"{_pct(tr.get('val_metrics', {}).get('mean_class_accuracy'))}.", "",
