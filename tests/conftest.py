@@ -3,7 +3,8 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 # The many small models the tests train and load run in PyTorch: ONNX Runtime would export each one anew
-# (seconds each). The shipped model (the `model` fixture) and tests/test_engine.py run it in ONNX Runtime.
+# (seconds each). The shipped model runs in ONNX Runtime as in the app: the `model` fixture, the `served`
+# app and tests/test_engine.py.
 os.environ.setdefault("EMOTION_ENGINE", "torch")
 
 import contextlib  # noqa: E402
@@ -65,8 +66,8 @@ def running_app(folder: Path, env: dict[str, str] | None = None):
 
 @pytest.fixture(scope="session")
 def served(tmp_path_factory):
-    """The app as users start it: (url, its Gradio cache folder)."""
-    with running_app(tmp_path_factory.mktemp("server")) as (url, cache):
+    """The app as users start it, ONNX Runtime and all: (url, its Gradio cache folder)."""
+    with running_app(tmp_path_factory.mktemp("server"), {"EMOTION_ENGINE": "auto"}) as (url, cache):
         yield url, cache
 
 

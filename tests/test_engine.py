@@ -109,3 +109,20 @@ def test_without_onnxruntime_the_app_runs_pytorch(tmp_path):
     assert got["engine"] == "torch" and got["sum"] == pytest.approx(1.0, abs=1e-5)
     assert got["refused"] and "ONNX Runtime cannot run this model" in got["refused"]
     assert "ONNX Runtime unavailable" in out.stderr  # the fallback is said, not silent
+
+
+def test_the_app_runs_onnx_runtime_and_answers_as_pytorch(served, torch_model):
+    """The app as users start it takes ONNX Runtime (its log says so) and its /predict answers, heatmap
+    included, are PyTorch's."""
+    from gradio_client import Client, handle_file
+
+    url, cache = served
+    assert "passes without gradient in onnx" in (cache.parent / "app.log").read_text()
+    r = Client(url, verbose=False).predict(image=handle_file(str(fx.PORTRAIT)), api_name="/predict")
+    ref = analyse(fx.PORTRAIT, torch_model)
+    assert len(r["faces"]) == len(ref.faces) == 1
+    got, want = r["faces"][0], ref.faces[0]
+    assert got["label"] == want.label
+    assert got["probabilities"] == pytest.approx(want.probabilities, abs=1e-4)
+    heat = np.asarray(got["heatmap"], np.float32)
+    assert heat.shape == want.heatmap.shape and np.abs(heat - want.heatmap).max() < 2e-3
