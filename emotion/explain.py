@@ -3,10 +3,12 @@
 `explain()` runs one CAM method on a batch of faces and returns, in the same forward pass, the model's
 logits and one heatmap (0..1, at the model's input size) per face for the class asked about.
 
-Grad-CAM, the default, takes a direct path (`gradcam`): the network runs without autograd up to the
-layer read, and only the part above it is differentiated, with respect to that layer's activations alone
-(no gradient reaches the weights or the input). It gives pytorch-grad-cam's GradCAM map to float
-precision (tests/test_explain.py checks it) at the cost of little more than the forward pass. The webcam
+Grad-CAM, the default, takes a direct path. In float32 where ONNX Runtime runs the model
+(emotion/engine.py), one ONNX Runtime call gives the logits, the layer's activations and their gradient,
+and `cam_maps` weighs them. Otherwise `gradcam` runs PyTorch without autograd up to the layer read and
+differentiates only the part above it, with respect to that layer's activations alone (no gradient reaches
+the weights or the input). Both give pytorch-grad-cam's GradCAM map to float precision (tests/test_explain.py
+and tests/test_engine.py check it) at the cost of little more than the forward pass. The webcam
 path may run it on a bfloat16 copy of the network (emotion/precision.py; tests/test_precision.py holds its
 labels, probabilities and maps to the float32 ones). The other methods go through pytorch-grad-cam, whose
 hooks live on the shared network: every forward pass, the direct one included, therefore runs under the
