@@ -97,7 +97,8 @@ def space(tmp_path_factory):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_TOKEN", "EMOTION_MODEL")}
     env.update(EMOTION_MODEL=f"local-dir:{model_repo}", GRADIO_SERVER_NAME="0.0.0.0", GRADIO_SERVER_PORT=str(port),
-               SPACE_ID="someone/emotion-demo", HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+               SPACE_ID="someone/emotion-demo", HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
+               EMOTION_ENGINE="auto")  # as a Space runs: ONNX Runtime, like the `server` it is compared with
     log = tmp / "app.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=folder, env=env, stdout=out,
