@@ -5,10 +5,11 @@
 
 Faces: every picture of a labelled split, read as `train.evaluate --detect-faces` reads it. Face-free
 pictures: scikit-image's sample pictures that show no person, whole and as 30 random squares of each
-(`--squares`; 32 px up to the whole side, seed 0), and the 100 non-face patches of its LFW subset. Each rule is applied
-exactly as `emotion.faces.detect_faces` applies the app's: YuNet asked at the rule's lowest level (once per
-level, shared by the rules that have it), then `keep_faces`. YuNet cuts on unrounded scores but reports
-whole percent, so asking lower and filtering the reported scores would not measure the same rule.
+(`--squares`; 32 px up to the whole side, seed 0), and the 100 non-face patches of its LFW subset. Each
+rule is applied exactly as `emotion.faces.detect_faces` applies the app's: YuNet asked at the rule's
+lowest level (once per level, shared by the rules that have it), then `keep_faces`. YuNet cuts on
+unrounded scores but reports whole percent, so asking lower and filtering the reported scores would not
+measure the same rule.
 Rules: a plain confidence threshold, and the app's (MIN_CONFIDENCE, else one close-up down to a lower one).
 Prints, per rule, the share of face pictures with no face kept and of face-free pictures with one.
 """
