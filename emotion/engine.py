@@ -56,15 +56,13 @@ def resolve_engine(setting: str | None = None) -> str:
     return value
 
 
-class _Logits(torch.nn.Module):
-    """The network's forward pass (as `net(x)`), its output named for the export."""
-
-    def __init__(self, net: torch.nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        return self.net(x)
+def features(net: torch.nn.Module, x: torch.Tensor, stage: str) -> torch.Tensor:
+    """A timm ResNet's activations at the output of `stage` ("layer1" to "layer4") for a batch: its stem,
+    then each stage up to that one."""
+    a = net.maxpool(net.act1(net.bn1(net.conv1(x))))
+    for name in STAGES[: STAGES.index(stage) + 1]:
+        a = getattr(net, name)(a)
+    return a
 
 
 class _BlockBackward(torch.nn.Module):
@@ -123,9 +121,7 @@ class _GradCamGraph(torch.nn.Module):
 
     def forward(self, x, classes, mirror):
         n = self.net
-        a = n.maxpool(n.act1(n.bn1(n.conv1(x))))
-        for name in STAGES[: self.stage + 1]:
-            a = getattr(n, name)(a)
+        a = features(n, x, STAGES[self.stage])
         h, saved = a, []
         for blk in self.above:
             h, s = blk(h)
@@ -242,7 +238,7 @@ class OnnxNet:
         n = torch.export.Dim("batch")
         x = torch.zeros(2, 3, self.side, self.side)
         if part == "logits":
-            module, args, inputs, outputs = _Logits(self.net), (x,), ["x"], ["logits"]
+            module, args, inputs, outputs = self.net, (x,), ["x"], ["logits"]
         else:
             module = _GradCamGraph(self.net, part.split("-")[1])
             args = (x, torch.full((2,), -1, dtype=torch.int64), torch.zeros(2, self.net.num_classes))

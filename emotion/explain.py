@@ -24,7 +24,7 @@ from pytorch_grad_cam import (EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, Laye
 from pytorch_grad_cam.utils.image import scale_cam_image, show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from emotion.engine import STAGES
+from emotion.engine import STAGES, features
 from emotion.model import EmotionModel, dtype, mirror_average
 
 # Offered in the app; ScoreCAM and AblationCAM are left out: hundreds of forward passes a face on a CPU.
@@ -148,15 +148,13 @@ def explain(model: EmotionModel, x: torch.Tensor, classes: list[int | None], met
 def split_forward(net: torch.nn.Module, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The activations of `layer` (a leaf that requires grad) and the logits differentiable with respect to
     them only: the network runs without autograd up to the layer read, with it above."""
-    upto = STAGES.index(resolve_layer(layer).split()[0])
+    stage = resolve_layer(layer).split()[0]
     with torch.no_grad():  # below the layer read nothing needs a gradient
-        a = net.maxpool(net.act1(net.bn1(net.conv1(x))))
-        for name in STAGES[: upto + 1]:
-            a = getattr(net, name)(a)
+        a = features(net, x, stage)
     a = a.detach().requires_grad_(True)
     with torch.enable_grad():
         h = a
-        for name in STAGES[upto + 1:]:
+        for name in STAGES[STAGES.index(stage) + 1:]:
             h = getattr(net, name)(h)
         logits = net.forward_head(h)
     return a, logits
