@@ -13,8 +13,8 @@ the whole of Grad-CAM's forward and backward pass runs in one ONNX Runtime call,
 maps by tests/test_explain.py and tests/test_engine.py.
 
 Each graph (the forward pass; Grad-CAM at layer2, layer3, layer4) is exported with `torch.onnx.export` (the
-torch.export-based exporter) on first use and cached on disk, keyed by a hash of the weights, the input side
-and the library versions (`EMOTION_ONNX_CACHE`, default ~/.cache/emotion/onnx).
+torch.export-based exporter) on first use and cached on disk, keyed by a hash of the weights, the layout, the
+input side and the library versions (`EMOTION_ONNX_CACHE`, default ~/.cache/emotion/onnx).
 
 `EMOTION_ENGINE` chooses: "auto" (the default) takes ONNX Runtime where onnxruntime and the exporter are
 installed and the export works, else PyTorch, with a warning; "torch" always runs PyTorch; "onnx" fails
@@ -162,9 +162,13 @@ def _fingerprint(net: torch.nn.Module) -> tuple[float, ...]:
 
 
 def _weights_hash(net: torch.nn.Module, side: int) -> str:
+    """The cache key of a network's exports: its weights, its layout (the modules' repr, which holds every
+    convolution's stride, padding and dilation: the same weights at another output stride are another
+    graph), the input side and the library versions."""
     import onnxruntime
 
     h = hashlib.sha256(f"{GRAPHS}|{torch.__version__}|{onnxruntime.__version__}|{side}".encode())
+    h.update(repr(net).encode())
     for name, t in sorted({**dict(net.named_parameters()), **dict(net.named_buffers())}.items()):
         h.update(name.encode())
         h.update(t.detach().float().contiguous().numpy().tobytes())

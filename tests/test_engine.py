@@ -85,6 +85,21 @@ def test_the_export_is_cached_and_a_changed_network_runs_in_pytorch(model, crops
     assert (after[:, 2] > before[:, 2]).all()  # PyTorch answers with the changed network
 
 
+def test_the_same_weights_at_another_output_stride_are_another_export(model):
+    """A dilated copy of the network (timm's output_stride=8: no stride in layer3 and layer4, their
+    convolutions dilated instead) has the very same weights but another graph: its cache key must differ,
+    or it would be answered by the other network's export."""
+    import timm
+
+    from emotion.engine import _weights_hash
+
+    dense = timm.create_model("resnet50", num_classes=len(model.labels), output_stride=8).eval()
+    dense.load_state_dict(model.net.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(dense.state_dict().values(), model.net.state_dict().values()))
+    assert _weights_hash(dense, 64) != _weights_hash(model.net, 64)
+    assert _weights_hash(copy.deepcopy(model.net), 64) == _weights_hash(model.net, 64)
+
+
 BLOCKED = """
 import json, sys
 sys.modules["onnxruntime"] = None  # as if onnxruntime were not installed
