@@ -232,7 +232,7 @@ def build_demo(model: EmotionModel, live_precision: str | None = None) -> gr.Blo
     classes = [service.PREDICTED, *model.labels]
     methods = list(METHODS)
     # each layer named with its grid over the face at this model's input side (the value stays the layer's key)
-    grids = {k: grid_side(k, model.prep.size) for k in LAYERS}
+    grids = {k: grid_side(model.net, k, model.prep.size) for k in LAYERS}
     layers = [(f"{k} - {g} x {g} cells", k) for k, g in grids.items()]
     # uploads and results leave Gradio's cache CACHE_SECONDS after they were made (checked 4 times as often)
     with gr.Blocks(title="Explainable facial-emotion recognition",

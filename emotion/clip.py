@@ -135,4 +135,4 @@ def analyse_video(path, model: EmotionModel, rate: float = DEFAULT_RATE, *, meth
         progress(1.0, f"{frames} frames analysed")
     return VideoResult(info.name, info.duration or t, step_rate, every, frames, tuple(model.labels), rows, changes, messages,
                        method, layer, model.describe(), Path(clip_path) if writer is not None else None,
-                       grid_side(layer, model.prep.size))
+                       grid_side(model.net, layer, model.prep.size))

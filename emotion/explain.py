@@ -45,24 +45,25 @@ CONTROL_METHODS = {"Random": RandomCAM}
 DEFAULT_METHOD = "Grad-CAM"
 
 # Where the heatmap is read: the output of a ResNet stage (its last block). The last stage sees the most
-# abstract features at the coarsest grid (input / 32); earlier stages give finer, less class-specific maps.
+# abstract features; earlier stages give less class-specific maps. Each map is a grid of its stage's cells
+# (`grid_side`): input / 32, / 16, / 8 for layer4, layer3, layer2 of a plain ResNet; a dilated one (timm's
+# `output_stride=8`, set in config.json's model_args) keeps layer3 and layer4 at input / 8 with the same weights.
 LAYERS = {
-    "layer4 (last block, 1/32)": lambda net: net.layer4[-1],
-    "layer3 (1/16)": lambda net: net.layer3[-1],
-    "layer2 (1/8)": lambda net: net.layer2[-1],
+    "layer4 (last block)": lambda net: net.layer4[-1],
+    "layer3": lambda net: net.layer3[-1],
+    "layer2": lambda net: net.layer2[-1],
 }
-STRIDES = {"layer2": 8, "layer3": 16, "layer4": 32}  # input pixels per cell of each stage's output
 # The default method and layer are the ones the shipped model's audit (`python -m train.audit`, kept as
 # weights/audit.json) was run for; its figures for them and for the other layers are in the README's verdict
 # section, generated from that file (tests/test_verdict_figures.py holds both to it).
-DEFAULT_LAYER = "layer3 (1/16)"
+DEFAULT_LAYER = "layer3"
 # Where `explain` may run on the bfloat16 network (the webcam path, emotion/precision.py): the direct Grad-CAM
 # path (pytorch-grad-cam reads activations as float32 numpy arrays), at the layers whose maps agree with
 # float32's on every face of tests/test_precision.py (correlation at least 0.998 at layer3, 1.000 at layer4).
 # layer2 passed that set too (0.990), but on another draw of 100 such faces one map, 89% zero, fell to 0.958:
 # layer2 stays float32.
 BF16_METHODS = frozenset({"Grad-CAM"})
-BF16_LAYERS = frozenset({"layer3 (1/16)", "layer4 (last block, 1/32)"})
+BF16_LAYERS = frozenset({"layer3", "layer4 (last block)"})
 
 
 def resolve_layer(name: str) -> str:
@@ -84,10 +85,20 @@ def resolve_method(name: str, controls: bool = True) -> str:
     raise ValueError(f"Unknown explanation method {name!r}; choose from {', '.join(known)}.")
 
 
-def grid_side(layer: str, side: int) -> int:
-    """Cells across the layer's activations for a `side` px input: the map's own resolution, before it is
-    resized to the face (each ResNet stage halves the side, rounding up)."""
-    return -(-side // STRIDES[resolve_layer(layer).split()[0]])
+def stride(net: torch.nn.Module, layer: str) -> int:
+    """Input pixels per cell of `layer`'s activations in this network, as it is built (timm's `feature_info`:
+    a stage's stride, or the stride it keeps when dilated)."""
+    name = resolve_layer(layer).split()[0]
+    for info in getattr(net, "feature_info", None) or []:
+        if info.get("module") == name:
+            return int(info["reduction"])
+    raise ValueError(f"The network does not say the stride of {name} (no timm feature_info for it).")
+
+
+def grid_side(net: torch.nn.Module, layer: str, side: int) -> int:
+    """Cells across `layer`'s activations for a `side` px input: the map's own resolution, before it is
+    resized to the face (each stride-2 step halves the side, rounding up)."""
+    return -(-side // stride(net, layer))
 
 
 def heatmap_name(method: str, layer: str, grid: int) -> str:

@@ -55,21 +55,24 @@ def test_explain_uses_the_fast_path_and_leaves_no_gradients(model, faces):
     assert all(p.grad is None for p in model.net.parameters())
 
 
+@pytest.mark.parametrize("output_stride", [32, 8])
 @pytest.mark.parametrize("side", [48, 64, 112, 128])
-def test_the_grid_named_is_the_layers_own(side):
-    """grid_side counts the cells of each layer's activations, as a timm ResNet50 lays them out: at the
-    shipped 64 px, layer2 is 8 x 8, layer3 4 x 4, layer4 2 x 2; at 128 px, 16, 8 and 4."""
+def test_the_grid_named_is_the_layers_own(side, output_stride):
+    """grid_side counts the cells of each layer's activations, as a timm ResNet50 lays them out: at 64 px,
+    layer2 is 8 x 8, layer3 4 x 4, layer4 2 x 2 (at 128 px, 16, 8 and 4); dilated to output stride 8, layer3
+    and layer4 stay at layer2's grid."""
     from emotion.explain import STAGES, grid_side, heatmap_name
     from emotion.model import create_net
 
-    net = create_net().eval()
+    net = create_net(output_stride=output_stride).eval()
     with torch.no_grad():
         a = net.maxpool(net.act1(net.bn1(net.conv1(torch.zeros(1, 3, side, side)))))
         for name in STAGES:
             a = getattr(net, name)(a)
             if name != "layer1":
-                assert a.shape[-2:] == (grid_side(name, side),) * 2, (name, side)
-    known = {64: {"layer2": 8, "layer3": 4, "layer4": 2}, 128: {"layer2": 16, "layer3": 8, "layer4": 4}}
-    for layer, g in known.get(side, {}).items():
-        assert grid_side(layer, side) == g
-    assert heatmap_name("Grad-CAM", "layer3 (1/16)", 4) == "Grad-CAM at layer3, 4 x 4 cells"
+                assert a.shape[-2:] == (grid_side(net, name, side),) * 2, (name, side)
+    known = {(64, 32): {"layer2": 8, "layer3": 4, "layer4": 2}, (128, 32): {"layer2": 16, "layer3": 8, "layer4": 4},
+             (64, 8): {"layer2": 8, "layer3": 8, "layer4": 8}, (128, 8): {"layer2": 16, "layer3": 16, "layer4": 16}}
+    for layer, g in known.get((side, output_stride), {}).items():
+        assert grid_side(net, layer, side) == g
+    assert heatmap_name("Grad-CAM", "layer3", 4) == "Grad-CAM at layer3, 4 x 4 cells"

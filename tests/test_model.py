@@ -67,6 +67,25 @@ def test_loads_back_through_timm_local_dir(saved):
     assert probs.shape == (1, 7) and probs.sum() == pytest.approx(1, abs=1e-5)
 
 
+def test_a_dilated_network_comes_back_dilated(saved, tmp_path):
+    """A network built at output stride 8 (layer3 and layer4 dilated, not strided: what train's
+    --output-stride 8 makes) is written with that in config.json's model_args and comes back with the same
+    layout: the same answers as the saved network, and layer3's and layer4's grids of input / 8 cells."""
+    from emotion.explain import grid_side
+
+    net, _ = saved
+    dense = create_net(output_stride=8).eval()
+    dense.load_state_dict(net.state_dict())
+    folder = save_model(dense, tmp_path / "dense", Preprocess(size=48))
+    assert json.loads((folder / "config.json").read_text())["model_args"]["output_stride"] == 8
+    m = load_model(str(folder), fallback=False, engine="torch")
+    assert [grid_side(m.net, k, 64) for k in ("layer2", "layer3", "layer4")] == [8, 8, 8]
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        assert (m.net(x) - fp16_rounded(dense)(x)).abs().max() < 1e-4
+        assert m.net.forward_features(x).shape[-2:] == (6, 6) and net.forward_features(x).shape[-2:] == (2, 2)
+
+
 def test_broken_folders_give_clear_messages(saved, tmp_path):
     _, folder = saved
     with pytest.raises(ModelLoadError, match="not found"):

@@ -74,6 +74,10 @@ def parse_args(argv=None):
     p.add_argument("--jpeg-p", type=float, default=0.25, help="share of training faces re-encoded as JPEG")
     p.add_argument("--drop-rate", type=float, default=0.3, help="dropout before the classifier")
     p.add_argument("--drop-path", type=float, default=0.05, help="stochastic depth")
+    p.add_argument("--output-stride", type=int, choices=[8, 16, 32], default=32,
+                   help="the network's output stride: 16 or 8 dilate layer4 (and layer3 for 8) instead of striding "
+                   "them, so their heatmaps are grids of input/16 or input/8 cells (same weights; slower); "
+                   "written to config.json's model_args")
     p.add_argument("--pretrained", action="store_true", help="start from timm's ImageNet weights (needs internet)")
     p.add_argument("--init", default=None, help="start from this model's weights (a model folder, local-dir:PATH or "
                    "hf-hub:owner/name), e.g. to fine-tune the shipped model on another data set or to finish a "
@@ -236,8 +240,9 @@ def main(argv=None):
           f"{time.time() - t0:.0f}s; classes {dict(zip(CLASSES, train_set.class_counts()))}")
 
     # ---- model, optimiser, schedule
+    dilation = {"output_stride": args.output_stride} if args.output_stride != 32 else {}
     net = create_net(len(CLASSES), pretrained=args.pretrained, drop_rate=args.drop_rate,
-                     drop_path_rate=args.drop_path).to(device, memory_format=torch.channels_last)
+                     drop_path_rate=args.drop_path, **dilation).to(device, memory_format=torch.channels_last)
     if start and not ckpt:  # (a resume loads the checkpoint's weights below)
         net.load_state_dict(start.net.state_dict())
         say(f"init: weights of {start.name()}")
