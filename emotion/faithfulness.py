@@ -18,8 +18,8 @@ Maps that carry no evidence about this face and this class get the same test, on
 
 - face_prior: what an average explanation of this class looks like. The mean map of the same method and
   layer over the FER2013 training faces the model predicts as the class (over all of them for a class it
-  rarely predicts), `emotion/face_prior.npz`, made by `python -m train.face_prior`; for a method or layer
-  the file lacks, a centre prior aligned with the face template (emotion.regions). It knows where faces
+  rarely predicts), `face_prior.npz` in the model's folder (`weights/face_prior.npz` for the shipped model),
+  made by `python -m train.face_prior` for that model; for a model without one, or a method or layer the file lacks, a centre prior aligned with the face template (emotion.regions). It knows where faces
   are and where this model usually looks for the class (the mouth for a smile), nothing about this face.
 - other_class: the same method's map for the most likely other class, on the same face (class
   sensitivity). A map that explains class c must single out c's evidence better than another class's
@@ -68,7 +68,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from emotion.explain import (CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, explain, resolve_layer,
                              split_forward)
-from emotion.model import EmotionModel
+from emotion.model import FACE_PRIOR_FILE, EmotionModel
 
 FRACTIONS = (0.1, 0.25, 0.5)  # shares of the pixels deleted, most highlighted first
 N_RANDOM = 1  # random maps per face: with one, the whole check costs what the old 10-map check did
@@ -77,7 +77,6 @@ UNTESTABLE = 0.05  # logit units: below this drop for every map and fraction, th
 BLUR_SIGMA = 1 / 8  # of the input side
 LEVELS = ("good", "weak", "chance", "untestable", "empty")
 CONTROLS = ("face_prior", "other_class", "random")
-PRIOR_FILE = Path(__file__).resolve().parent / "face_prior.npz"
 
 
 class BlurDeletion:
@@ -232,21 +231,31 @@ def prior_key(method: str, layer: str) -> str:
     return f"{method}|{resolve_layer(layer).split()[0]}"
 
 
-@lru_cache(maxsize=1)
-def _prior_file() -> dict[str, np.ndarray]:
-    if not PRIOR_FILE.is_file():
-        return {}
-    with np.load(PRIOR_FILE) as z:
+@lru_cache(maxsize=8)
+def _prior_maps(path: str, stamp: tuple[int, int]) -> dict[str, np.ndarray]:
+    """The maps of one face_prior.npz (`stamp`: its size and mtime, so a rebuilt file is read again)."""
+    with np.load(path) as z:
         return {k: z[k].astype(np.float32) for k in z.files}
 
 
-def face_prior(method: str = DEFAULT_METHOD, layer=DEFAULT_LAYER, size: int = 64,
+def prior_maps(folder: str | Path) -> dict[str, np.ndarray]:
+    """{"method|layer[|class]": mean map} of the model in `folder` (its FACE_PRIOR_FILE), {} without one."""
+    f = Path(folder) / FACE_PRIOR_FILE
+    if not f.is_file():
+        return {}
+    st = f.stat()
+    return _prior_maps(str(f.resolve()), (st.st_size, st.st_mtime_ns))
+
+
+def face_prior(folder: str | Path, method: str = DEFAULT_METHOD, layer=DEFAULT_LAYER, size: int = 64,
                target: str | None = None) -> tuple[np.ndarray, str]:
-    """(the face-prior map at `size`, where it came from): the mean map of `method` at `layer` over the
-    FER2013 training faces predicted as `target` (what an average explanation of that class looks like),
-    else over all of them, else (a method or layer the file lacks) the centre prior."""
+    """(the face-prior map at `size`, where it came from): of the model in `folder` (`EmotionModel.source`),
+    the mean map of `method` at `layer` over the FER2013 training faces it predicts as `target` (what an
+    average explanation of that class looks like), else over all of them, else (no file, or a method or
+    layer the file lacks) the centre prior. Each model has its own: another model's mean maps say nothing
+    about where this one looks."""
     key = prior_key(method, layer) if isinstance(layer, str) else None
-    maps = _prior_file()
+    maps = prior_maps(folder)
     if key and target and f"{key}|{target}" in maps:
         m, source = maps[f"{key}|{target}"], f"mean {target} map over FER2013 training faces"
     elif key and key in maps:
@@ -399,6 +408,6 @@ def face_faithfulness(model: EmotionModel, face, method: str = DEFAULT_METHOD, l
             other, precomputed = (name, other_map), (logits, rand)
         else:
             other = (name, explain(model, x, [k], method, layer)[1][0])
-    prior, _ = face_prior(method, layer, model.prep.size, face.explained)
+    prior, _ = face_prior(model.source, method, layer, model.prep.size, face.explained)
     return faithfulness(model, x, face.heatmap, face.explained, prior=prior, other=other, n_random=n_random,
                         seed=seed, layer=layer, class_agnostic=agnostic, precomputed=precomputed)

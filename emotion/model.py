@@ -32,6 +32,9 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 ENV_VAR = "EMOTION_MODEL"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+# the mean heatmaps the honesty check compares each map with (emotion/faithfulness.py): optional, made by
+# `python -m train.face_prior` for the model beside it
+FACE_PRIOR_FILE = "face_prior.npz"
 
 
 class ModelLoadError(RuntimeError):
@@ -321,7 +324,8 @@ def _reason(e: BaseException) -> str:
 
 
 def _download_from_hub(repo: str) -> tuple[Path, str]:
-    """Fetch config.json and model.safetensors (never a pickle) of `owner/name[@revision]` into the HF cache.
+    """Fetch config.json, model.safetensors (never a pickle) and, where the repo has it, face_prior.npz of
+    `owner/name[@revision]` into the HF cache.
 
     Returns the folder and the commit it holds. Raises HubUnreachable when the Hub cannot be reached (and
     the files are not cached), ModelLoadError with the Hub's reason when it answered but refused.
@@ -331,7 +335,7 @@ def _download_from_hub(repo: str) -> tuple[Path, str]:
     repo_id, _, revision = repo.partition("@")
     try:
         folder = Path(snapshot_download(repo_id, revision=revision or None,
-                                        allow_patterns=[CONFIG_FILE, WEIGHTS_FILE]))
+                                        allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, FACE_PRIOR_FILE]))
     except Exception as e:  # huggingface_hub raises many kinds: sort them into "not reached" and "refused"
         if _unreachable(e):
             raise HubUnreachable(f"The Hub could not be reached for hf-hub:{repo} ({_reason(e)}).") from e

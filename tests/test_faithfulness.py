@@ -9,7 +9,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from emotion import faithfulness as F
 from emotion import regions as R
 from emotion import service
-from emotion.model import CLASSES, EmotionModel, Preprocess
+from emotion.model import CLASSES, DEFAULT_WEIGHTS, FACE_PRIOR_FILE, EmotionModel, Preprocess
 from tests import fixtures as fx
 
 S = 32
@@ -152,12 +152,21 @@ def test_judge_needs_every_control_beaten_by_the_margin():
     assert level == "weak" and "same map for every class" in verdict
 
 
-def test_face_prior_comes_from_the_shipped_file_per_class():
-    happy, source = F.face_prior("Grad-CAM", "layer3", 64, "happy")
-    overall, source_all = F.face_prior("Grad-CAM", "layer3", 64)
+def test_face_prior_comes_from_the_models_own_folder_per_class(tmp_path):
+    happy, source = F.face_prior(DEFAULT_WEIGHTS, "Grad-CAM", "layer3", 64, "happy")
+    overall, source_all = F.face_prior(DEFAULT_WEIGHTS, "Grad-CAM", "layer3", 64)
     assert source == "mean happy map over FER2013 training faces" and source_all.startswith("mean map")
     assert happy.shape == (64, 64) and not np.allclose(happy, overall)
-    assert F.face_prior("Grad-CAM", torch.nn.ReLU(), 32)[1] == "centre prior"  # a bare module: no file entry
+    assert F.face_prior(DEFAULT_WEIGHTS, "Grad-CAM", torch.nn.ReLU(), 32)[1] == "centre prior"  # a bare module
+    # another model's folder: its own maps, read again when the file is rebuilt; none there: the centre prior
+    assert F.face_prior(tmp_path, "Grad-CAM", "layer3", 64, "happy")[1] == "centre prior"
+    stripe = np.zeros((16, 16), np.float16)
+    stripe[12:14] = 1  # a mean map that lies on the mouth only
+    np.savez_compressed(tmp_path / FACE_PRIOR_FILE, **{"Grad-CAM|layer3|happy": stripe})
+    mine, source = F.face_prior(tmp_path, "Grad-CAM", "layer3", 16, "happy")
+    assert source.startswith("mean happy map") and np.array_equal(mine, stripe.astype(np.float32))
+    np.savez_compressed(tmp_path / FACE_PRIOR_FILE, **{"Grad-CAM|layer3|happy": stripe.T.copy()})
+    assert np.array_equal(F.face_prior(tmp_path, "Grad-CAM", "layer3", 16, "happy")[0], stripe.T)
     # the centre prior peaks at the template face's centre
     c = F.centre_prior(64)
     iy, ix = np.unravel_index(np.argmax(c), c.shape)
@@ -233,6 +242,6 @@ def test_the_one_pass_gradcam_controls_equal_the_library_path(model):
     assert logits == pytest.approx(want_rand_logits, abs=1e-4)
     fast = F.face_faithfulness(model, face, "Grad-CAM", "layer3")
     slow = F.faithfulness(model, x, face.heatmap, face.explained, other=(model.labels[other], want_map[0]),
-                          prior=F.face_prior("Grad-CAM", "layer3", model.prep.size, face.explained)[0], layer="layer3")
+                          prior=F.face_prior(model.source, "Grad-CAM", "layer3", model.prep.size, face.explained)[0], layer="layer3")
     assert fast["level"] == slow["level"] and fast["score"] == pytest.approx(slow["score"], abs=1e-3)
     assert fast["controls"] == pytest.approx(slow["controls"], abs=1e-3)

@@ -47,6 +47,17 @@ def test_dry_run_prints_the_plan_and_nothing_else():
     assert not [f for f in files if f.split("/")[-1] in ("benchmark.py", "loadtest.py")]
 
 
+def test_the_model_goes_up_with_its_face_prior_and_never_a_pickle():
+    """The model repo gets what loading it needs, the honesty check's mean maps of this very model included
+    (emotion/faithfulness.py reads them from the model's folder), and no pickle."""
+    r = run_push("--repo", "someone/emotion-model", "--weights", "weights", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    line = next(t for t in r.stdout.splitlines() if t.startswith("will upload: "))
+    files = line.removeprefix("will upload: ").split("; skipping")[0].split(", ")
+    assert {"config.json", "model.safetensors", "face_prior.npz", "README.md"} <= set(files)
+    assert not [f for f in files if f.endswith((".pt", ".bin", ".pth", ".pkl", ".ckpt"))]
+
+
 def test_space_readme_front_matter(tmp_path):
     build_space(tmp_path / "space", "someone/emotion-model")
     meta = front_matter((tmp_path / "space" / "README.md").read_text())
@@ -89,7 +100,7 @@ def space(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("space")
     model_repo = tmp / "model-repo"  # stands in for the Hub model repo the Space preloads
     model_repo.mkdir()
-    for name in ("config.json", "model.safetensors"):
+    for name in ("config.json", "model.safetensors", "face_prior.npz"):  # what train.push uploads
         shutil.copyfile(fx.ROOT / "weights" / name, model_repo / name)
     folder = tmp / "space"
     build_space(folder, "someone/emotion-model")

@@ -278,7 +278,7 @@ def faithfulness_rows(model: EmotionModel, sources: list, methods: list[str], la
                     maps["shuffled"] = previous[lay, m]
                 previous[lay, m] = heat
                 other_map = None if agnostic else (other, explain(model, x, [model.labels.index(other)], m, lay)[1][0])
-                prior = face_prior(m, lay, model.prep.size, f.label)[0]
+                prior = face_prior(model.source, m, lay, model.prep.size, f.label)[0]
                 res = faithfulness_many(model, x, maps, pred, prior=prior, other=other_map, n_random=n_random,
                                         layer=lay, class_agnostic=agnostic)
                 if k < road_faces:

@@ -1,6 +1,9 @@
-"""Make emotion/face_prior.npz: each CAM method's mean map at each layer over FER2013 training faces.
+"""Make a model folder's face_prior.npz: each CAM method's mean map at each layer over FER2013 training faces.
 
     python -m train.face_prior --weights weights --data ../shared/datasets/fer2013 [--n 256] [--threads 1]
+
+It is written beside the model's weights (weights/face_prior.npz for the shipped model), pushed to the Hub with
+them, and read by the app for that model only; a model without one is checked against a centre prior.
 
 The mean map is the faithfulness check's face-prior control (emotion/faithfulness.py): what an average
 explanation looks like for this model, method and layer, with nothing in it about any one face. Each map
@@ -12,15 +15,16 @@ from __future__ import annotations
 
 import argparse
 import random
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
 from emotion.explain import LAYERS, METHODS, explain
-from emotion.faithfulness import PRIOR_FILE, prior_key
+from emotion.faithfulness import prior_key
 from emotion.images import load_image
-from emotion.model import load_model
+from emotion.model import FACE_PRIOR_FILE, load_model
 from train.data import list_split
 
 SIDE = 16
@@ -66,7 +70,8 @@ def main(argv=None) -> dict[str, np.ndarray]:
     p.add_argument("--n", type=int, default=256, help="faces, a seeded random sample of the split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", default=str(PRIOR_FILE))
+    p.add_argument("--out", default=None, help=f"default: {FACE_PRIOR_FILE} in the model's folder, where the "
+                   "app looks for it")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -76,8 +81,9 @@ def main(argv=None) -> dict[str, np.ndarray]:
     crops = [s if isinstance(s, np.ndarray) else load_image(s).rgb for s, _ in items]
     crops = [np.repeat(c[..., None], 3, 2) if c.ndim == 2 else c for c in crops]
     maps = mean_maps(model, crops)
-    np.savez_compressed(args.out, **{k: v.astype(np.float16) for k, v in maps.items()})
-    print(f"{len(maps)} mean maps over {len(crops)} {args.dataset} {args.split} faces -> {args.out}")
+    out = args.out or str(Path(model.source) / FACE_PRIOR_FILE)
+    np.savez_compressed(out, **{k: v.astype(np.float16) for k, v in maps.items()})
+    print(f"{len(maps)} mean maps over {len(crops)} {args.dataset} {args.split} faces -> {out}")
     return maps
 
 

@@ -17,10 +17,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from emotion.model import CONFIG_FILE, WEIGHTS_FILE, load_model
+from emotion.model import CONFIG_FILE, FACE_PRIOR_FILE, WEIGHTS_FILE, load_model
 from train.space import build_space, check_repo_name, space_variables
 
-ALLOWED = [WEIGHTS_FILE, CONFIG_FILE, "README.md", "results.json", "*.png"]
+ALLOWED = [WEIGHTS_FILE, CONFIG_FILE, FACE_PRIOR_FILE, "README.md", "results.json", "*.png"]
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".ckpt"}
 NO_TOKEN = ("No Hugging Face token found: run `hf auth login` (or set HF_TOKEN) with a token that has "
             "write access.")
