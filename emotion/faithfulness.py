@@ -19,7 +19,8 @@ Maps that carry no evidence about this face and this class get the same test, on
 - face_prior: what an average explanation of this class looks like. The mean map of the same method and
   layer over the FER2013 training faces the model predicts as the class (over all of them for a class it
   rarely predicts), `face_prior.npz` in the model's folder (`weights/face_prior.npz` for the shipped model),
-  made by `python -m train.face_prior` for that model; for a model without one, or a method or layer the file lacks, a centre prior aligned with the face template (emotion.regions). It knows where faces
+  made by `python -m train.face_prior` for that model; for a model without one, or a method or layer the
+  file lacks, a centre prior aligned with the face template (emotion.regions). It knows where faces
   are and where this model usually looks for the class (the mouth for a smile), nothing about this face.
 - other_class: the same method's map for the most likely other class, on the same face (class
   sensitivity). A map that explains class c must single out c's evidence better than another class's
