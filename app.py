@@ -45,7 +45,8 @@ from gradio.utils import get_upload_folder as gradio_upload_folder  # noqa: E402
 
 from emotion import service, timeline, view  # noqa: E402
 from emotion.engine import EngineError  # noqa: E402
-from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, METHODS, grid_side  # noqa: E402
+from emotion.explain import (CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, LIVE_LAYER, LIVE_METHOD,  # noqa: E402
+                             METHODS, grid_side)
 from emotion.images import MAX_FILE_BYTES, ImageError  # noqa: E402
 from emotion.model import EmotionModel, ModelLoadError, load_model  # noqa: E402
 from emotion.precision import resolve_precision  # noqa: E402
@@ -278,14 +279,16 @@ def build_demo(model: EmotionModel, live_precision: str | None = None) -> gr.Blo
             gr.Markdown("Turn on the camera: every frame is labelled and explained. The preview is a mirror; "
                         "the frames are analysed, and shown on the right, the right way round. Labels are "
                         "averaged over the last few frames; each heatmap is the frame's own, for the class "
-                        "named under the label. Frames that arrive while one is being analysed are skipped.")
+                        "named under the label. Frames that arrive while one is being analysed are skipped. The "
+                        "webcam reads Grad-CAM at layer3, fast enough for every frame; Occlusion, the photos' "
+                        "default, blurs each of 64 cells in turn, a forward pass each.")
             with gr.Row():
                 cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera",
                                webcam_options=gr.WebcamOptions(mirror=MIRRORED))
                 live = FrameOutput(label="Live: heatmap and label", interactive=False, format="jpeg")
             with gr.Row():
-                live_method = gr.Dropdown(methods, value=DEFAULT_METHOD, label="Explanation method")
-                live_layer = gr.Dropdown(layers, value=DEFAULT_LAYER, label="Layer it reads")
+                live_method = gr.Dropdown(methods, value=LIVE_METHOD, label="Explanation method")
+                live_layer = gr.Dropdown(layers, value=LIVE_LAYER, label="Layer it reads")
             live_probs = gr.Label(num_top_classes=7, label="Probabilities (largest face, smoothed)")
             state = gr.State(None)  # a LiveState per session, made on the first frame
             cam.stream(on_frame, [cam, state, live_method, live_layer], [live, live_probs, state],
@@ -343,7 +346,7 @@ def main(argv=None):
     try:
         model = load_model(args.model)
         if model.onnx is not None:  # ONNX Runtime's graphs (exported, or read from the cache) now, not on a request
-            model.onnx.warm([DEFAULT_LAYER])
+            model.onnx.warm([LIVE_LAYER])
         engine = model.engine
     except (ModelLoadError, EngineError, ValueError) as e:  # a plain sentence, not a traceback
         raise SystemExit(f"Could not start: {e}") from None

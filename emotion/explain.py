@@ -19,6 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+from captum.attr import Occlusion
 from pytorch_grad_cam import (EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, RandomCAM,
                               XGradCAM)
 from pytorch_grad_cam.utils.image import scale_cam_image, show_cam_on_image
@@ -26,9 +27,13 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from emotion.engine import STAGES, features
 from emotion.model import EmotionModel, dtype, mirror_average
+from emotion.occlusion import occlusion_maps
 
-# Offered in the app; ScoreCAM and AblationCAM are left out: hundreds of forward passes a face on a CPU.
+# Offered in the app: pytorch-grad-cam's CAM methods and captum's Occlusion (emotion/occlusion.py: each cell
+# of the layer's grid blurred in turn, one forward pass a cell). ScoreCAM and AblationCAM are left out: one
+# forward pass per channel of the layer (hundreds a face) on a CPU.
 METHODS = {
+    "Occlusion": Occlusion,
     "Grad-CAM": GradCAM,
     "Grad-CAM++": GradCAMPlusPlus,
     "HiResCAM": HiResCAM,
@@ -42,7 +47,6 @@ CLASS_AGNOSTIC = frozenset({"Eigen-CAM"})
 # A map with no information, for judging other maps against: explain() takes it, the app and the API do not
 # (analyse() refuses it), since it explains nothing.
 CONTROL_METHODS = {"Random": RandomCAM}
-DEFAULT_METHOD = "Grad-CAM"
 
 # Where the heatmap is read: the output of a ResNet stage (its last block). The last stage sees the most
 # abstract features; earlier stages give less class-specific maps. Each map is a grid of its stage's cells
@@ -56,7 +60,11 @@ LAYERS = {
 # The default method and layer are the ones the shipped model's audit (`python -m train.audit`, kept as
 # weights/audit.json) was run for; its figures for them and for the other layers are in the README's verdict
 # section, generated from that file (tests/test_verdict_figures.py holds both to it).
-DEFAULT_LAYER = "layer3"
+DEFAULT_METHOD = "Occlusion"
+DEFAULT_LAYER = "layer2"
+# The webcam's: one forward and one partial backward pass a face fit its frame budget; Occlusion's 64 do not.
+LIVE_METHOD = "Grad-CAM"
+LIVE_LAYER = "layer3"
 # Where `explain` may run on the bfloat16 network (the webcam path, emotion/precision.py): the direct Grad-CAM
 # path (pytorch-grad-cam reads activations as float32 numpy arrays), at the layers whose maps agree with
 # float32's on every face of tests/test_precision.py (correlation at least 0.998 at layer3, 1.000 at layer4).
@@ -139,6 +147,13 @@ def explain(model: EmotionModel, x: torch.Tensor, classes: list[int | None], met
                 return logits, cam_maps(a, grads, x)
             net = model.network(p)
             return gradcam(net, x.to(dtype(net)), classes, layer, mirror_logits)
+    if cam_cls is Occlusion:  # forward passes only: ONNX Runtime where it runs (model.logits)
+        with model.lock, torch.no_grad():
+            logits = model.logits(x)
+            predicted = mirror_average(logits, mirror_logits).argmax(1).tolist()
+            classes = [p if c is None else int(c) for c, p in zip(classes, predicted)]
+            grid = grid_side(model.net, layer, x.shape[-1])
+            return logits, occlusion_maps(model.logits, x, classes, grid)
     net = model.net
     target_layer = LAYERS[resolve_layer(layer)](net)
     with model.lock, torch.enable_grad(), cam_cls(model=net, target_layers=[target_layer]) as cam:

@@ -16,7 +16,7 @@ import numpy as np
 from emotion import table, timeline
 from emotion.clip import Progress, VideoResult, analyse_video
 from emotion.draw import annotate
-from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, resolve_method
+from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LIVE_LAYER, LIVE_METHOD, resolve_method
 from emotion.faithfulness import face_faithfulness
 from emotion.regions import face_region_areas, face_region_shares
 from emotion.live import LiveState
@@ -107,7 +107,7 @@ def predict(model: EmotionModel, image, method: str = DEFAULT_METHOD, layer: str
 
 
 def live_frame(model: EmotionModel, frame: np.ndarray | None, state: LiveState | None,
-               method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER, precision: str | None = None):
+               method: str = LIVE_METHOD, layer: str = LIVE_LAYER, precision: str | None = None):
     """One webcam frame -> (frame with heatmaps and smoothed labels, smoothed probabilities, state).
 
     `precision` is resolved by emotion.precision.resolve_precision: None reads $EMOTION_PRECISION, else

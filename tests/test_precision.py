@@ -11,7 +11,7 @@ from PIL import Image
 
 from emotion import precision as P
 from emotion import service
-from emotion.explain import BF16_LAYERS, DEFAULT_LAYER, LAYERS, effective_precision, explain
+from emotion.explain import BF16_LAYERS, LAYERS, LIVE_LAYER, LIVE_METHOD, effective_precision, explain
 from emotion.faces import cut, detect_faces
 from emotion.pipeline import analyse
 from tests import fixtures as fx
@@ -61,10 +61,10 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 @NATIVE
 @pytest.mark.parametrize("layer", sorted(BF16_LAYERS))
 def test_bf16_agrees_with_float32_on_real_faces(model, faces, layer, record_property):
-    logits32, maps32 = explain(model, faces, [None] * len(faces), layer=layer)
+    logits32, maps32 = explain(model, faces, [None] * len(faces), "Grad-CAM", layer)
     predicted = logits32.argmax(1)
     # the same class explained on both networks, so that the maps can be compared
-    logits16, maps16 = explain(model, faces, predicted.tolist(), layer=layer, precision="bf16")
+    logits16, maps16 = explain(model, faces, predicted.tolist(), "Grad-CAM", layer, precision="bf16")
     assert logits16.dtype == torch.float32 and maps16.dtype == maps32.dtype == np.float32
     assert not torch.equal(logits16, logits32)  # the bf16 network did answer
     same = (logits16.argmax(1) == predicted).float().mean().item()
@@ -88,7 +88,7 @@ def test_the_live_path_runs_in_bf16_when_asked_and_photos_stay_float32(model, mo
     photo = analyse(frame, model, detect_side=service.LIVE_DETECT_SIDE, flip=False)  # as live, but a photo
     assert photo.precision == "fp32"
     # photo mode, with its honesty checks, is float32 whatever is asked
-    checked, _, _ = service.checked(model, frame, "Grad-CAM", DEFAULT_LAYER, None, False, with_heatmap=False)
+    checked, _, _ = service.checked(model, frame, LIVE_METHOD, LIVE_LAYER, None, False, with_heatmap=False)
     assert checked.precision == "fp32"
     gaps = [abs(live[c] - photo.faces[0].probabilities[c]) for c in model.labels]
     assert 0 < max(gaps) <= 0.02
@@ -132,7 +132,7 @@ def test_without_bf16_the_live_path_is_the_float32_path(model, monkeypatch):
 def test_bf16_serves_only_the_methods_and_layers_shown_to_agree():
     # Grad-CAM at layer3 (the webcam's default) and layer4; layer2, whose sparse maps once fell to 0.958, is float32
     assert [effective_precision("bf16", "Grad-CAM", layer.split()[0]) for layer in LAYERS] == ["bf16", "bf16", "fp32"]
-    assert effective_precision("bf16", "Grad-CAM") == "bf16" and DEFAULT_LAYER in BF16_LAYERS
+    assert effective_precision("bf16", LIVE_METHOD, LIVE_LAYER) == "bf16" and LIVE_LAYER in BF16_LAYERS
     for layer in LAYERS:
         assert effective_precision("bf16", "grad-cam++", layer) == "fp32"  # through pytorch-grad-cam: float32
         assert effective_precision("fp32", "Grad-CAM", layer) == "fp32"

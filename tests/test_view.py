@@ -11,7 +11,7 @@ from PIL import Image
 
 from emotion import service
 from emotion.draw import COLOURS, FONT, _blend_heatmap, _text, annotate
-from emotion.explain import DEFAULT_LAYER
+from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD
 from emotion.faces import detect_faces
 from emotion.model import CLASSES
 from emotion.pipeline import analyse
@@ -62,9 +62,9 @@ def test_every_face_gets_a_card_in_the_photo_numbers_order(model):
     legend = v.faces.split('<section')[0]
     grid = {"layer2": 8, "layer3": 4, "layer4": 2}[DEFAULT_LAYER.split()[0]]  # at the shipped 64 px
     assert model.prep.size == 64
-    assert f"Grad-CAM at {DEFAULT_LAYER.split()[0]}, {grid} x {grid} cells" in legend
+    assert f"{DEFAULT_METHOD} at {DEFAULT_LAYER.split()[0]}, {grid} x {grid} cells" in legend
     assert "red:" in legend and "blue:" in legend
-    assert f"Heatmaps: Grad-CAM at {DEFAULT_LAYER.split()[0]}, {grid} x {grid} cells." in v.status
+    assert f"Heatmaps: {DEFAULT_METHOD} at {DEFAULT_LAYER.split()[0]}, {grid} x {grid} cells." in v.status
 
 
 def test_class_agnostic_method_says_so(model):

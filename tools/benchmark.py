@@ -63,7 +63,7 @@ def baseline_frame(model, frame, encode) -> dict:
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from emotion.explain import DEFAULT_LAYER, LAYERS, overlay
+    from emotion.explain import LAYERS, LIVE_LAYER, overlay
     from emotion.faces import cut, detect_faces
     from emotion.service import LIVE_DETECT_SIDE
 
@@ -75,7 +75,7 @@ def baseline_frame(model, frame, encode) -> dict:
     probs = model.predict(crops, flip=False)  # the webcam path skips the mirror pass too
     t.append(time.perf_counter())
     x = model.prep.to_input(crops)
-    layer = LAYERS[DEFAULT_LAYER](model.net)  # the layer the app reads
+    layer = LAYERS[LIVE_LAYER](model.net)  # the layer the webcam reads
     with torch.enable_grad(), GradCAM(model=model.net, target_layers=[layer]) as cam:
         maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(p.argmax())) for p in probs])
     model.net.zero_grad(set_to_none=True)

@@ -66,7 +66,7 @@ from emotion.explain import (
     explain,
     resolve_layer,
 )
-from emotion.faithfulness import (CONTROLS, LEVELS, MARGIN, N_RANDOM, face_prior, faithfulness_many, judge,
+from emotion.faithfulness import (CONTROLS, LEVELS, N_RANDOM, face_prior, faithfulness_many, judge, margin_for,
                                   other_class, random_maps)
 from emotion.images import ImageError
 from emotion.model import CLASSES, EmotionModel, load_model
@@ -280,7 +280,7 @@ def faithfulness_rows(model: EmotionModel, sources: list, methods: list[str], la
                 other_map = None if agnostic else (other, explain(model, x, [model.labels.index(other)], m, lay)[1][0])
                 prior = face_prior(model.source, m, lay, model.prep.size, f.label)[0]
                 res = faithfulness_many(model, x, maps, pred, prior=prior, other=other_map, n_random=n_random,
-                                        layer=lay, class_agnostic=agnostic)
+                                        layer=lay, class_agnostic=agnostic, margin=margin_for(m))
                 if k < road_faces:
                     seed = res["map"]["seed"]
                     res["road"] = face_road(model, x, heat, pred, prior=prior,
@@ -353,6 +353,7 @@ def faithfulness_figures(results: list[dict]) -> dict:
             "mean_beats_random": _mean(r["beats_random"] / r["n_random"] for r in scored),
             **{f"share_{level}": float(np.mean([r["level"] == level for r in maps])) for level in LEVELS},
             "false_good": rates, "false_good_rate": max(known) if known else None,
+            "margin": maps[0].get("margin") if maps else None,
             "by_margin": {f"{g:g}": _at_margin(results, g) for g in MARGINS},
             "mean_ms": _mean(r["ms"] for r in maps)}
 
@@ -704,7 +705,7 @@ def main(argv=None) -> dict | None:
             print("  with MARGIN " + "; ".join(
                 f"{g}: good {b['share_good']:.1%}, false good "
                 + ("n/a" if b["false_good_rate"] is None else f"{b['false_good_rate']:.1%}")
-                for g, b in v["by_margin"].items()) + f" (now {MARGIN:g})")
+                for g, b in v["by_margin"].items()) + f" (now {margin_for(m):g})")
             rd = v.get("road")
             if rd:
                 fmt = lambda x, f="{:.3f}": "n/a" if x is None else f.format(x)  # noqa: E731

@@ -265,7 +265,7 @@ def render_card(results: dict, config: dict) -> str:
     lines += _usage(config, size)
     lines += [
         "## Intended use and limits", "",
-        "For explaining and auditing facial-expression recognition (with the Grad-CAM heatmaps of the app), "
+        "For explaining and auditing facial-expression recognition (with the checked heatmaps of the app), "
         "not for decisions about people. An expression is not an emotion: the model reads posed or caught "
         "expressions in the style of its training data (FER2013: web images, mostly frontal, grey, 48x48). "
         "Accuracy differs by class (see the table) and is untested by age, gender or skin tone here; audit "
