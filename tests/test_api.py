@@ -27,7 +27,7 @@ def test_predict_takes_the_documented_keywords(server):
     assert r["method"] == "HiResCAM" and r["layer"] == "layer4" and r["grid"] == [2, 2]  # 64 px / 32
     # the defaults are the documented ones: only the image is needed
     r = c.predict(image=handle_file(str(fx.PORTRAIT)), api_name="/predict")
-    assert r["method"] == "Grad-CAM" and r["layer"] == "layer3" and r["grid"] == [4, 4]
+    assert r["method"] == "Occlusion" and r["layer"] == "layer2" and r["grid"] == [8, 8]
     assert r["faces"][0]["explained_class"] == r["faces"][0]["label"]
     with pytest.raises(TypeError):
         c.predict(image=handle_file(str(fx.PORTRAIT)), explain_for="sad", api_name="/predict")
@@ -103,7 +103,7 @@ def test_predict_video_through_the_client(server, tmp_path):
     row = r["rows"][0]
     assert sorted(row["probabilities"]) == sorted(CLASSES) and len(row["box"]) == 4
     assert row["level"] in ("good", "weak", "chance", "untestable", "empty") and row["verdict"]
-    assert r["method"] == "Grad-CAM" and r["layer"] == "layer3" and r["grid"] == [4, 4]
+    assert r["method"] == "Occlusion" and r["layer"] == "layer2" and r["grid"] == [8, 8]
     # a file that is not a video: a plain message, and the server goes on answering
     notes = tmp_path / "notes.mp4"
     notes.write_text("not a video\n" * 40)

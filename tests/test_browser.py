@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
-from emotion.explain import DEFAULT_LAYER
+from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD
 from emotion.model import CLASSES
 from tests import clips
 from tests import fixtures as fx
@@ -199,7 +199,7 @@ def test_desktop_view_puts_each_face_beside_its_heatmap(page):
         details = rect(cards(page).nth(i).locator(".ev-details"))
         assert details["left"] >= heat["right"]  # on a desktop the numbers sit beside the pictures
     legend = page.locator("#faces .ev-legend")
-    expect(legend).to_contain_text(f"Grad-CAM at {LAYER}, {GRID} x {GRID} cells")  # the layer's own grid
+    expect(legend).to_contain_text(f"{DEFAULT_METHOD} at {LAYER}, {GRID} x {GRID} cells")  # the layer's own grid
     expect(legend).to_contain_text("red: pixels that raised the class's score most")
     expect(legend).to_contain_text("blue:")
     # the numbered photo stays, smaller than the face cards above it
