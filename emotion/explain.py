@@ -1,9 +1,10 @@
-"""Class-activation heatmaps through pytorch-grad-cam: which part of the face drove a class score.
+"""Heatmaps of which part of the face drove a class score: pytorch-grad-cam's CAM methods and captum's Occlusion.
 
-`explain()` runs one CAM method on a batch of faces and returns, in the same forward pass, the model's
+`explain()` runs one method on a batch of faces and returns, in the same forward pass, the model's
 logits and one heatmap (0..1, at the model's input size) per face for the class asked about.
 
-Grad-CAM, the default, takes a direct path. In float32 where ONNX Runtime runs the model
+Occlusion, the default for photos and videos (emotion/occlusion.py), blurs each cell of the layer's grid in
+turn and needs forward passes only (in ONNX Runtime where it runs). Grad-CAM, the webcam's, takes a direct path. In float32 where ONNX Runtime runs the model
 (emotion/engine.py), one ONNX Runtime call gives the logits, the layer's activations and their gradient,
 and `cam_maps` weighs them. Otherwise `gradcam` runs PyTorch without autograd up to the layer read and
 differentiates only the part above it, with respect to that layer's activations alone (no gradient reaches

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from emotion import regions as R
+from emotion.explain import DEFAULT_METHOD
 from emotion.faithfulness import LEVELS, face_faithfulness, other_class
 from emotion.model import CLASSES, load_model
 from emotion.pipeline import analyse
@@ -195,7 +196,7 @@ def test_audit_numbers_match_a_hand_computation(tiny_model, data, tmp_path):
     assert all(np.isfinite(v) for v in s["faithfulness"].values())
     assert s["faithfulness_detail"]["Grad-CAM"]["n"] == 2
     # ROAD beside it, on the same 2 faces for every method: each face whose map is not empty is compared
-    assert s["settings"]["road_images"] == 2 and s["road"] is s["faithfulness_by_layer"]["layer3"]["Grad-CAM"]["road"]
+    assert s["settings"]["road_images"] == 2 and s["road"] is s["faithfulness_by_layer"]["layer3"][DEFAULT_METHOD]["road"]
     for m, v in s["faithfulness_by_layer"]["layer3"].items():
         rd = v["road"]
         assert rd["n"] == round(2 * (1 - v["share_empty"])), m
@@ -389,7 +390,8 @@ def test_fairness_on_rafdb_manual_annotations_without_a_csv(rafdb, tmp_path):
     # where each group's heatmaps lie: the mean of its faces' region shares, recomputed through the pipeline
     male = [p for j, (p, _) in enumerate(items) if codes[j, 0] == 0]
     shares = [R.face_region_shares(f) for f in (analyse(p, load_model(folder, fallback=False), whole_image=True,
-                                                        layer="layer3").faces[0] for p in male) if f.heatmap.any()]
+                                                        method="Grad-CAM", layer="layer3").faces[0] for p in male)
+              if f.heatmap.any()]  # the main heatmaps are those of the one method compared (--methods grad-cam)
     assert gender["groups"]["male"]["regions"]["mouth"] == pytest.approx(np.mean([sh["mouth"] for sh in shares]))
     report = (out / "report.html").read_text()
     assert s["road"] is None and "ROAD</h3><p>Not computed" in report  # --road-limit 0

@@ -94,7 +94,8 @@ def parse_args(argv=None):
     p.add_argument("--groups", default=None, help="CSV: image, then one column per attribute (fairness); "
                    "for --dataset rafdb, RAF-DB's manual annotations are used without one")
     p.add_argument("--detect-faces", action="store_true", help="find the face first (uncropped photos)")
-    p.add_argument("--method", default=DEFAULT_METHOD, help="CAM method of the main heatmaps")
+    p.add_argument("--method", default=None, help="method of the main heatmaps and of the verdicts per group "
+                   f"(default: {DEFAULT_METHOD} if it is among --methods, else the first of them)")
     p.add_argument("--layer", default=DEFAULT_LAYER, help="layer4, layer3 or layer2")
     p.add_argument("--methods", nargs="+", default=list(METHODS), help="methods compared for faithfulness")
     p.add_argument("--limit", type=int, default=None, help="a fixed random subset of N images")
@@ -125,6 +126,15 @@ def _method_name(name: str) -> str:
         if m.lower() == name.lower():
             return m
     raise SystemExit(f"Unknown method {name!r}; choose from {', '.join(METHODS)}.")
+
+
+def main_method(asked: str | None, methods: list[str]) -> str:
+    """The main heatmaps' method: the one asked for, else DEFAULT_METHOD if it is compared, else the first
+    compared (so that each group's verdicts are those of a method the audit judges)."""
+    if asked:
+        return _method_name(asked)
+    compared = [_method_name(m) for m in methods]
+    return DEFAULT_METHOD if DEFAULT_METHOD in compared or not compared else compared[0]
 
 
 # ---------------------------------------------------------------- groups
@@ -683,7 +693,7 @@ def main(argv=None) -> dict | None:
     if groups is None and args.dataset == "rafdb":
         groups = rafdb_groups(args.data) if world.main else None  # only rank 0 measures fairness
     summary = run_audit(model, items, args.out, data_root=args.data, dataset=args.dataset, split=split,
-                        detect_faces=args.detect_faces, method=_method_name(args.method), layer=args.layer,
+                        detect_faces=args.detect_faces, method=main_method(args.method, args.methods), layer=args.layer,
                         methods=args.methods, faithfulness_limit=args.faithfulness_limit,
                         sanity_limit=args.sanity_limit, n_random=args.n_random, faith_layers=args.faith_layers,
                         road_limit=args.road_limit, road_percentiles=args.road_percentiles,

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from emotion.explain import overlay
-from emotion.faithfulness import LEVELS, MARGIN
+from emotion.faithfulness import LEVELS, MARGIN, METHOD_MARGINS
 from emotion.regions import REGION_COLOURS, REGION_LABELS, REGIONS, draw_regions
 from train.evaluate import plot_confusion
 
@@ -317,8 +317,9 @@ predicted class's logit is recorded; the score is the area under that deletion c
 units; emotion/faithfulness.py). The same test is run on three controls that carry no evidence about this face
 and this class: the face prior (the method's mean map over training faces predicted as the class), the same
 method's map for the most likely other class, and RandomCAM maps. A map is judged "good" only when it beats every
-control (the prior's and the other class's map's drop at least """ + f"{1 + MARGIN:g}" + """ times over), "weak" when it
-only beats the random maps.
+control (the prior's and the other class's map's drop at least """ + f"{1 + MARGIN:g}" + """ times over; for a method with a
+margin of its own, set where its uninformative maps pass at most 5% of the time, that many:
+""" + ", ".join(f"{m} {1 + g:g}" for m, g in METHOD_MARGINS.items()) + """), "weak" when it only beats the random maps.
 The false-"good" rate is how often a map without this face's evidence is judged "good": another face's map
 ("shuffled") and the inverted map (1 - map); the larger of the two is reported, and must stay at or under 5%.</p>""")
     by_layer = s.get("faithfulness_by_layer") or {}
