@@ -4,7 +4,8 @@
 logits and one heatmap (0..1, at the model's input size) per face for the class asked about.
 
 Occlusion, the default for photos and videos (emotion/occlusion.py), blurs each cell of the layer's grid in
-turn and needs forward passes only (in ONNX Runtime where it runs). Grad-CAM, the webcam's, takes a direct path. In float32 where ONNX Runtime runs the model
+turn and needs forward passes only (in ONNX Runtime where it runs). Grad-CAM, the webcam's, takes a direct
+path. In float32 where ONNX Runtime runs the model
 (emotion/engine.py), one ONNX Runtime call gives the logits, the layer's activations and their gradient,
 and `cam_maps` weighs them. Otherwise `gradcam` runs PyTorch without autograd up to the layer read and
 differentiates only the part above it, with respect to that layer's activations alone (no gradient reaches
