@@ -424,7 +424,7 @@ def _group_order(name: str):
 
 def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | Path, *, data_root: str | Path = ".",
               dataset: str = "folder", split: str | None = None, detect_faces: bool = False,
-              method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER, methods=tuple(METHODS),
+              method: str | None = None, layer: str = DEFAULT_LAYER, methods=tuple(METHODS),
               faithfulness_limit: int = 200, sanity_limit: int = 100, n_random: int = N_RANDOM,
               faith_layers: list[str] | None = None, road_limit: int = 50, road_percentiles=PERCENTILES,
               n_mistakes: int = 12, groups: str | Path | tuple | None = None, bootstrap: int = 1000,
@@ -433,7 +433,8 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
     """Run every part of the audit on `items` ([(path or array, class index)]); write the report; return the summary.
 
     `groups`: a groups CSV (read_groups), or (where they come from, attributes, {image key: {attribute:
-    group}}) as `rafdb_groups` gives. The first `road_limit` faces of the faithfulness subset are also
+    group}}) as `rafdb_groups` gives. `method` (the main heatmaps' and the groups' verdicts'): as
+    `main_method` picks it from `methods`. The first `road_limit` faces of the faithfulness subset are also
     scored with ROAD at `road_percentiles` (train/road.py). With several processes (`world`), each does its
     share of every part and rank 0 gathers the results, writes the report and returns the summary (the
     others return None)."""
@@ -441,6 +442,7 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
     layer = resolve_layer(layer)
+    method = main_method(method, methods)
     labels = list(CLASSES)  # true and predicted classes are compared by name, in our order
     to_ours = class_indices(model.labels)  # the model may list its classes in another order
     n_classes = len(labels)
@@ -693,7 +695,7 @@ def main(argv=None) -> dict | None:
     if groups is None and args.dataset == "rafdb":
         groups = rafdb_groups(args.data) if world.main else None  # only rank 0 measures fairness
     summary = run_audit(model, items, args.out, data_root=args.data, dataset=args.dataset, split=split,
-                        detect_faces=args.detect_faces, method=main_method(args.method, args.methods), layer=args.layer,
+                        detect_faces=args.detect_faces, method=args.method, layer=args.layer,
                         methods=args.methods, faithfulness_limit=args.faithfulness_limit,
                         sanity_limit=args.sanity_limit, n_random=args.n_random, faith_layers=args.faith_layers,
                         road_limit=args.road_limit, road_percentiles=args.road_percentiles,
