@@ -180,8 +180,9 @@ def unmirror(frame):
 
 def build_demo(model: EmotionModel, live_precision: str | None = None) -> gr.Blocks:
     """The app's page; the webcam tab computes in `live_precision` (None: $EMOTION_PRECISION, else "auto":
-    bf16 where the CPU has it natively, emotion/precision.py). Photos and videos are always float32."""
-    live_precision = resolve_precision(live_precision)
+    the faster of float32 and bf16 for this model's engine, emotion/precision.py). Photos and videos are
+    always float32."""
+    live_precision = resolve_precision(live_precision, engine=model.engine)
 
     def on_photo(image, method, layer, explain_for, whole):
         if image is None:
@@ -348,6 +349,7 @@ def main(argv=None):
         if model.onnx is not None:  # ONNX Runtime's graphs (exported, or read from the cache) now, not on a request
             model.onnx.warm([LIVE_LAYER])
         engine = model.engine
+        live_precision = resolve_precision(None, engine=engine)  # "auto" depends on the engine that loaded
     except (ModelLoadError, EngineError, ValueError) as e:  # a plain sentence, not a traceback
         raise SystemExit(f"Could not start: {e}") from None
     log.info("model %s (%s px, %s); webcam path in %s; passes without gradient in %s; allocator %s", model.source,

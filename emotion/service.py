@@ -110,14 +110,14 @@ def live_frame(model: EmotionModel, frame: np.ndarray | None, state: LiveState |
                method: str = LIVE_METHOD, layer: str = LIVE_LAYER, precision: str | None = None):
     """One webcam frame -> (frame with heatmaps and smoothed labels, smoothed probabilities, state).
 
-    `precision` is resolved by emotion.precision.resolve_precision: None reads $EMOTION_PRECISION, else
-    "auto" (bf16 where the CPU computes it natively)."""
+    `precision` is resolved by emotion.precision.resolve_precision for this model's engine: None reads
+    $EMOTION_PRECISION, else "auto" (float32 in ONNX Runtime; bf16 only where PyTorch runs it on AMX)."""
     state = state or LiveState()
     if frame is None:
         return None, None, state
     # no mirror averaging (the config's tta_flip) on the live path: it costs one more forward pass a face
     a = analyse(frame, model, method=method, layer=layer, detect_side=LIVE_DETECT_SIDE, flip=False,
-                precision=resolve_precision(precision))
+                precision=resolve_precision(precision, engine=model.engine))
     t = time.perf_counter()
     smoothed = state.update(a, model.labels)
     img = annotate(a, heatmaps=True, probabilities=smoothed)

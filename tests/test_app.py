@@ -88,12 +88,13 @@ def test_webcam_frames_are_smoothed(model):
     # a steady face keeps a steady smoothed label; probabilities move only part of the way each frame
     assert seen[0] == pytest.approx(seen[1], abs=1e-5)
     # the changed frame reads differently: the smoothed answer moves ALPHA of the way towards it, no more
+    from emotion.explain import LIVE_LAYER, LIVE_METHOD
     from emotion.live import ALPHA
     from emotion.pipeline import analyse
     from emotion.precision import resolve_precision
 
-    raw = analyse(other, model, detect_side=service.LIVE_DETECT_SIDE, flip=False,  # as live
-                  precision=resolve_precision()).faces[0].probabilities
+    raw = analyse(other, model, method=LIVE_METHOD, layer=LIVE_LAYER, detect_side=service.LIVE_DETECT_SIDE,
+                  flip=False, precision=resolve_precision(engine=model.engine)).faces[0].probabilities  # as live
     assert max(abs(raw[c] - seen[1][c]) for c in CLASSES) > 0.01  # the frame does differ
     assert seen[2] == pytest.approx({c: ALPHA * raw[c] + (1 - ALPHA) * seen[1][c] for c in CLASSES}, abs=1e-5)
     assert seen[3] == pytest.approx({c: ALPHA * seen[0][c] + (1 - ALPHA) * seen[2][c] for c in CLASSES}, abs=1e-5)

@@ -169,6 +169,7 @@ def test_mirror_averaging_explains_the_label_shown(method):
 
 def test_the_webcam_path_skips_the_mirrored_pass():
     """A model whose config asks for mirror averaging: photos get it, webcam frames (real time) do not."""
+    from emotion.explain import LIVE_LAYER, LIVE_METHOD
     from emotion.precision import resolve_precision
     from emotion.service import LIVE_DETECT_SIDE, live_frame
 
@@ -176,9 +177,11 @@ def test_the_webcam_path_skips_the_mirrored_pass():
     m = EmotionModel(net=create_net().eval(), labels=CLASSES, prep=Preprocess(size=32, tta_flip=True),
                      source="synthetic")
     frame = np.asarray(fx.portrait().resize((480, 480)))
-    live_precision = resolve_precision()  # the webcam's, bf16 where the CPU has it
-    plain = analyse(frame, m, detect_side=LIVE_DETECT_SIDE, flip=False, precision=live_precision).faces[0].probabilities
-    mirrored = analyse(frame, m, detect_side=LIVE_DETECT_SIDE, precision=live_precision).faces[0].probabilities
+    # the webcam's map and number format (bf16 where PyTorch runs this model on AMX), so only the mirror differs
+    live = dict(method=LIVE_METHOD, layer=LIVE_LAYER, detect_side=LIVE_DETECT_SIDE,
+                precision=resolve_precision(engine=m.engine))
+    plain = analyse(frame, m, flip=False, **live).faces[0].probabilities
+    mirrored = analyse(frame, m, **live).faces[0].probabilities
     assert not np.allclose(list(plain.values()), list(mirrored.values()), atol=1e-3)
     _, live, _ = live_frame(m, frame, None)
     assert np.allclose(list(live.values()), list(plain.values()), atol=1e-6)

@@ -101,6 +101,10 @@ def test_auto_takes_bf16_only_where_the_cpu_has_it(monkeypatch):
                        ({**NO_BF16, "amx_bf16": True}, "bf16"), ({"architecture": "x86_64", "avx2": True}, "fp32")):
         monkeypatch.setattr(torch.cpu, "get_capabilities", lambda caps=caps: caps)
         assert P.resolve_precision("auto") == P.resolve_precision() == want
+        assert P.resolve_precision("auto", engine="torch") == want
+        # ONNX Runtime's float32 path beat PyTorch's bf16 one on every CPU measured, AMX included
+        assert P.resolve_precision("auto", engine="onnx") == P.resolve_precision(engine="onnx") == "fp32"
+        assert P.resolve_precision("bf16", engine="onnx") == "bf16"  # asked for outright
     assert P.resolve_precision("FP32") == "fp32" and P.resolve_precision("bf16") == "bf16"  # asked for, not probed
     with pytest.raises(ValueError, match="fp16"):
         P.resolve_precision("fp16")
