@@ -62,10 +62,14 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return y.view_as(x)
 
 
-def augment(x: torch.Tensor, mean, std, rotate: float = 15.0, scale: tuple = (0.85, 1.15),
+def augment(x: torch.Tensor, mean, std, rotate: float = 15.0, scale: tuple = (0.85, 1.3),
             shift: float = 0.1, jitter: float = 0.3, erase_p: float = 0.5, quality_p: float = 0.3,
+            yaw: float = 0.3, squeeze: float = 0.25,
             generator: torch.Generator | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
     """The augmented, normalised batch; `generator` (on x's device) draws every random choice.
+
+    Geometry covers faces unlike FER2013's: rotation, zoom (up to 1.3, for crops tighter than the app's
+    framing), shift, mirror, and a head turned away (horizontal perspective and a narrower face).
 
     With `keep` (row indices), every draw is made for the whole batch and only those rows are augmented and
     returned: a process that trains on its share of a batch sees the pictures a single process would."""
@@ -93,6 +97,13 @@ def augment(x: torch.Tensor, mean, std, rotate: float = 15.0, scale: tuple = (0.
         torch.stack([sin * flip, cos, (rand() * 2 - 1) * shift * 2], 1),
     ], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # head turned about the vertical axis: a horizontal perspective (the near side of the face larger, the far
+    # side smaller; `yaw` is the largest change of scale across the picture) and a narrower face, as in 3/4 views
+    k = ((rand() * 2 - 1) * yaw).view(rows, 1, 1)
+    narrow = (1 + rand() * squeeze).view(rows, 1, 1)
+    gx, gy = grid[..., 0], grid[..., 1]
+    depth = 1 + k * gx
+    grid = torch.stack([gx * narrow / depth, gy / depth], -1)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     # photometric: contrast around the image mean, then brightness
     c = 1 + (rand(1, 1, 1) * 2 - 1) * jitter
