@@ -178,6 +178,15 @@ def unmirror(frame):
     return frame if frame is None or not MIRRORED else np.ascontiguousarray(frame[:, ::-1])
 
 
+def _warm(model: EmotionModel, layers: list[str]) -> None:
+    """Export (or read from the cache) ONNX Runtime's Grad-CAM graphs for `layers`, so that the first request
+    at another layer does not wait for it; a graph that cannot be had is said in the log."""
+    try:
+        model.onnx.warm(layers)
+    except EngineError as e:  # EMOTION_ENGINE=onnx: the requests that need this graph will say it too
+        log.error("%s", e)
+
+
 def build_demo(model: EmotionModel, live_precision: str | None = None) -> gr.Blocks:
     """The app's page; the webcam tab computes in `live_precision` (None: $EMOTION_PRECISION, else "auto":
     the faster of float32 and bf16 for this model's engine, emotion/precision.py). Photos and videos are
@@ -346,8 +355,10 @@ def main(argv=None):
         raise SystemExit(f"Could not start: {e}") from None
     try:
         model = load_model(args.model)
-        if model.onnx is not None:  # ONNX Runtime's graphs (exported, or read from the cache) now, not on a request
-            model.onnx.warm([LIVE_LAYER])
+        if model.onnx is not None:  # ONNX Runtime's graphs (exported, or read from the cache) now, not on a request:
+            model.onnx.warm([LIVE_LAYER])  # the webcam's before the page opens, the other layers' beside it
+            threading.Thread(target=_warm, args=(model, [k for k in LAYERS if k.split()[0] != LIVE_LAYER]),
+                             daemon=True, name="onnx-warm").start()
         engine = model.engine
         live_precision = resolve_precision(None, engine=engine)  # "auto" depends on the engine that loaded
     except (ModelLoadError, EngineError, ValueError) as e:  # a plain sentence, not a traceback

@@ -18,7 +18,14 @@ input side and the library versions (`EMOTION_ONNX_CACHE`, default ~/.cache/emot
 
 `EMOTION_ENGINE` chooses: "auto" (the default) takes ONNX Runtime where onnxruntime and the exporter are
 installed and the export works, else PyTorch, with a warning; "torch" always runs PyTorch; "onnx" fails
-loudly when it cannot be had. The bf16 webcam path (emotion/precision.py) always runs PyTorch.
+loudly when it cannot be had, on every call that needs the graph that failed, not only the first. A graph
+that fails is left to PyTorch alone: one Grad-CAM graph that could not be exported (a full disk, say) does not
+move the forward pass or the other layers' graphs off ONNX Runtime. The bf16 webcam path
+(emotion/precision.py) always runs PyTorch.
+
+ONNX Runtime's sessions run concurrently from several threads, so its passes take no lock
+(`EmotionModel.guard`): only PyTorch's, whose hooks and gradients live on the one shared network, hold the
+model's lock.
 """
 from __future__ import annotations
 
@@ -190,7 +197,7 @@ class OnnxNet:
         self.net, self.side, self.required = net, side, required
         self.gradcam_ok = supports_gradcam(net)
         self._sessions: dict[str, object] = {}
-        self._failed: str | None = None
+        self._failed: dict[str, str] = {}  # graph -> why ONNX Runtime cannot run it (PyTorch does)
         self._print = _fingerprint(net)
         self._hash: str | None = None
         self._lock = threading.Lock()
@@ -200,9 +207,11 @@ class OnnxNet:
 
     def available(self) -> bool:
         """ONNX Runtime runs this network (the forward pass's graph is ready: exported or read now)."""
-        if self._failed is None and "logits" not in self._sessions:
-            self._session("logits")
-        return self._failed is None and _fingerprint(self.net) == self._print
+        return self._session("logits") is not None and _fingerprint(self.net) == self._print
+
+    def failures(self) -> dict[str, str]:
+        """The graphs ONNX Runtime could not be given, and why (PyTorch runs those passes)."""
+        return dict(self._failed)
 
     def warm(self, layers=()) -> None:
         """Make the graphs the app will need now rather than on a request: the forward pass and Grad-CAM's
@@ -212,30 +221,38 @@ class OnnxNet:
                 self._session(f"gradcam-{layer.split()[0]}")
 
     def _session(self, part: str):
-        if part in self._sessions or self._failed is not None:
-            return self._sessions.get(part)
-        with self._lock:
-            if part in self._sessions or self._failed is not None:
-                return self._sessions.get(part)
-            try:
-                import onnxruntime as ort
-
-                self._hash = self._hash or _weights_hash(self.net, self.side)
-                path = cache_dir() / f"{part}-{self._hash}.onnx"
-                if not path.is_file():
-                    self._export(part, path)
-                options = ort.SessionOptions()
-                options.intra_op_num_threads = torch.get_num_threads()
-                options.inter_op_num_threads = 1
-                # no busy-waiting between runs: the same cores run the detector and the rest of the app
-                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                self._sessions[part] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            except Exception as e:  # noqa: BLE001 - a missing package, an exporter or runtime refusal: PyTorch
-                self._failed = f"{type(e).__name__}: {e}"
-                if self.required:
-                    raise EngineError(f"ONNX Runtime cannot run this model ({self._failed}).") from e
-                log.warning("ONNX Runtime unavailable (%s); the network runs in PyTorch.", self._failed)
+        """The graph's session; None where it cannot be had (EngineError instead when ONNX Runtime is required)."""
+        if part not in self._sessions and part not in self._failed:
+            with self._lock:
+                if part not in self._sessions and part not in self._failed:
+                    self._open(part)
+        if part in self._failed and self.required:
+            raise EngineError(f"ONNX Runtime cannot run this model ({self._failed[part]}).")
         return self._sessions.get(part)
+
+    def _open(self, part: str) -> None:
+        """Export `part` (or read its cached export) and open its session, or record why not."""
+        if part != "logits" and "logits" in self._failed:  # no runtime, or no exporter: no graph at all
+            self._failed[part] = self._failed["logits"]
+            return
+        try:
+            import onnxruntime as ort
+
+            self._hash = self._hash or _weights_hash(self.net, self.side)
+            path = cache_dir() / f"{part}-{self._hash}.onnx"
+            if not path.is_file():
+                self._export(part, path)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()
+            options.inter_op_num_threads = 1
+            # no busy-waiting between runs: the same cores run the detector and the rest of the app
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self._sessions[part] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - a missing package, an exporter or runtime refusal: PyTorch
+            self._failed[part] = f"{type(e).__name__}: {e}"
+            if not self.required:
+                what = "the network runs" if part == "logits" else f"{part} runs"
+                log.warning("ONNX Runtime unavailable for %s (%s); %s in PyTorch.", part, self._failed[part], what)
 
     def _export(self, part: str, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,10 @@ the weights or the input). Both give pytorch-grad-cam's GradCAM map to float pre
 and tests/test_engine.py check it) at the cost of little more than the forward pass. The webcam
 path may run it on a bfloat16 copy of the network (emotion/precision.py; tests/test_precision.py holds its
 labels, probabilities and maps to the float32 ones). The other methods go through pytorch-grad-cam, whose
-hooks live on the shared network: every forward pass, the direct one included, therefore runs under the
+hooks live on the shared network: every PyTorch pass, the direct one included, therefore runs under the
 model's lock, or another request's hooks would record its activations (the load test caught exactly that).
+ONNX Runtime's passes (Grad-CAM's one call, Occlusion's forward passes) never touch that network and hold no
+lock (`EmotionModel.guard`).
 """
 from __future__ import annotations
 
@@ -141,16 +143,16 @@ def explain(model: EmotionModel, x: torch.Tensor, classes: list[int | None], met
     if bad:  # checked here: pytorch-grad-cam's context manager would swallow the IndexError
         raise ValueError(f"Class index {bad[0]} out of range: the model has {n} classes (0 to {n - 1}).")
     if cam_cls is GradCAM:
+        p = effective_precision(precision, method, layer)
+        parts = model.gradcam_parts(x, layer, classes, mirror_logits) if p == "fp32" else None
+        if parts is not None:  # all of it in one ONNX Runtime call (emotion/engine.py), no lock held
+            logits, a, grads = parts
+            return logits, cam_maps(a, grads, x)
         with model.lock:
-            p = effective_precision(precision, method, layer)
-            parts = model.gradcam_parts(x, layer, classes, mirror_logits) if p == "fp32" else None
-            if parts is not None:  # all of it in one ONNX Runtime call (emotion/engine.py)
-                logits, a, grads = parts
-                return logits, cam_maps(a, grads, x)
             net = model.network(p)
             return gradcam(net, x.to(dtype(net)), classes, layer, mirror_logits)
-    if cam_cls is Occlusion:  # forward passes only: ONNX Runtime where it runs (model.logits)
-        with model.lock, torch.no_grad():
+    if cam_cls is Occlusion:  # forward passes only: ONNX Runtime where it runs (model.logits), with no lock
+        with model.guard(), torch.no_grad():
             logits = model.logits(x)
             predicted = mirror_average(logits, mirror_logits).argmax(1).tolist()
             classes = [p if c is None else int(c) for c, p in zip(classes, predicted)]

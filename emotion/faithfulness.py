@@ -159,13 +159,13 @@ def gradcam_controls(model: EmotionModel, x: torch.Tensor, other: int, n: int = 
     seed, layer)` (RandomCAM's recipe: the ReLU of the layer's activations weighted by uniform(-1, 1) channel
     weights from the same seeded generator, scaled as pytorch-grad-cam scales). Saves the second pass."""
     x = _one(x)
-    with model.lock:
-        parts = model.gradcam_parts(x, layer, [int(other)])  # one ONNX Runtime call, where it runs
-        if parts is None:
+    parts = model.gradcam_parts(x, layer, [int(other)])  # one ONNX Runtime call, where it runs (no lock)
+    if parts is None:
+        with model.lock:
             a, logits = split_forward(model.net, x, layer)
             (grads,) = torch.autograd.grad(logits[0, int(other)], a)
-        else:
-            logits, a, grads = parts
+    else:
+        logits, a, grads = parts
     act = a.detach()[0].double().numpy()  # C x h x w
     size = (x.shape[-1], x.shape[-2])
     weights = np.concatenate([grads[0].double().mean((1, 2)).numpy()[None],
@@ -200,7 +200,7 @@ def deletion_logits(model: EmotionModel, x: torch.Tensor, ranks: np.ndarray, tar
     batch = x.expand(len(masks), -1, -1, -1).contiguous()
     targets = [ClassifierOutputTarget(int(target))] * len(masks)
     metric = PerturbationConfidenceMetric(BlurDeletion())
-    with model.lock, torch.no_grad():  # (model.logits: by ONNX Runtime where it runs)
+    with model.guard(), torch.no_grad():  # (model.logits: by ONNX Runtime, with no lock, where it runs)
         out = metric(batch, masks, targets, lambda t: model.logits(t.contiguous(memory_format=torch.channels_last)),
                      return_diff=False)
     return np.asarray(out, np.float32).reshape(len(ranks), len(fractions))
@@ -377,8 +377,8 @@ def faithfulness(model: EmotionModel, x: torch.Tensor, heatmap: np.ndarray, targ
     """How well one face's heatmap explains the model's logit for `target` (index or class name).
 
     `x` is the face's model input (1 x 3 x S x S, as `model.prep.to_input([crop])` makes it), `heatmap`
-    the map over it (any size, resized to S x S); keyword arguments as `faithfulness_many`. Holds
-    `model.lock` around the forward passes. Returns a dict:
+    the map over it (any size, resized to S x S); keyword arguments as `faithfulness_many`. The forward
+    passes hold `model.guard()` (the model's lock where PyTorch runs them, none for ONNX Runtime). Returns a dict:
 
         level             "good" | "weak" | "chance" | "untestable" | "empty"
         verdict           the plain-words sentence for the user

@@ -7,6 +7,7 @@ folder path, `local-dir:PATH`, or `hf-hub:owner/name` (downloaded with huggingfa
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -142,8 +143,10 @@ class EmotionModel:
     """A loaded classifier with its labels and preprocessing. `net` is in eval mode on the CPU.
 
     Explanations hook into `net` and leave gradients on it, so every use of `net` holds `lock`: two
-    requests never share hook state, and neither sees the other's activations. `network("bf16")` is a
-    bfloat16 copy of `net` for the webcam path (emotion/precision.py), made on first use.
+    requests never share hook state, and neither sees the other's activations. ONNX Runtime's passes
+    (`onnx`) never touch `net` and its sessions run concurrently, so they hold no lock (`guard`): a photo's
+    occlusion passes do not stall a webcam stream. `network("bf16")` is a bfloat16 copy of `net` for the
+    webcam path (emotion/precision.py), made on first use.
     """
 
     net: torch.nn.Module
@@ -193,20 +196,26 @@ class EmotionModel:
         """What runs the float32 passes without gradient: "onnx" (ONNX Runtime) or "torch"."""
         return "onnx" if self.onnx is not None and self.onnx.usable(self.net) else "torch"
 
+    def guard(self, precision: str = "fp32"):
+        """What a forward pass in `precision` must hold: nothing where ONNX Runtime runs it (float32 with
+        engine "onnx"), else the model's lock (PyTorch's passes share `net` and its hooks)."""
+        return contextlib.nullcontext() if precision == "fp32" and self.engine == "onnx" else self.lock
+
     def gradcam_parts(self, x: torch.Tensor, layer: str, classes: list[int | None],
                       mirror_logits: torch.Tensor | None = None):
         """ONNX Runtime's (logits, activations of `layer`, d(class logit)/d activations) for a prepared
-        float32 batch (`OnnxNet.gradcam`); None where PyTorch runs the network or its backward pass."""
-        with self.lock:
-            return self.onnx.gradcam(x, layer, classes, mirror_logits) if self.engine == "onnx" else None
+        float32 batch (`OnnxNet.gradcam`, no lock held); None where PyTorch runs the network or its backward
+        pass (the caller then holds the lock for PyTorch's)."""
+        return self.onnx.gradcam(x, layer, classes, mirror_logits) if self.engine == "onnx" else None
 
     @torch.no_grad()  # (not inference mode: the result may meet autograd tensors, as in explain's mirror_logits)
     def logits(self, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-        """The network's float32 logits for a prepared batch (`prep.to_input`), under the model's lock,
-        computed in `precision` ("fp32" or "bf16"; float32 by ONNX Runtime where `engine` is "onnx")."""
+        """The network's float32 logits for a prepared batch (`prep.to_input`), computed in `precision`
+        ("fp32" or "bf16"; float32 by ONNX Runtime, with no lock, where `engine` is "onnx"; else by PyTorch
+        under the model's lock)."""
+        if precision == "fp32" and self.engine == "onnx":
+            return self.onnx.logits(x)
         with self.lock:
-            if precision == "fp32" and self.engine == "onnx":
-                return self.onnx.logits(x)
             net = self.network(precision)
             return net(x.to(dtype(net))).float()
 
@@ -218,11 +227,11 @@ class EmotionModel:
             return np.zeros((0, len(self.labels)), np.float32)
         x = self.prep.to_input(crops)
         flip = self.prep.tta_flip if flip is None else flip
+        if precision == "fp32" and self.engine == "onnx":  # no lock: ONNX Runtime's sessions run concurrently
+            logits = self.onnx.logits(torch.cat([x, mirrored(x)]) if flip else x)
+            logits = mirror_average(*logits.split(len(x))) if flip else logits
+            return logits.softmax(1).numpy()
         with self.lock:
-            if precision == "fp32" and self.engine == "onnx":
-                logits = self.onnx.logits(torch.cat([x, mirrored(x)]) if flip else x)
-                logits = mirror_average(*logits.split(len(x))) if flip else logits
-                return logits.softmax(1).numpy()
             net = self.network(precision)
             x = x.to(dtype(net))
             logits = net(x)

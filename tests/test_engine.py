@@ -5,15 +5,17 @@ for ONNX Runtime)."""
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from emotion.engine import OnnxNet, cache_dir
+from emotion.engine import EngineError, OnnxNet, cache_dir
 from emotion.explain import LAYERS, explain, split_forward
 from emotion.faces import cut, detect_faces
 from emotion.faithfulness import face_faithfulness
@@ -142,3 +144,48 @@ def test_the_app_runs_onnx_runtime_and_answers_as_pytorch(served, torch_model):
     assert got["probabilities"] == pytest.approx(want.probabilities, abs=1e-4)
     heat = np.asarray(got["heatmap"], np.float32)
     assert heat.shape == want.heatmap.shape and np.abs(heat - want.heatmap).max() < 2e-3
+
+
+def test_onnx_runtime_passes_do_not_wait_for_pytorchs_lock(model, crops):
+    """While another request's PyTorch pass holds the model's lock, ONNX Runtime's passes (a prediction,
+    Grad-CAM's one call, an occlusion map) go on: they never touch the shared network."""
+    x = model.prep.to_input(crops[:1])
+    done = {}
+
+    def work():
+        done["predict"] = model.predict(crops[:1])
+        done["grad-cam"] = explain(model, x, [None], "Grad-CAM", "layer3")
+        done["occlusion"] = explain(model, x, [None], "Occlusion", "layer2")
+
+    with model.lock:  # held, as a PyTorch pass elsewhere holds it
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        worker.join(120)
+        assert not worker.is_alive() and set(done) == {"predict", "grad-cam", "occlusion"}
+
+
+def test_a_graph_that_cannot_be_had_leaves_only_its_own_passes_to_pytorch(model, torch_model, crops, tmp_path,
+                                                                            monkeypatch):
+    """layer4's Grad-CAM graph is a damaged file: that pass runs in PyTorch (and gives PyTorch's map) while the
+    forward pass stays on ONNX Runtime; with ONNX Runtime required, every call that needs it says so."""
+    real = cache_dir()
+    monkeypatch.setenv("EMOTION_ONNX_CACHE", str(tmp_path))
+    key = model.onnx._hash
+    shutil.copy(real / f"logits-{key}.onnx", tmp_path / f"logits-{key}.onnx")
+    (tmp_path / f"gradcam-layer4-{key}.onnx").write_bytes(b"not an ONNX graph")
+    x = model.prep.to_input(crops)
+    other = EmotionModel(net=model.net, labels=model.labels, prep=model.prep, source="copy",
+                         onnx=OnnxNet(model.net, model.prep.size))
+    assert other.engine == "onnx"
+    assert other.gradcam_parts(x, "layer4", [None] * len(x)) is None
+    assert list(other.onnx.failures()) == ["gradcam-layer4"]
+    assert other.engine == "onnx"  # the forward pass is still ONNX Runtime's
+    logits, maps = explain(other, x, [None] * len(x), "Grad-CAM", "layer4")
+    ref_logits, ref_maps = explain(torch_model, x, [None] * len(x), "Grad-CAM", "layer4")
+    assert torch.allclose(logits, ref_logits, atol=1e-4) and np.abs(maps - ref_maps).max() < 1e-4
+    strict = OnnxNet(model.net, model.prep.size, required=True)
+    assert strict.available()
+    for _ in range(2):  # not only the first time
+        with pytest.raises(EngineError, match="ONNX Runtime cannot run this model"):
+            strict.gradcam(x, "layer4", [None] * len(x))
+    assert strict.logits(x).shape == (len(x), len(model.labels))
