@@ -98,7 +98,7 @@ def _blend_heatmap(img: np.ndarray, face: FaceResult) -> None:
     h, w = img.shape[:2]
     cx0, cy0, cx1, cy1 = face.crop_box
     x0, y0, x1, y1 = max(0, cx0), max(0, cy0), min(w, cx1), min(h, cy1)
-    if x1 <= x0 or y1 <= y0:
+    if x1 <= x0 or y1 <= y0 or face.heatmap.size == 0:  # (a face with no map: nothing to blend)
         return
     hm = cv2.resize(face.heatmap, (cx1 - cx0, cy1 - cy0), interpolation=cv2.INTER_LINEAR)
     inside = (slice(y0 - cy0, y1 - cy0), slice(x0 - cx0, x1 - cx0))

@@ -94,7 +94,8 @@ def resolve_class(name: str | None, labels) -> str | None:
 def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
             explain_class: str | None = None, whole_image: bool = False, max_faces: int = MAX_FACES,
             min_confidence: float = MIN_CONFIDENCE, with_heatmaps: bool = True,
-            detect_side: int = DETECT_SIDE, flip: bool | None = None, precision: str = "fp32") -> Analysis:
+            detect_side: int = DETECT_SIDE, flip: bool | None = None, precision: str = "fp32",
+            detections: list[Detection] | None = None) -> Analysis:
     """Find, classify and explain every face in `image` (path, bytes, PIL image or numpy array).
 
     `explain_class` names the class every heatmap is for ("why not X?"); None explains each face's own
@@ -103,7 +104,8 @@ def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: 
     `flip` averages each prediction with the mirrored face's (one more forward pass a face); None: as the
     model's config says (`tta_flip`). `precision` "bf16" (the webcam path, emotion/precision.py) classifies
     and explains with the model's bfloat16 copy where emotion.explain.effective_precision allows, else in
-    "fp32"; the Analysis says which.
+    "fp32"; the Analysis says which. `detections` (in the decoded picture's pixels: give the `Loaded`
+    picture they were found on) stand in for the detector's (the webcam path follows faces between its runs).
     Raises `emotion.images.ImageError` for input that is not a usable picture.
     """
     layer = resolve_layer(layer)
@@ -118,7 +120,10 @@ def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: 
     loaded: Loaded = image if isinstance(image, Loaded) else load_image(image)
     rgb, messages = loaded.rgb, list(loaded.notes)
     t["decode"] = time.perf_counter()
-    dets: list[Detection] = [whole_image_face(rgb)] if whole_image else detect_faces(rgb, min_confidence, detect_side)
+    if detections is not None:
+        dets: list[Detection] = list(detections)
+    else:
+        dets = [whole_image_face(rgb)] if whole_image else detect_faces(rgb, min_confidence, detect_side)
     t["detect"] = time.perf_counter()
     if not dets:
         messages.append(NO_FACE)

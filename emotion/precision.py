@@ -9,8 +9,9 @@ float32 passes, Grad-CAM included. Measured with `python -m tools.benchmark`, wh
   bf16 (oneDNN re-arranges every convolution's weights on each call), and without native bf16 it would be
   emulated.
 So "auto" takes bf16 only where PyTorch runs the network (`engine` "torch") on a CPU with AMX-BF16, and
-float32 everywhere else. On CUDA, "auto" means bf16 where the GPU supports it. Photos, videos and the API always run in float32: their heatmaps go through the honesty
-checks, and the float32 path is the one tests/test_explain.py holds equal to pytorch-grad-cam.
+float32 everywhere else. On CUDA, "auto" means bf16 where the GPU supports it. Photos, videos and the API
+always run in float32: their heatmaps go through the honesty checks, and the float32 path is the one
+tests/test_explain.py holds equal to pytorch-grad-cam.
 `EMOTION_PRECISION=fp32` (or `bf16`) overrides "auto" for the webcam path.
 """
 from __future__ import annotations

@@ -16,7 +16,10 @@ import numpy as np
 from emotion import table, timeline
 from emotion.clip import Progress, VideoResult, analyse_video
 from emotion.draw import annotate
-from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LIVE_LAYER, LIVE_METHOD, resolve_method
+from emotion.explain import (CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LIVE_LAYER, LIVE_METHOD,
+                             effective_precision, resolve_layer, resolve_method)
+from emotion.faces import MAX_FACES, MIN_CONFIDENCE, detect_faces
+from emotion.images import load_image
 from emotion.faithfulness import face_faithfulness
 from emotion.regions import face_region_areas, face_region_shares
 from emotion.live import LiveState
@@ -115,11 +118,27 @@ def live_frame(model: EmotionModel, frame: np.ndarray | None, state: LiveState |
     state = state or LiveState()
     if frame is None:
         return None, None, state
-    # no mirror averaging (the config's tta_flip) on the live path: it costs one more forward pass a face
-    a = analyse(frame, model, method=method, layer=layer, detect_side=LIVE_DETECT_SIDE, flip=False,
-                precision=resolve_precision(precision, engine=model.engine))
+    # the detector every few frames, the faces followed between; the heatmaps every few frames, each face
+    # keeping its last map between (emotion/live.py)
+    loaded = load_image(frame)  # (an odd colour mode made RGB; a huge frame brought down to the working size)
+    rgb = loaded.rgb
     t = time.perf_counter()
-    smoothed = state.update(a, model.labels)
+    followed, grey = state.faces_for(rgb)
+    detected = followed is None
+    dets = detect_faces(rgb, MIN_CONFIDENCE, LIVE_DETECT_SIDE)[:MAX_FACES] if detected else followed
+    find_ms = (time.perf_counter() - t) * 1000
+    method, layer = resolve_method(method, controls=False), resolve_layer(layer)
+    explained = state.explain_due(dets, method, layer, detected)
+    # one number format on every frame, heatmap or not
+    precision = effective_precision(resolve_precision(precision, engine=model.engine), method, layer)
+    # no mirror averaging (the config's tta_flip) on the live path: it costs one more forward pass a face
+    a = analyse(loaded, model, method=method, layer=layer, detect_side=LIVE_DETECT_SIDE, flip=False,
+                precision=precision, detections=dets, with_heatmaps=explained)
+    a.timings_ms["detect"] = find_ms  # the detector's run, or following the faces on the other frames
+    a.timings_ms["total"] += find_ms
+    state.remember(dets, grey, detected)
+    t = time.perf_counter()
+    smoothed = state.update(a, model.labels, explained)
     img = annotate(a, heatmaps=True, probabilities=smoothed)
     state.timings_ms = {**a.timings_ms, "draw": (time.perf_counter() - t) * 1000}
     state.precision = a.precision
