@@ -17,10 +17,11 @@ from typing import Callable
 from emotion.draw import annotate
 from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD, grid_side, heatmap_name, resolve_layer, resolve_method
 from emotion.faithfulness import face_faithfulness
+from emotion.images import Loaded
 from emotion.model import EmotionModel
 from emotion.pipeline import NO_FACE, analyse
 from emotion.track import MAX_SHIFT, Tracker
-from emotion.video import DEFAULT_RATE, EVERY_FRAME, ClipWriter, check_rate, probe, sample_frames
+from emotion.video import DEFAULT_RATE, EVERY_FRAME, ClipWriter, check_rate, fit_side, probe, sample_frames
 
 SMOOTH_S = 0.5  # seconds: time constant of the smoothed labels
 MAX_MISSED_S = 1.0  # a person out of view (or missed by the detector) for longer gets a new id on return
@@ -47,6 +48,7 @@ class VideoResult:
     model: dict = field(default_factory=dict)
     clip: Path | None = None  # the annotated clip, when one was written
     grid: int = 0  # cells across the heatmaps' layer (explain.grid_side)
+    frame_size: tuple[int, int] | None = None  # (width, height) of the video's frames, upright: the boxes' pixels
 
     @property
     def heatmap_name(self) -> str:
@@ -66,6 +68,7 @@ class VideoResult:
                 "rows": [{k: r[k] for k in keep} for r in self.rows], "changes": self.changes,
                 "messages": self.messages, "method": self.method, "layer": self.layer.split()[0],
                 "grid": [self.grid, self.grid],
+                "frame_size": list(self.frame_size) if self.frame_size else None,
                 "model": self.model}
 
 
@@ -80,7 +83,8 @@ def analyse_video(path, model: EmotionModel, rate: float = DEFAULT_RATE, *, meth
     """Every face in the frames of `path` taken `rate` times a second (EVERY_FRAME: every frame).
 
     Each row: `time` (seconds), `frame` (analysed frame number, from 0), `person` (track id), `box` (x0, y0,
-    x1, y1 in the analysed frame's pixels), `label` and `probabilities` (the model's, this frame),
+    x1, y1 in the video frame's own pixels, upright, as a photo's box is: frames are analysed scaled down to
+    at most video.FRAME_SIDE, and the boxes scaled back; the result's `frame_size` is that frame's size), `label` and `probabilities` (the model's, this frame),
     `smoothed` and `smoothed_label` (averaged over time, as drawn on the clip), `level` and `verdict` (how far
     to trust the heatmap; None when `verdicts` is False). `clip_path` writes the annotated clip there.
     Raises emotion.video.VideoError (a message for the user) for a file that cannot be analysed.
@@ -95,9 +99,11 @@ def analyse_video(path, model: EmotionModel, rate: float = DEFAULT_RATE, *, meth
     last_seen: dict[int, tuple[float, str]] = {}  # person -> (time, smoothed label)
     expected = info.frames_at(rate)
     writer = ClipWriter(clip_path, step_rate) if clip_path is not None else None
-    k, t = -1, 0.0
+    k, t, size = -1, 0.0, None
     try:
-        for k, (t, rgb) in enumerate(sample_frames(path, info, rate, messages)):
+        for k, (t, full) in enumerate(sample_frames(path, info, rate, messages, side=None)):
+            size = (full.shape[1], full.shape[0])
+            rgb = Loaded(fit_side(full), size)  # analysed at most FRAME_SIDE, boxes in the frame's own pixels
             if progress is not None:
                 done = (k / expected) if expected else (t / info.duration if info.duration else 0.0)
                 progress(min(0.99, done), f"frame {k + 1}{f' of {expected}' if expected else ''} ({t:.1f} s)")
@@ -135,4 +141,4 @@ def analyse_video(path, model: EmotionModel, rate: float = DEFAULT_RATE, *, meth
         progress(1.0, f"{frames} frames analysed")
     return VideoResult(info.name, info.duration or t, step_rate, every, frames, tuple(model.labels), rows, changes, messages,
                        method, layer, model.describe(), Path(clip_path) if writer is not None else None,
-                       grid_side(model.net, layer, model.prep.size))
+                       grid_side(model.net, layer, model.prep.size), size)

@@ -132,17 +132,19 @@ def _clock(seconds: float) -> str:
     return f"{m} min {s} s" if m else f"{seconds:.1f} s"
 
 
-def fit_side(rgb: np.ndarray, side: int = FRAME_SIDE) -> np.ndarray:
+def fit_side(rgb: np.ndarray, side: int | None = FRAME_SIDE) -> np.ndarray:
+    """`rgb` scaled down to at most `side` px on its longer side (None: as it is)."""
     h, w = rgb.shape[:2]
-    if max(h, w) <= side:
+    if side is None or max(h, w) <= side:
         return rgb
     s = side / max(h, w)
     return cv2.resize(rgb, (max(2, round(w * s)), max(2, round(h * s))), interpolation=cv2.INTER_AREA)
 
 
 def sample_frames(path, info: VideoInfo, rate: float, notes: list[str] | None = None,
-                  side: int = FRAME_SIDE) -> Iterator[tuple[float, np.ndarray]]:
-    """(seconds from the clip's first frame, RGB uint8 at most `side` px) for the frames to analyse: the first
+                  side: int | None = FRAME_SIDE) -> Iterator[tuple[float, np.ndarray]]:
+    """(seconds from the clip's first frame, RGB uint8 at most `side` px, None: at the file's own size) for the
+    frames to analyse: the first
     frame at or after each multiple of 1 / `rate` (EVERY_FRAME: every frame). Frames are turned upright as the
     file's display matrix says.
 

@@ -189,3 +189,19 @@ def test_a_sound_track_is_noted_and_the_pictures_still_read(folder):
     info = probe(path)
     assert info.notes == ["The sound track is not analysed and is left out of the annotated clip."]
     assert len(list(sample_frames(path, info, EVERY_FRAME))) == 4
+
+
+def test_a_large_clips_boxes_are_in_its_own_pixels_as_a_photos_are(model, folder):
+    """A 1920 x 1080 clip is analysed at 960 px, but its rows give boxes in the clip's own pixels, as the same
+    frame's photo analysis does (and the CLI's CSV mixes photos and videos in the same columns)."""
+    from emotion.pipeline import analyse
+
+    path = clips.one_person(folder / "large.mp4", seconds=1, fps=2, size=(1920, 1080))
+    r = analyse_video(path, model, 2, verdicts=False)
+    assert r.to_json()["frame_size"] == [1920, 1080] and len(r.rows) == 2
+    first = next(iter(sample_frames(path, probe(path), 2, side=None)))[1]
+    assert first.shape == (1080, 1920, 3)
+    photo = analyse(first, model, with_heatmaps=False).faces[0].box
+    assert photo[2] - photo[0] > 300  # about 400 px: a box in full-size pixels (at the 960 px analysed, about 200)
+    assert np.abs(np.subtract(r.rows[0]["box"], photo)).max() <= 4
+    assert r.to_json()["rows"][0]["box"] == r.rows[0]["box"]
