@@ -7,7 +7,7 @@ palette, RGBA), WebP, GIF, TIFF, BMP and ICO files, and animated GIF, WebP, PNG 
 `mutate()` damages one: bit flips, a truncation, shuffled or repeated chunks, zeroed runs, or an absurd
 declared size (width or height rewritten in the header, the PNG checksum mended so the size is what a
 decoder meets first). One mutator serves both `tools.hostile` (a seeded `random.Random`) and the
-property-based test in tests/test_hostile.py (Hypothesis's `randoms()`).
+property-based test in tests/test_fuzz.py (Hypothesis's `randoms()`).
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
 Starts `python app.py` on a free loopback port with a file cache of its own (unless --url is given) and
 stops it at the end. Then:
 1. load: --clients threads, each with its own Client, send --requests `/predict` calls each over a mix of
-   face pictures; every answer must equal that picture's reference answer (taken first, one request at a
+   face pictures, with the app's default heatmap (or --method / --layer); every answer must equal that picture's reference answer (taken first, one request at a
    time), so answers can never be swapped between users. Throughput, p50/p95 latency, errors, mismatches.
 2. memory: --soak requests in a row from two clients; the server's resident memory (its process and
    children) after the first 50 and after all; the growth must stay within 100 MB.
@@ -34,9 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
+from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-ARGS = ("Grad-CAM", "layer4", "predicted class", False)  # method, layer, class to explain, whole image
+# method, layer, class to explain, whole image: the app's defaults (what a user who changes nothing gets)
+ARGS = [DEFAULT_METHOD, DEFAULT_LAYER, "predicted class", False]
 PROB_TOL, HEAT_TOL, BOX_TOL = 1e-4, 1e-3, 1
 STALL_S = 30.0
 HTTP_TIMEOUT_S = 120.0  # each HTTP call of a client (upload, join the queue, the answer's stream between messages)
@@ -560,7 +563,12 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="write all figures here")
     p.add_argument("--cache-dir", type=Path, default=None, help="with --url: that server's Gradio cache folder "
                    "(its GRADIO_TEMP_DIR), to count its files")
+    p.add_argument("--method", default=DEFAULT_METHOD, help="heatmap method every request asks for (default: "
+                   "the app's)")
+    p.add_argument("--layer", default=DEFAULT_LAYER, help="heatmap layer every request asks for (default: the app's)")
     args = p.parse_args(argv)
+    ARGS[:2] = [args.method, args.layer]
+    print(f"every /predict asks for {args.method} at {args.layer}", flush=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="loadtest-") as tmp_name:
         tmp = Path(tmp_name)
@@ -577,6 +585,7 @@ def main(argv=None) -> int:
             end = final_check(srv, pictures, refs)
             cache["after"] = cache_usage(srv.cache)
     result = summarise(load, memory, faults, end, time.perf_counter() - started, cache)
+    result["request"] = {"method": args.method, "layer": args.layer}
     print(f"\nsummary: {result['throughput_rps']} requests/s, p50 {result['latency_ms_p50']} ms, p95 "
           f"{result['latency_ms_p95']} ms; errors {result['errors']}, mismatches {result['mismatches']}; RSS "
           f"{result['rss_mb_after_50']} -> {result['rss_mb_after_all']} MB (growth {result['rss_growth_mb']} MB); "
