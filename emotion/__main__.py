@@ -2,7 +2,8 @@
 
     python -m emotion photos/ interview.mp4 --out results/ [--heatmaps] [--fps 2 | --fps 0]
 
-Exit status 0 when at least one file could be read (with or without faces), 1 when none could.
+Exit status 0 when at least one file could be read (with or without faces), 1 when none could, 2 when the
+model cannot be loaded (said in a sentence, not a traceback).
 """
 from __future__ import annotations
 
@@ -35,9 +36,14 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     from emotion.batch import run  # after parsing: --help needs no model
-    from emotion.model import load_model
+    from emotion.engine import EngineError
+    from emotion.model import ModelLoadError, load_model
 
-    model = load_model(args.model)
+    try:
+        model = load_model(args.model)
+    except (ModelLoadError, EngineError, ValueError) as e:
+        print(f"Could not load the model: {e}", file=sys.stderr)
+        return 2
     s = run(args.paths, args.out, model, rate=args.fps, method=args.method, layer=args.layer,
             whole_image=args.whole_image, heatmaps=args.heatmaps, progress=not args.no_progress)
     err = sys.stderr

@@ -144,8 +144,14 @@ class _GradCamGraph(torch.nn.Module):
 
 
 def supports_gradcam(net: torch.nn.Module) -> bool:
-    """Whether `_GradCamGraph` can write this ResNet's backward pass: Bottleneck blocks with ReLUs and no
-    squeeze-excitation, anti-aliasing, drop-block or drop-path (timm's resnet50 and its kin)."""
+    """Whether `_GradCamGraph` can write this ResNet's backward pass: global average pooling (its gradient is
+    the classifier's weight spread evenly; a max or avg-max pool sends it elsewhere) and Bottleneck blocks
+    with ReLUs and no squeeze-excitation, anti-aliasing, drop-block or drop-path (timm's resnet50 and its
+    kin). Any other network's Grad-CAM runs in PyTorch."""
+    pool = getattr(net, "global_pool", None)
+    if getattr(pool, "pool_type", None) != "avg" or not isinstance(getattr(pool, "pool", None),
+                                                                     torch.nn.AdaptiveAvgPool2d):
+        return False
     for name in STAGES[1:]:
         for blk in getattr(net, name):
             if not all(hasattr(blk, k) for k in ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")):

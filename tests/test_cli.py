@@ -58,3 +58,10 @@ def test_nothing_readable_exits_non_zero(tmp_path):
     assert p.returncode == 1
     assert "2 file(s) could not be read" in p.stderr and "missing.jpg: not found" in p.stderr
     assert "broken.mp4 is not a video we can read" in p.stderr
+
+
+def test_a_model_that_cannot_be_loaded_is_said_in_a_sentence(tmp_path):
+    out = run(fx.PORTRAIT, "--out", tmp_path / "out", "--model", tmp_path / "no-such-model")
+    assert out.returncode == 2
+    assert out.stderr.startswith("Could not load the model: ") and "no-such-model" in out.stderr
+    assert "Traceback" not in out.stderr

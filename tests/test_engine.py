@@ -189,3 +189,23 @@ def test_a_graph_that_cannot_be_had_leaves_only_its_own_passes_to_pytorch(model,
         with pytest.raises(EngineError, match="ONNX Runtime cannot run this model"):
             strict.gradcam(x, "layer4", [None] * len(x))
     assert strict.logits(x).shape == (len(x), len(model.labels))
+
+
+def test_grad_cams_graph_is_used_only_where_its_backward_pass_is_right():
+    """The graph spreads the classifier's weight evenly over the layer's cells: right for global average
+    pooling only. A timm ResNet pooled otherwise gets no graph (its Grad-CAM runs in PyTorch)."""
+    import timm
+
+    from emotion.engine import _GradCamGraph, supports_gradcam
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    for pool, right in (("avg", True), ("max", False), ("avgmax", False)):
+        net = timm.create_model("resnet50", num_classes=7, global_pool=pool).eval()
+        _, a, grads = _GradCamGraph(net, "layer3")(x, torch.tensor([1, 4]), torch.zeros(2, 7))
+        ref_a, logits = split_forward(net, x, "layer3")
+        (ref,) = torch.autograd.grad(logits[0, 1] + logits[1, 4], ref_a)
+        assert torch.allclose(grads, ref, atol=1e-6, rtol=1e-3) == right, pool  # (why the check is needed)
+        assert supports_gradcam(net) == right, pool
+        if not right:
+            assert OnnxNet(net, 64).gradcam(x, "layer3", [None, None]) is None  # left to PyTorch
