@@ -72,6 +72,35 @@ def features(net: torch.nn.Module, x: torch.Tensor, stage: str) -> torch.Tensor:
     return a
 
 
+def split_forward(net: torch.nn.Module, x: torch.Tensor, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The activations at `stage`'s output (a leaf that requires grad) and the logits differentiable with
+    respect to them only: the network runs without autograd up to that stage, with it above."""
+    with torch.no_grad():  # below the layer read nothing needs a gradient
+        a = features(net, x, stage)
+    a = a.detach().requires_grad_(True)
+    with torch.enable_grad():
+        h = a
+        for name in STAGES[STAGES.index(stage) + 1:]:
+            h = getattr(net, name)(h)
+        logits = net.forward_head(h)
+    return a, logits
+
+
+def torch_gradcam(net: torch.nn.Module, x: torch.Tensor, stage: str, classes: list[int | None],
+                  mirror_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PyTorch's Grad-CAM ingredients, as `OnnxNet.gradcam` gives ONNX Runtime's: (float32 logits, the
+    activations A at `stage`, d(class logit)/dA) for a batch in `net`'s own number format. A class of None is
+    the predicted one (argmax of the logits plus `mirror_logits`). One pass: autograd only above the stage,
+    and only with respect to its activations (no gradient reaches the weights or the input)."""
+    a, logits = split_forward(net, x, stage)
+    with torch.enable_grad():
+        mirror = None if mirror_logits is None else mirror_logits.float()
+        picked = (logits.detach().float() + (0 if mirror is None else mirror)).argmax(1)
+        target = torch.tensor([int(p) if c is None else int(c) for c, p in zip(classes, picked)])
+        (grads,) = torch.autograd.grad(logits.gather(1, target.view(-1, 1)).sum(), a)
+    return logits.detach().float(), a.detach(), grads
+
+
 class _BlockBackward(torch.nn.Module):
     """One timm Bottleneck (eval mode, ReLU, no SE/anti-aliasing/drop-block) forward, keeping what its
     backward pass needs, and that backward pass written as forward operations (ONNX has no autograd)."""

@@ -5,18 +5,17 @@ logits and one heatmap (0..1, at the model's input size) per face for the class 
 
 Occlusion, the default for photos and videos (emotion/occlusion.py), blurs each cell of the layer's grid in
 turn and needs forward passes only (in ONNX Runtime where it runs). Grad-CAM, the webcam's, takes a direct
-path. In float32 where ONNX Runtime runs the model
-(emotion/engine.py), one ONNX Runtime call gives the logits, the layer's activations and their gradient,
-and `cam_maps` weighs them. Otherwise `gradcam` runs PyTorch without autograd up to the layer read and
-differentiates only the part above it, with respect to that layer's activations alone (no gradient reaches
-the weights or the input). Both give pytorch-grad-cam's GradCAM map to float precision (tests/test_explain.py
-and tests/test_engine.py check it) at the cost of little more than the forward pass. The webcam
-path may run it on a bfloat16 copy of the network (emotion/precision.py; tests/test_precision.py holds its
-labels, probabilities and maps to the float32 ones). The other methods go through pytorch-grad-cam, whose
-hooks live on the shared network: every PyTorch pass, the direct one included, therefore runs under the
-model's lock, or another request's hooks would record its activations (the load test caught exactly that).
-ONNX Runtime's passes (Grad-CAM's one call, Occlusion's forward passes) never touch that network and hold no
-lock (`EmotionModel.guard`).
+path: the model gives its ingredients, the logits, the layer's activations and their gradient
+(`EmotionModel.gradcam_parts`, the one place that decides where they are computed: one ONNX Runtime call
+where it runs, else PyTorch without autograd up to the layer read and with it only above, with respect to
+that layer's activations alone; emotion/engine.py), and `cam_maps` weighs them. Both give pytorch-grad-cam's
+GradCAM map to float precision (tests/test_explain.py and tests/test_engine.py check it) at the cost of little
+more than the forward pass. The webcam path may run it on a bfloat16 copy of the network
+(emotion/precision.py; tests/test_precision.py holds its labels, probabilities and maps to the float32 ones).
+The other methods go through pytorch-grad-cam, whose hooks live on the shared network: every PyTorch pass
+therefore runs under the model's lock, or another request's hooks would record its activations (the load
+test caught exactly that). ONNX Runtime's passes (Grad-CAM's one call, Occlusion's forward passes) never
+touch that network and hold no lock (`EmotionModel.guard`).
 """
 from __future__ import annotations
 
@@ -29,8 +28,8 @@ from pytorch_grad_cam import (EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, Laye
 from pytorch_grad_cam.utils.image import scale_cam_image, show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from emotion.engine import STAGES, features
-from emotion.model import EmotionModel, dtype, mirror_average
+from emotion.engine import torch_gradcam
+from emotion.model import EmotionModel, mirror_average
 from emotion.occlusion import occlusion_maps
 
 # Offered in the app: pytorch-grad-cam's CAM methods and captum's Occlusion (emotion/occlusion.py: each cell
@@ -142,15 +141,10 @@ def explain(model: EmotionModel, x: torch.Tensor, classes: list[int | None], met
     bad = [c for c in classes if c is not None and not 0 <= int(c) < n]
     if bad:  # checked here: pytorch-grad-cam's context manager would swallow the IndexError
         raise ValueError(f"Class index {bad[0]} out of range: the model has {n} classes (0 to {n - 1}).")
-    if cam_cls is GradCAM:
-        p = effective_precision(precision, method, layer)
-        parts = model.gradcam_parts(x, layer, classes, mirror_logits) if p == "fp32" else None
-        if parts is not None:  # all of it in one ONNX Runtime call (emotion/engine.py), no lock held
-            logits, a, grads = parts
-            return logits, cam_maps(a, grads, x)
-        with model.lock:
-            net = model.network(p)
-            return gradcam(net, x.to(dtype(net)), classes, layer, mirror_logits)
+    if cam_cls is GradCAM:  # the model decides where its ingredients are computed (EmotionModel.gradcam_parts)
+        logits, a, grads = model.gradcam_parts(x, resolve_layer(layer).split()[0], classes, mirror_logits,
+                                               effective_precision(precision, method, layer))
+        return logits, cam_maps(a, grads, x)
     if cam_cls is Occlusion:  # forward passes only: ONNX Runtime where it runs (model.logits), with no lock
         with model.guard(), torch.no_grad():
             logits = model.logits(x)
@@ -175,36 +169,16 @@ def explain(model: EmotionModel, x: torch.Tensor, classes: list[int | None], met
     return logits, maps.astype(np.float32)
 
 
-def split_forward(net: torch.nn.Module, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The activations of `layer` (a leaf that requires grad) and the logits differentiable with respect to
-    them only: the network runs without autograd up to the layer read, with it above."""
-    stage = resolve_layer(layer).split()[0]
-    with torch.no_grad():  # below the layer read nothing needs a gradient
-        a = features(net, x, stage)
-    a = a.detach().requires_grad_(True)
-    with torch.enable_grad():
-        h = a
-        for name in STAGES[STAGES.index(stage) + 1:]:
-            h = getattr(net, name)(h)
-        logits = net.forward_head(h)
-    return a, logits
-
-
 def gradcam(net: torch.nn.Module, x: torch.Tensor, classes: list[int | None], layer: str = DEFAULT_LAYER,
             mirror_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, np.ndarray]:
-    """Grad-CAM of a timm ResNet in one forward pass: logits and maps, as `explain` returns them.
+    """Grad-CAM of a timm ResNet in PyTorch, in one forward pass: logits and maps, as `explain` returns them.
 
     Grad-CAM weighs each channel k of the layer's activations A by the mean over positions of
     d(score of class c) / dA_k, sums, keeps the positive part, and pytorch-grad-cam then scales each map to
-    0..1 and resizes it to the input: the same steps here, on the same activations.
+    0..1 and resizes it to the input: the same steps here, on the same activations (`engine.torch_gradcam`).
     """
-    a, logits = split_forward(net, x, layer)
-    with torch.enable_grad():
-        predicted = mirror_average(logits.detach().float(), mirror_logits).argmax(1)
-        target = torch.tensor([int(p) if c is None else int(c) for c, p in zip(classes, predicted)])
-        score = logits.gather(1, target.view(-1, 1)).sum()
-        (grads,) = torch.autograd.grad(score, a)  # with respect to the activations only
-    return logits.detach().float(), cam_maps(a.detach(), grads, x)
+    logits, a, grads = torch_gradcam(net, x, resolve_layer(layer).split()[0], classes, mirror_logits)
+    return logits, cam_maps(a, grads, x)
 
 
 def cam_maps(a: torch.Tensor, grads: torch.Tensor, x: torch.Tensor) -> np.ndarray:

@@ -70,8 +70,7 @@ from pytorch_grad_cam.metrics.perturbation_confidence import PerturbationConfide
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from emotion.explain import (CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, explain, resolve_layer,
-                             split_forward)
+from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, explain, resolve_layer
 from emotion.model import FACE_PRIOR_FILE, EmotionModel
 from emotion.occlusion import BLUR_SIGMA, blurred
 
@@ -159,13 +158,7 @@ def gradcam_controls(model: EmotionModel, x: torch.Tensor, other: int, n: int = 
     seed, layer)` (RandomCAM's recipe: the ReLU of the layer's activations weighted by uniform(-1, 1) channel
     weights from the same seeded generator, scaled as pytorch-grad-cam scales). Saves the second pass."""
     x = _one(x)
-    parts = model.gradcam_parts(x, layer, [int(other)])  # one ONNX Runtime call, where it runs (no lock)
-    if parts is None:
-        with model.lock:
-            a, logits = split_forward(model.net, x, layer)
-            (grads,) = torch.autograd.grad(logits[0, int(other)], a)
-    else:
-        logits, a, grads = parts
+    logits, a, grads = model.gradcam_parts(x, resolve_layer(layer).split()[0], [int(other)])
     act = a.detach()[0].double().numpy()  # C x h x w
     size = (x.shape[-1], x.shape[-2])
     weights = np.concatenate([grads[0].double().mean((1, 2)).numpy()[None],

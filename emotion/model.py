@@ -22,7 +22,7 @@ import timm
 import torch
 
 from emotion.decision import Decision
-from emotion.engine import OnnxNet, resolve_engine
+from emotion.engine import OnnxNet, resolve_engine, torch_gradcam
 from emotion.framing import FER_FRAMING, crop_box
 from emotion.precision import DTYPES
 
@@ -201,12 +201,21 @@ class EmotionModel:
         engine "onnx"), else the model's lock (PyTorch's passes share `net` and its hooks)."""
         return contextlib.nullcontext() if precision == "fp32" and self.engine == "onnx" else self.lock
 
-    def gradcam_parts(self, x: torch.Tensor, layer: str, classes: list[int | None],
-                      mirror_logits: torch.Tensor | None = None):
-        """ONNX Runtime's (logits, activations of `layer`, d(class logit)/d activations) for a prepared
-        float32 batch (`OnnxNet.gradcam`, no lock held); None where PyTorch runs the network or its backward
-        pass (the caller then holds the lock for PyTorch's)."""
-        return self.onnx.gradcam(x, layer, classes, mirror_logits) if self.engine == "onnx" else None
+    def gradcam_parts(self, x: torch.Tensor, stage: str, classes: list[int | None],
+                      mirror_logits: torch.Tensor | None = None,
+                      precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Grad-CAM's ingredients for a prepared float32 batch: (float32 logits, the activations A at `stage`'s
+        output, d(class logit)/dA); a class of None is the predicted one (with `mirror_logits`, of the mirror
+        average). The one place that decides where they are computed: in one ONNX Runtime call, holding no
+        lock, where `engine` is "onnx", `precision` float32 and the network's backward pass can be written out
+        (`OnnxNet.gradcam`); else by PyTorch (`engine.torch_gradcam`) on `network(precision)`, under the lock."""
+        if precision == "fp32" and self.engine == "onnx":
+            parts = self.onnx.gradcam(x, stage, classes, mirror_logits)
+            if parts is not None:
+                return parts
+        with self.lock:
+            net = self.network(precision)
+            return torch_gradcam(net, x.to(dtype(net)), stage, classes, mirror_logits)
 
     @torch.no_grad()  # (not inference mode: the result may meet autograd tensors, as in explain's mirror_logits)
     def logits(self, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:

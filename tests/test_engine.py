@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from emotion.engine import EngineError, OnnxNet, cache_dir
-from emotion.explain import LAYERS, explain, split_forward
+from emotion.engine import EngineError, OnnxNet, cache_dir, split_forward
+from emotion.explain import LAYERS, explain
 from emotion.faces import cut, detect_faces
 from emotion.faithfulness import face_faithfulness
 from emotion.model import DEFAULT_WEIGHTS, EmotionModel, load_model
@@ -177,7 +177,7 @@ def test_a_graph_that_cannot_be_had_leaves_only_its_own_passes_to_pytorch(model,
     other = EmotionModel(net=model.net, labels=model.labels, prep=model.prep, source="copy",
                          onnx=OnnxNet(model.net, model.prep.size))
     assert other.engine == "onnx"
-    assert other.gradcam_parts(x, "layer4", [None] * len(x)) is None
+    assert other.onnx.gradcam(x, "layer4", [None] * len(x)) is None
     assert list(other.onnx.failures()) == ["gradcam-layer4"]
     assert other.engine == "onnx"  # the forward pass is still ONNX Runtime's
     logits, maps = explain(other, x, [None] * len(x), "Grad-CAM", "layer4")

@@ -61,7 +61,8 @@ def test_the_grid_named_is_the_layers_own(side, output_stride):
     """grid_side counts the cells of each layer's activations, as a timm ResNet50 lays them out: at 64 px,
     layer2 is 8 x 8, layer3 4 x 4, layer4 2 x 2 (at 128 px, 16, 8 and 4); dilated to output stride 8, layer3
     and layer4 stay at layer2's grid."""
-    from emotion.explain import STAGES, grid_side, heatmap_name
+    from emotion.engine import STAGES
+    from emotion.explain import grid_side, heatmap_name
     from emotion.model import create_net
 
     net = create_net(output_stride=output_stride).eval()
