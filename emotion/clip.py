@@ -22,6 +22,7 @@ from emotion.model import EmotionModel
 from emotion.pipeline import NO_FACE, analyse
 from emotion.track import MAX_SHIFT, Tracker
 from emotion.video import DEFAULT_RATE, EVERY_FRAME, ClipWriter, check_rate, fit_side, probe, sample_frames
+from emotion.whatif import compact, what_if
 
 SMOOTH_S = 0.5  # seconds: time constant of the smoothed labels
 MAX_MISSED_S = 1.0  # a person out of view (or missed by the detector) for longer gets a new id on return
@@ -59,7 +60,7 @@ class VideoResult:
         return sorted({r["person"] for r in self.rows})
 
     def to_json(self) -> dict:
-        keep = ("time", "person", "box", "label", "probabilities", "smoothed_label", "level", "verdict")
+        keep = ("time", "person", "box", "label", "probabilities", "smoothed_label", "level", "verdict", "what_if")
         return {"file": self.name, "duration": round(self.duration, 3), "frames_analysed": self.frames,
                 "frames_per_second": "every frame" if self.every_frame else self.rate,
                 "people": [{"person": p, "first_seen": min(r["time"] for r in self.rows if r["person"] == p),
@@ -86,7 +87,8 @@ def analyse_video(path, model: EmotionModel, rate: float = DEFAULT_RATE, *, meth
     x1, y1 in the video frame's own pixels, upright, as a photo's box is: frames are analysed scaled down to
     at most video.FRAME_SIDE, and the boxes scaled back; the result's `frame_size` is that frame's size), `label` and `probabilities` (the model's, this frame),
     `smoothed` and `smoothed_label` (averaged over time, as drawn on the clip), `level` and `verdict` (how far
-    to trust the heatmap; None when `verdicts` is False). `clip_path` writes the annotated clip there.
+    to trust the heatmap; None when `verdicts` is False), `what_if` (each region hidden: the label and the
+    explained class's probability then, emotion/whatif.py; None when `verdicts` is False). `clip_path` writes the annotated clip there.
     Raises emotion.video.VideoError (a message for the user) for a file that cannot be analysed.
     """
     method, layer = resolve_method(method, controls=False), resolve_layer(layer)
@@ -124,11 +126,12 @@ def analyse_video(path, model: EmotionModel, rate: float = DEFAULT_RATE, *, meth
                 last_seen[track.id] = (t, label)
                 shown.append(smooth)
                 check = face_faithfulness(model, face, method=a.method, layer=a.layer) if verdicts else {}
+                hidden = compact(what_if(model, face, a.scale)) if verdicts else None
                 rows.append({"time": round(t, 3), "frame": k, "person": track.id, "box": list(face.box),
                              "label": face.label,
                              "probabilities": {c: round(v, 5) for c, v in face.probabilities.items()},
                              "smoothed": smooth, "smoothed_label": label,
-                             "level": check.get("level"), "verdict": check.get("verdict")})
+                             "level": check.get("level"), "verdict": check.get("verdict"), "what_if": hidden})
             if writer is not None:
                 writer.write(annotate(a, heatmaps=True, probabilities=shown, ids=[tr.id for tr in tracks]))
     finally:

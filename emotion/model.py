@@ -100,9 +100,16 @@ class Preprocess:
 
     def to_input(self, crops: list[np.ndarray]) -> torch.Tensor:
         """RGB uint8 crops (any size) -> normalised float batch N x 3 x size x size (channels_last)."""
-        out = np.empty((len(crops), self.size, self.size, 3), np.float32)
-        for i, crop in enumerate(crops):
-            img = face_pixels(crop, self.size, self.grayscale, self.native_size)
+        return self.pixels_input([self.pixels(crop) for crop in crops])
+
+    def pixels(self, crop: np.ndarray) -> np.ndarray:
+        """An RGB uint8 crop (any size) as the model's pixels (`face_pixels`: grey or RGB, size x size)."""
+        return face_pixels(crop, self.size, self.grayscale, self.native_size)
+
+    def pixels_input(self, pixels: list[np.ndarray]) -> torch.Tensor:
+        """The model's pixels (`pixels`) -> normalised float batch N x 3 x size x size (channels_last)."""
+        out = np.empty((len(pixels), self.size, self.size, 3), np.float32)
+        for i, img in enumerate(pixels):
             out[i] = img[..., None] if img.ndim == 2 else img
         x = torch.from_numpy(out).permute(0, 3, 1, 2)  # N,3,H,W view over NHWC memory: channels_last
         mean = torch.tensor(self.mean).view(1, 3, 1, 1) * 255.0

@@ -158,5 +158,6 @@ def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: 
     timings = {name: (stamps[i][1] - stamps[i - 1][1]) * 1000 for i, (name, _) in enumerate(stamps) if i}
     timings["total"] = (stamps[-1][1] - stamps[0][1]) * 1000
     return Analysis(rgb, loaded.scale, faces, messages, method, layer, timings, model.describe(),
-                    tuple(loaded.original_size), precision, grid_side(model.net, layer, model.prep.size))
+                    tuple(loaded.original_size), precision,
+                    grid_side(model.net, layer, model.prep.size) if with_heatmaps else 0)
 

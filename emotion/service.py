@@ -28,6 +28,7 @@ from emotion.pipeline import PREDICTED, Analysis, analyse
 from emotion.precision import resolve_precision
 from emotion.video import DEFAULT_RATE
 from emotion.view import faces_html
+from emotion.whatif import what_if
 
 LIVE_DETECT_SIDE = 320  # webcam faces are large: detect on a 320 px frame (4x fewer pixels than 640)
 
@@ -50,14 +51,16 @@ FAITH_FIELDS = ("level", "verdict", "score", "curve", "controls", "random_mean",
 
 def honesty(model: EmotionModel, a: Analysis) -> list[dict]:
     """For each face: how faithful its heatmap is (against the face prior, another class's map and random
-    maps; emotion/faithfulness.py), where its mass lies, and where a flat map's would (`region_baseline`:
-    each region's share of the crop's area, what the shares are read against)."""
+    maps; emotion/faithfulness.py), where its mass lies, where a flat map's would (`region_baseline`: each
+    region's share of the crop's area, what the shares are read against), and what the model answers with
+    each region hidden (`what_if`, emotion/whatif.py)."""
     out = []
     for face in a.faces:
         f = face_faithfulness(model, face, method=a.method, layer=a.layer)
         out.append({"faithfulness": {k: f[k] for k in FAITH_FIELDS},
                     "regions": face_region_shares(face, scale=a.scale),
-                    "region_baseline": face_region_areas(face, scale=a.scale)})
+                    "region_baseline": face_region_areas(face, scale=a.scale),
+                    "what_if": what_if(model, face, a.scale)})
     return out
 
 
@@ -105,7 +108,8 @@ def status(a: Analysis) -> str:
 def predict(model: EmotionModel, image, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
             explain_for: str | None = PREDICTED, whole_image: bool = False) -> dict:
     """The API's answer: every face's box, label, seven probabilities, heatmap (model input size, 0..1),
-    the heatmap's faithfulness against random maps, and its share on each facial region."""
+    the heatmap's faithfulness against random maps, its share on each facial region, and the answer with
+    each region hidden (`what_if`)."""
     return checked(model, image, method, layer, explain_for, whole_image, with_heatmap=True)[2]
 
 

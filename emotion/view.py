@@ -2,7 +2,8 @@
 
 Each card: the face crop and the heatmap over it (each `SIDE` px, shrinking on a phone), the label, the seven
 probabilities as bars, how far to trust the heatmap (its faithfulness verdict) and where its mass lies
-(the facial-region shares). Above the cards: what the heatmap's colours mean, with the method and layer.
+(the facial-region shares), and what the model answers with each region hidden (the what-if,
+emotion/whatif.py). Above the cards: what the heatmap's colours mean, with the method and layer.
 Pictures are inlined (data: URLs), so a result is one self-contained value (Gradio's share links keep it).
 """
 from __future__ import annotations
@@ -46,6 +47,7 @@ CSS = """
 .ev-verdict.weak { border-left-color: #d4a100; }
 .ev-verdict.chance, .ev-verdict.untestable, .ev-verdict.empty { border-left-color: #dc322f; }
 .ev-h4 { font-weight: bold; font-size: 0.9em; margin: 8px 0 2px; }
+.ev-whatif { margin: 2px 0 6px; font-size: 0.9em; }
 @media (max-width: 600px) { .ev-face { padding: 6px; } .ev-pair { gap: 4px; } }
 """
 
@@ -83,8 +85,9 @@ def legend(method: str, name: str) -> str:
             f'<span>{e(meaning)}</span></div>')
 
 
-def _bars(rows: list[tuple], top: str | None, label: str, dash: bool = False) -> str:
-    """One bar per (name, value, colour[, baseline]) row; a baseline is drawn as a black tick on the bar."""
+def _bars(rows: list[tuple], top: str | None, label: str, dash: bool = False, tick_name: str = "area") -> str:
+    """One bar per (name, value, colour[, baseline]) row; a baseline is drawn as a black tick on the bar
+    (`tick_name` says what it is, on hover)."""
     items = []
     for name, value, (r, g, b), *rest in rows:
         base = rest[0] if rest else None
@@ -92,7 +95,7 @@ def _bars(rows: list[tuple], top: str | None, label: str, dash: bool = False) ->
         pct = "-" if dash else f"{value:.0%}"
         tick, base_attr = "", ""
         if base is not None:
-            tick = f'<span class="ev-base" style="left:{base * 100:.1f}%" title="area {base:.0%}"></span>'
+            tick = f'<span class="ev-base" style="left:{base * 100:.1f}%" title="{tick_name} {base:.0%}"></span>'
             base_attr = f' data-baseline="{base:.4f}"'
         items.append(f'<li data-name="{html.escape(name)}" data-value="{value:.4f}"{base_attr}{cls}>'
                      f'<span>{html.escape(name)}</span>'
@@ -133,8 +136,25 @@ def face_card(i: int, face, check: dict, method: str) -> str:
         + _bars(shares, None, f"Face {i} heatmap share by region", dash=sum(row[1] for row in shares) <= 0)
         + ('<p class="ev-note">Black tick: the region\'s share of the picture, what a map that looks nowhere in '
            "particular would give.</p>" if baseline else "")
+        + whatif_html(i, check.get("what_if"))
         + "</div></div></section>"
     )
+
+
+def whatif_html(i: int, w: dict | None) -> str:
+    """The what-if block of a face card: the sentence, then per region the explained class's probability with
+    that region hidden (a black tick: its probability as shown)."""
+    if not w:
+        return ""
+    e = html.escape
+    rows = [(REGION_LABELS.get(k, k), float(r["probability"]),
+             (220, 50, 47) if r["changes_label"] else REGION_COLOURS.get(k, (147, 161, 161)), float(w["before"]))
+            for k, r in w["regions"].items()]
+    return (f'<div class="ev-h4">What if a part of the face were hidden?</div>'
+            f'<p class="ev-whatif" data-most="{e(w["most"])}">{e(w["sentence"])}</p>'
+            + _bars(rows, None, f"Face {i}: {w['explained']} with each region hidden", tick_name="as shown")
+            + f'<p class="ev-note">Each bar: {e(w["explained"])} with that region filled in from the skin around it; '
+            "black tick: as shown. Red: hiding it changes the answer.</p>")
 
 
 def faces_html(faces, checks: list[dict], method: str, name: str) -> str:

@@ -15,7 +15,7 @@ from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD
 from emotion.faces import detect_faces
 from emotion.model import CLASSES
 from emotion.pipeline import analyse
-from emotion.regions import REGIONS
+from emotion.regions import REGION_LABELS, REGIONS
 from tests import fixtures as fx
 
 TWO_FACES = fx.ROOT / "examples" / "two_faces.jpg"
@@ -51,7 +51,13 @@ def test_every_face_gets_a_card_in_the_photo_numbers_order(model):
         assert {n: float(p) for n, p in bars} == pytest.approx(face["probabilities"], abs=1e-4)
         assert re.search(rf'<li data-name="{face["label"]}"[^>]*class="ev-top"', card)
         assert face["faithfulness"]["verdict"].replace('"', "&quot;").replace("'", "&#x27;") in card
-        regions = card.split("Where the heatmap lies")[1]
+        regions, hidden = card.split("Where the heatmap lies")[1].split("What if a part of the face were hidden?")
+        # the what-if: the sentence, and per region the explained class's probability with it hidden
+        w = face["what_if"]
+        assert w["sentence"].replace("'", "&#x27;") in hidden
+        got = dict(re.findall(r'data-name="([\w &;]+)" data-value="([\d.]+)"', hidden))
+        assert {k: float(v) for k, v in got.items()} == pytest.approx(
+            {REGION_LABELS[r].replace("&", "&amp;"): w["regions"][r]["probability"] for r in w["regions"]}, abs=1e-4)
         assert re.findall(r'data-name="([\w &;]+)"', regions) == ["eyes &amp; brows", "nose", "mouth",
                                                                   "rest of face", "outside face"]
         # each region's bar carries its baseline (its share of the crop's area) as a tick
