@@ -15,6 +15,7 @@ import numpy as np
 
 from emotion import table, timeline
 from emotion.clip import Progress, VideoResult, analyse_video
+from emotion.compare import second_map
 from emotion.draw import annotate
 from emotion.explain import (CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LIVE_LAYER, LIVE_METHOD,
                              effective_precision, resolve_layer, resolve_method)
@@ -52,15 +53,17 @@ FAITH_FIELDS = ("level", "verdict", "score", "curve", "controls", "random_mean",
 def honesty(model: EmotionModel, a: Analysis) -> list[dict]:
     """For each face: how faithful its heatmap is (against the face prior, another class's map and random
     maps; emotion/faithfulness.py), where its mass lies, where a flat map's would (`region_baseline`: each
-    region's share of the crop's area, what the shares are read against), and what the model answers with
-    each region hidden (`what_if`, emotion/whatif.py)."""
+    region's share of the crop's area, what the shares are read against), what the model answers with
+    each region hidden (`what_if`, emotion/whatif.py), and Grad-CAM's map beside this one with how far the
+    two agree (`second_map`, emotion/compare.py; None when the map is Grad-CAM's at that layer already)."""
     out = []
     for face in a.faces:
         f = face_faithfulness(model, face, method=a.method, layer=a.layer)
         out.append({"faithfulness": {k: f[k] for k in FAITH_FIELDS},
                     "regions": face_region_shares(face, scale=a.scale),
                     "region_baseline": face_region_areas(face, scale=a.scale),
-                    "what_if": what_if(model, face, a.scale)})
+                    "what_if": what_if(model, face, a.scale),
+                    "second_map": second_map(model, face, a.method, a.layer)})
     return out
 
 
@@ -80,6 +83,11 @@ def checked(model: EmotionModel, image, method, layer, explain_for, whole_image,
     result = a.to_json(with_heatmap=with_heatmap)
     for face_json, c in zip(result["faces"], checks):
         face_json.update(c)
+        second = c["second_map"]
+        if second is not None:  # its map as the face's own is given: a list, and only when heatmaps are asked
+            face_json["second_map"] = {k: v for k, v in second.items() if k != "heatmap"}
+            if with_heatmap:
+                face_json["second_map"]["heatmap"] = np.round(second["heatmap"], 3).tolist()
     return a, checks, result
 
 
@@ -108,8 +116,8 @@ def status(a: Analysis) -> str:
 def predict(model: EmotionModel, image, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
             explain_for: str | None = PREDICTED, whole_image: bool = False) -> dict:
     """The API's answer: every face's box, label, seven probabilities, heatmap (model input size, 0..1),
-    the heatmap's faithfulness against random maps, its share on each facial region, and the answer with
-    each region hidden (`what_if`)."""
+    the heatmap's faithfulness against random maps, its share on each facial region, the answer with
+    each region hidden (`what_if`), and Grad-CAM's map beside it with their agreement (`second_map`)."""
     return checked(model, image, method, layer, explain_for, whole_image, with_heatmap=True)[2]
 
 

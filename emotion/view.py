@@ -1,6 +1,7 @@
 """The Photo tab's results as HTML: one card per face, the face and its heatmap side by side first.
 
-Each card: the face crop and the heatmap over it (each `SIDE` px, shrinking on a phone), the label, the seven
+Each card: the face crop and the heatmap over it (each `SIDE` px, shrinking on a phone), with Grad-CAM's map
+beside them and how far the two agree where the heatmap is another method's, the label, the seven
 probabilities as bars, how far to trust the heatmap (its faithfulness verdict) and where its mass lies
 (the facial-region shares), and what the model answers with each region hidden (the what-if,
 emotion/whatif.py). Above the cards: what the heatmap's colours mean, with the method and layer.
@@ -30,6 +31,8 @@ CSS = """
 .ev-pair figure { margin: 0; min-width: 0; }
 .ev-pair img { width: 100%; height: auto; display: block; border-radius: 4px; }
 .ev-pair figcaption { font-size: 0.85em; text-align: center; }
+.ev-pair.ev-three { grid-template-columns: repeat(3, minmax(0, 192px)); }
+.ev-agree { grid-column: 1 / -1; margin: 0; font-size: 0.85em; }
 .ev-details { flex: 1 1 240px; min-width: 0; }
 .ev-bars { list-style: none; padding: 0; margin: 0 0 8px; }
 .ev-bars li { display: grid; grid-template-columns: 6.5em 1fr 3em; align-items: center; gap: 6px;
@@ -120,14 +123,23 @@ def face_card(i: int, face, check: dict, method: str) -> str:
                None if k not in baseline else float(baseline[k]))
               for k in (*REGIONS, *(k for k in regions if k not in REGIONS))]
     no_map = " (no positive evidence for this class anywhere: the map is empty)" if empty else ""
+    second = check.get("second_map")
+    third, agree = "", ""
+    if second:  # Grad-CAM beside the face's own map, and how far they agree (emotion/compare.py)
+        name = f"{second['method']} at {second['layer']}"
+        third = (f'<figure><img src="{data_url(overlay(crop, second["heatmap"]))}" alt="Face {i}: {e(name)} '
+                 f'{e(about)}" width="{SIDE}" height="{SIDE}"><figcaption>{e(name)}</figcaption></figure>')
+        rho = second.get("agreement")
+        agree = (f'<p class="ev-agree" data-agreement="{"" if rho is None else f"{rho:.4f}"}">'
+                 f"{e(second['sentence'])}</p>")
     return (
         f'<section class="ev-face" data-face="{i}" data-label="{e(face.label)}">'
         f"<h3>Face {i}: {e(face.label)} {top:.0%}</h3>"
-        '<div class="ev-body"><div class="ev-pair">'
+        f'<div class="ev-body"><div class="ev-pair{" ev-three" if third else ""}">'
         f'<figure><img src="{data_url(crop)}" alt="Face {i}" width="{SIDE}" height="{SIDE}">'
         "<figcaption>face</figcaption></figure>"
         f'<figure><img src="{data_url(heat)}" alt="Face {i}: heatmap {e(about)}" width="{SIDE}" height="{SIDE}">'
-        f"<figcaption>heatmap {e(about)}{e(no_map)}</figcaption></figure></div>"
+        f"<figcaption>heatmap {e(about)}{e(no_map)}</figcaption></figure>{third}{agree}</div>"
         '<div class="ev-details"><div class="ev-h4">Probabilities</div>'
         + _bars(probs, face.label, f"Face {i} probabilities")
         + f'<div class="ev-h4">Can this heatmap be trusted?</div>'

@@ -40,9 +40,15 @@ def test_every_face_gets_a_card_in_the_photo_numbers_order(model):
     a = analyse(str(TWO_FACES), model)
     for i, (card, face) in enumerate(zip(found, faces)):
         assert f'data-label="{face["label"]}"' in card and f"<h3>Face {i + 1}: {face['label']} " in card
-        crop, heat = pictures(card)
-        assert crop.shape == heat.shape == (320, 320, 3)  # side by side, each 320 px
+        crop, heat, second = pictures(card)
+        assert crop.shape == heat.shape == second.shape == (320, 320, 3)  # side by side, each 320 px
         assert np.abs(crop.astype(int) - heat.astype(int)).mean() > 10  # the heatmap is drawn over the face
+        # Grad-CAM's map beside the default's (another map over the same face), and their agreement
+        assert np.abs(crop.astype(int) - second.astype(int)).mean() > 10
+        assert np.abs(heat.astype(int) - second.astype(int)).mean() > 5
+        s = face["second_map"]
+        assert (s["method"], s["layer"]) == ("Grad-CAM", "layer3") and "Grad-CAM at layer3" in card
+        assert f'data-agreement="{s["agreement"]:.4f}"' in card and s["sentence"] in card
         # the card's face is this face's crop, not the other one's
         own = [np.abs(cv2.resize(f.crop, (320, 320)).astype(int) - crop).mean() for f in a.faces]
         assert int(np.argmin(own)) == i
