@@ -99,6 +99,26 @@ def test_group_gap_by_hand():
     assert audit.group_gap(y_true, y_pred, groups, 7, 100, min_size=30, seed=0)["compared_groups"] == []
 
 
+def test_what_if_rate_gap_and_sentences_by_hand():
+    from train.report import whatif_sentences
+
+    values = np.array([1.0] * 18 + [0.0] * 2 + [1.0] * 2 + [0.0] * 18 + [np.nan] * 5)  # 90 % against 10 %
+    groups = np.array(["a"] * 20 + ["b"] * 20 + ["a"] * 5)
+    gap = audit.rate_gap(values, groups, n_boot=300, min_size=5, seed=0)
+    assert gap["rates"] == pytest.approx({"a": 0.9, "b": 0.1}) and gap["gap"] == pytest.approx(0.8)
+    assert (gap["highest"], gap["lowest"]) == ("a", "b") and gap["ci95"][0] < 0.8 < gap["ci95"][1]
+    assert gap["p_value"] < 0.01
+    assert "note" in audit.rate_gap(values, groups, 100, min_size=25, seed=0)
+    figures = audit.whatif_figures([{"eyes_brows": (False, 0.0), "nose": (False, 0.1), "mouth": (True, 0.8),
+                                     "rest_of_face": (False, 0.0)}] * 9
+                                   + [{"eyes_brows": (True, 0.5), "nose": (False, 0.0), "mouth": (False, 0.1),
+                                       "rest_of_face": (False, 0.0)}, None])
+    assert figures["n"] == 10 and figures["mouth"]["flip_rate"] == pytest.approx(0.9)
+    assert figures["mouth"]["mean_drop"] == pytest.approx(0.73)
+    said = whatif_sentences({"happy": figures})
+    assert said[0].startswith("happy depends on the mouth on 9 faces in 10")
+
+
 def built_answers(items) -> list[int]:
     """What tiny_model was built to answer: the true class, except every third picture: the next class."""
     return [c if k % 3 else (c + 1) % len(CLASSES) for k, (_, c) in enumerate(items)]
@@ -174,6 +194,22 @@ def test_audit_numbers_match_a_hand_computation(tiny_model, data, tmp_path):
         mine = [sh for sh, t in zip(shares, y) if t == c and sh]
         assert s["region_shares"]["per_true_class"][name]["mouth"] == pytest.approx(np.mean([m["mouth"] for m in mine]))
 
+    # the what-if recomputed face by face through the pipeline: per predicted class, how often hiding each
+    # region changes the label
+    from emotion.whatif import HIDDEN, what_if
+
+    flips = {}
+    for path, _ in items:
+        a = analyse(path, tiny_model, whole_image=True, layer="layer3")
+        w = what_if(tiny_model, a.faces[0], a.scale)
+        flips.setdefault(a.faces[0].label, []).append([w["regions"][r]["changes_label"] for r in HIDDEN])
+    for name, rows in flips.items():
+        got = s["what_if"]["per_predicted_class"][name]
+        assert got["n"] == len(rows)
+        assert [got[r]["flip_rate"] for r in HIDDEN] == pytest.approx(np.mean(rows, 0).tolist())
+    assert s["what_if"]["all"]["n"] == len(items)
+    assert "What if a part of the face were hidden?" in (out / "report.html").read_text()
+
     # fairness per group, by hand: the per-group figures and the gaps between them agree
     fair = s["fairness"]
     assert fair["matched"] == len(items) + 1 and fair["unmatched"] == 0
@@ -189,6 +225,10 @@ def test_audit_numbers_match_a_hand_computation(tiny_model, data, tmp_path):
             assert got["mean_class_accuracy"] == pytest.approx(mcas[gname]), (attr, gname)
         gaps = fair["attributes"][attr]
         assert gaps["accuracy_gap"]["gap"] == pytest.approx(max(accs.values()) - min(accs.values()))
+        for r, gp in gaps["what_if_gaps"].items():  # each group's flip rate, as its own what-if figures say
+            if "rates" in gp:
+                assert gp["rates"] == pytest.approx({g: v["what_if"][r]["flip_rate"]
+                                                     for g, v in gaps["groups"].items() if g in gp["rates"]})
         assert gaps["mean_class_accuracy_gap"]["gap"] == pytest.approx(max(mcas.values()) - min(mcas.values()))
 
     # faithfulness: one figure per method and the random control; the sanity check's identity is exact

@@ -14,6 +14,11 @@ pictures are the PNGs beside it). The summary holds:
   ("why not the true class?");
 - the share of heatmap mass on eyes and brows, nose, mouth, rest of face and outside the face
   (emotion/regions.py), overall, per class and per group;
+- the what-if, answered with interventions rather than maps (emotion/whatif.py): for each region, how often
+  hiding it changes the label and how far the label's probability falls, overall, per predicted class
+  ("happy depends on the mouth on 9 faces in 10") and per group, with the largest gap between groups in
+  each region's rate, its bootstrap 95 % interval and a permutation p-value (summary.json: `what_if`,
+  `fairness.attributes[...].what_if_gaps`);
 - faithfulness (emotion/faithfulness.py) of every CAM method at every layer (--faith-layers) on a subset
   (--faithfulness-limit), judged as the app judges each face: the mean drop of the predicted class's logit
   when each map's top pixels are deleted, beside the same for the controls (face prior, the other class's
@@ -72,6 +77,7 @@ from emotion.images import ImageError
 from emotion.model import CLASSES, EmotionModel, load_model
 from emotion.pipeline import analyse
 from emotion.regions import REGIONS, face_region_areas, face_region_shares
+from emotion.whatif import HIDDEN, what_if
 from train import distributed
 from train.data import DatasetError, list_split, rafdb_attributes
 from train.evaluate import DEFAULT_SPLIT
@@ -220,6 +226,43 @@ def group_gap(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, n_clas
 
     return {"compared_groups": names, "accuracy_gap": summarise(acc, boot_acc, perm_acc),
             "mean_class_accuracy_gap": summarise(mca, boot_mca, perm_mca)}
+
+
+def whatif_figures(hidden: list[dict | None]) -> dict | None:
+    """Over faces' what-ifs ({region: (label changes, drop of the label's probability)}, None for no face):
+    per region, how often hiding it changes the label (`flip_rate`) and the mean drop (`mean_drop`)."""
+    rows = [h for h in hidden if h]
+    if not rows:
+        return None
+    return {"n": len(rows), **{r: {"flip_rate": float(np.mean([h[r][0] for h in rows])),
+                                   "mean_drop": float(np.mean([h[r][1] for h in rows]))} for r in HIDDEN}}
+
+
+def rate_gap(values: np.ndarray, groups: np.ndarray, n_boot: int, min_size: int, seed: int) -> dict:
+    """Largest gap between groups in the rate of `values` (0/1, NaN: not measured), with a bootstrap 95 %
+    interval (each group resampled, as `group_gap` does) and a permutation p-value."""
+    keep = ~np.isnan(values)
+    v, g = values[keep], groups[keep]
+    names = [n for n in sorted(set(g.tolist())) if (g == n).sum() >= min_size]
+    if len(names) < 2:
+        return {"compared_groups": names, "note": f"fewer than two groups with at least {min_size} faces"}
+    rng = np.random.default_rng(seed)
+    idx = {n: np.flatnonzero(g == n) for n in names}
+    obs = np.array([v[idx[n]].mean() for n in names])
+    boot = np.stack([v[i[rng.integers(0, len(i), (n_boot, len(i)))]].mean(1) for i in idx.values()], 1)
+    inside = np.isin(g, names)
+    perm = []
+    for _ in range(max(200, n_boot // 2)):
+        shuffled = g.copy()
+        shuffled[inside] = rng.permutation(g[inside])
+        perm.append(np.ptp([v[shuffled == n].mean() for n in names]))
+    hi, lo = int(obs.argmax()), int(obs.argmin())
+    gap = float(obs[hi] - obs[lo])
+    b = boot.max(1) - boot.min(1)
+    return {"compared_groups": names, "rates": {n: float(r) for n, r in zip(names, obs)}, "gap": gap,
+            "highest": names[hi], "lowest": names[lo],
+            "ci95": [float(np.percentile(b, 2.5)), float(np.percentile(b, 97.5))],
+            "p_value": float((np.sum(np.asarray(perm) >= gap - 1e-12) + 1) / (len(perm) + 1))}
 
 
 # ---------------------------------------------------------------- sanity check
@@ -399,7 +442,8 @@ def _mean_shares(rows: list[dict]) -> dict[str, float] | None:
 def _look(model: EmotionModel, source, label: int, method: str, layer: str, whole: bool, to_ours: list[int]) -> dict:
     """One picture through the pipeline, as the audit keeps it: why there is no answer ("unreadable",
     "no_face") or the answer (our class index and the model's own name), its probabilities, the map's region
-    shares, the regions' areas, and the face in grey at the model's side with its heatmap."""
+    shares, the regions' areas, the what-if (each region hidden: whether the label changes, how far the
+    label's probability falls; emotion/whatif.py), and the face in grey at the model's side with its heatmap."""
     try:
         a = analyse(source, model, method=method, layer=layer, whole_image=whole)
     except ImageError:
@@ -411,9 +455,11 @@ def _look(model: EmotionModel, source, label: int, method: str, layer: str, whol
     size = model.prep.size
     grey = cv2.cvtColor(f.crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
     grey = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA if grey.shape[0] > size else cv2.INTER_CUBIC)
+    w = what_if(model, f, a.scale)["regions"]
     return {"why": None, "pred": to_ours[model.labels.index(f.label)], "name": f.label,
             "conf": f.probabilities[f.label], "p_true": f.probabilities.get(CLASSES[label], 0.0),
             "share": s if sum(s.values()) > 0 else None, "area": face_region_areas(f, a.scale),
+            "what_if": {r: (bool(w[r]["changes_label"]), float(w[r]["drop"])) for r in HIDDEN},
             "grey": grey, "heatmap": f.heatmap}
 
 
@@ -524,6 +570,11 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
     summary["region_shares"] = {"all": region_all, "per_true_class": region_true, "per_predicted_class": region_pred,
                                 "flat_map": region_area}
     summary["outside_face_share"] = region_all["outside_face"] if region_all else None
+    hidden = [looks[i].get("what_if") if y_pred[i] >= 0 else None for i in range(n_images)]
+    summary["what_if"] = {"all": whatif_figures(hidden),
+                          "per_predicted_class": {labels[c]: whatif_figures([hidden[i] for i in range(n_images)
+                                                                             if y_pred[i] == c])
+                                                  for c in range(n_classes) if (y_pred_a == c).any()}}
 
     # ------------------------------------------------ 3. confident mistakes
     t0 = time.perf_counter()
@@ -640,11 +691,15 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
                                    "per_class_accuracy": s["per_class_accuracy"],
                                    "confusion_matrix": s["confusion_matrix"],
                                    "regions": _mean_shares([shares[i] for i in idx]),
+                                   "what_if": whatif_figures([hidden[i] for i in idx]),
                                    "verdicts": {"n": len(judged), **{level: (judged.count(level) / len(judged)
                                                                            if judged else None) for level in LEVELS}}}
             gap = group_gap(y_true_a[has], y_pred_a[has], g[has].astype(str), n_classes, bootstrap, min_group_size,
                             seed)
-            fairness["attributes"][attr] = {"groups": per_group, **gap}
+            fairness["attributes"][attr] = {"groups": per_group, **gap,
+                                            "what_if_gaps": {r: rate_gap(
+                                                np.array([h[r][0] if h else np.nan for h in hidden], float)[has],
+                                                g[has].astype(str), bootstrap, min_group_size, seed) for r in HIDDEN}}
     summary["fairness"] = fairness
     timings["fairness_s"] = time.perf_counter() - t0
 

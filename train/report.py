@@ -23,6 +23,7 @@ import numpy as np
 from emotion.explain import overlay
 from emotion.faithfulness import LEVELS, MARGIN, METHOD_MARGINS
 from emotion.regions import REGION_COLOURS, REGION_LABELS, REGIONS, draw_regions
+from emotion.whatif import HIDDEN
 from train.evaluate import plot_confusion
 
 
@@ -254,6 +255,40 @@ also puts the map above the face prior.</p>"""]
     return "".join(parts)
 
 
+def whatif_sentences(per_class: dict[str, dict]) -> list[str]:
+    """"happy depends on the mouth on 9 faces in 10": per predicted class, the region whose hiding changes
+    the label most often, and how often (in tenths when it is at least one face in ten)."""
+    out = []
+    for c, f in per_class.items():
+        if not f:
+            continue
+        region = max(HIDDEN, key=lambda r: f[r]["flip_rate"])
+        rate = f[region]["flip_rate"]
+        if rate < 0.05:
+            out.append(f"{c}: no single region hidden changes the label on more than 1 face in 20 (n={f['n']}).")
+        else:
+            tenths = max(1, round(rate * 10))
+            out.append(f"{c} depends on the {REGION_LABELS[region]} on {tenths} face{'s' if tenths > 1 else ''} in 10 "
+                       f"({rate:.0%} of {f['n']}; hiding it lowers {c} by {f[region]['mean_drop']:.0%} on average).")
+    return out
+
+
+def whatif_section(s: dict) -> str:
+    """The report's what-if: each region hidden in turn (emotion/whatif.py), per predicted class."""
+    w = s.get("what_if")
+    if not w or not w.get("all"):
+        return ""
+    rows = [[c] + [f"{f[r]['flip_rate']:.0%} / {f[r]['mean_drop']:.0%}" for r in HIDDEN] + [f["n"]]
+            for c, f in list(w["per_predicted_class"].items()) + [("all faces", w["all"])] if f]
+    items = "".join(f"<li>{html.escape(t)}</li>" for t in whatif_sentences(w["per_predicted_class"]))
+    return ("<h2>What if a part of the face were hidden?</h2>"
+            '<p class="note">Each region filled in from the skin around it and the face asked again '
+            "(emotion/whatif.py). Per class the model answered: how often hiding the region changes the answer, and "
+            "how far the answer's probability falls on average. An intervention, not a map: it says what the "
+            f"answer depends on.</p><ul>{items}</ul>"
+            + _table(["predicted class"] + [f"hide {REGION_LABELS[r]}: flips / drop" for r in HIDDEN] + ["n"], rows))
+
+
 def write_html(s: dict, out: Path) -> Path:
     """out/report.html from the summary `s`, showing the figures found in `out`."""
     n_mistakes = len(s["confident_mistakes"])
@@ -298,6 +333,8 @@ The template regions over the average face:</p>""")
         parts.append(_img(out, "regions_per_class.png", "region shares per class"))
     else:
         parts.append("<p>No heatmap had any mass.</p>")
+
+    parts.append(whatif_section(s))
 
     parts.append("<h2>Most confident mistakes</h2>")
     if n_mistakes:
@@ -400,6 +437,14 @@ gap is real by p, and its likely size by the interval.</p>""")
                              + _table(["true \\ predicted"] + columns,
                                       [[c] + row for c, row in zip(s["per_class_accuracy"], v["confusion_matrix"])])
                              + "</details>")
+            gaps = a.get("what_if_gaps") or {}
+            if any("gap" in gp for gp in gaps.values()):
+                parts.append(_table(["what-if: hiding", "changes the label, per group", "largest gap", "between",
+                                     "95% interval", "p"],
+                                    [[REGION_LABELS[r], ", ".join(f"{html.escape(g)} {_pct(v)}" for g, v in gp["rates"].items()),
+                                      f"{gp['gap']:.1%}", f"{gp['highest']} vs {gp['lowest']}",
+                                      f"{gp['ci95'][0]:.1%} to {gp['ci95'][1]:.1%}", f"{gp['p_value']:.3f}"]
+                                     for r, gp in gaps.items() if "gap" in gp]))
             if "accuracy_gap" in a:
                 rows = []
                 for key, name in (("accuracy_gap", "accuracy"), ("mean_class_accuracy_gap", "mean-class accuracy")):
@@ -420,7 +465,7 @@ gap is real by p, and its likely size by the interval.</p>""")
 
 
 # ---------------------------------------------------------------- the README's figures
-README_BEGIN = "<!-- verdict figures: written by python -m train.report AUDIT --readme README.md; do not edit -->"
+README_BEGIN = "<!-- verdict figures: written by python -m train.report AUDIT --readme docs/trust.md; do not edit -->"
 README_END = "<!-- end of verdict figures -->"
 KEPT = ("dataset", "split", "n", "accuracy", "mean_class_accuracy", "weights", "method", "layer",
         "faithfulness_by_layer", "recommended", "sanity", "sanity_rank_correlation", "settings", "world_size")
@@ -487,7 +532,8 @@ def readme_figures(s: dict) -> str:
 
 
 def write_readme(readme: str | Path, s: dict) -> None:
-    """Put `readme_figures(s)` between the README's markers."""
+    """Put `readme_figures(s)` between the markers of a Markdown page (the project's is docs/trust.md, "How far to
+    trust a heatmap")."""
     readme = Path(readme)
     text = readme.read_text()
     if README_BEGIN not in text or README_END not in text:
@@ -501,7 +547,8 @@ def main(argv=None) -> Path:
     p = argparse.ArgumentParser(prog="python -m train.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", help="an audit's folder (python -m train.audit --out), holding summary.json")
-    p.add_argument("--readme", default=None, help="also write the verdict figures into this README's marked place")
+    p.add_argument("--readme", default=None,
+                   help="also write the verdict figures into this Markdown page's marked place (docs/trust.md)")
     p.add_argument("--keep", default=None, help="and the summary's figures over all faces into this JSON file "
                    "(e.g. weights/audit.json)")
     args = p.parse_args(argv)
