@@ -3,7 +3,8 @@
 Needs Debian's Chromium (`apt-get install chromium chromium-driver`; .ci/run installs it) and the
 `playwright` package; `playwright install` is never needed. Screenshots of every step land in
 test-artifacts/browser/ for a reviewer to look at:
-the results view at desktop (1400x1000) and phone (390x844) sizes, the live webcam, a share link and the Video tab.
+the results view at desktop (1400x1000) and phone (390x844) sizes, the live webcam, a share link and the Video tab,
+and the README's picture of the result view (result.jpg).
 """
 import contextlib
 import os
@@ -30,6 +31,7 @@ ANY_CLASS = "|".join(CLASSES)
 TWO_FACES = fx.ROOT / "examples" / "two_faces.jpg"
 LAYER = DEFAULT_LAYER.split()[0]
 GRID = {"layer2": 8, "layer3": 4, "layer4": 2}[LAYER]  # the layer's cells across at the shipped 64 px
+README_PICTURE = fx.ROOT / "docs" / "assets" / "result.jpg"  # a copy of test-artifacts/browser/result.jpg
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
 expect.set_options(timeout=WAIT_MS)
@@ -216,6 +218,26 @@ def test_desktop_view_puts_each_face_beside_its_heatmap(page):
     for label in labels:
         expect(answer).to_contain_text(label)
     shot(page, "1-api-tab.png")
+    assert page.errors == []
+
+
+def test_result_view_picture_for_the_readme(page):
+    """The README's picture of the result view is made here, from the real app: one face's card (the face and its
+    heatmap side by side, the seven probabilities, the verdict and where the heatmap lies) under the heatmap's
+    legend, written as test-artifacts/browser/result.jpg. After a change to the view, copy it over
+    docs/assets/result.jpg (docs/CONTRIBUTING.md); both stay under 150 KB."""
+    analyse(page, fx.PORTRAIT, 1)
+    check_card(cards(page).nth(0), 150)  # (the layout's own sizes are test_desktop_view_...'s to check)
+    expect(page.locator("#faces .ev-legend")).to_be_visible()
+    faces = page.locator("#faces")
+    faces.scroll_into_view_if_needed()
+    box, pad = faces.bounding_box(), 12  # the view with a margin of the page around it
+    picture = ARTIFACTS / "result.jpg"
+    page.screenshot(path=picture, type="jpeg", quality=85, clip={
+        "x": max(0, box["x"] - pad), "y": max(0, box["y"] - pad),
+        "width": box["width"] + 2 * pad, "height": box["height"] + 2 * pad})
+    assert 20_000 < picture.stat().st_size < 150_000
+    assert 0 < README_PICTURE.stat().st_size < 150_000
     assert page.errors == []
 
 
