@@ -24,7 +24,7 @@ def tune_malloc() -> bool:
     and big imports start: at most 2 arenas (M_ARENA_MAX), and every buffer over 4 MiB mapped on its own
     (a fixed M_MMAP_THRESHOLD), so the memory of a big picture goes back to the system when it is freed.
     With glibc's defaults, 400 damaged pictures left the server 170 MB larger; with these, 28 MB
-    (README, "Hostile input and crowds"). Left alone where MALLOC_ARENA_MAX or MALLOC_MMAP_THRESHOLD_ is
+    (docs/reliability.md, "Hostile input and crowds"). Left alone where MALLOC_ARENA_MAX or MALLOC_MMAP_THRESHOLD_ is
     set, with EMOTION_MALLOC=default, and where there is no glibc. Returns whether it was set."""
     if os.environ.get("EMOTION_MALLOC") == "default" or {"MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_"} & {*os.environ}:
         return False
@@ -53,7 +53,7 @@ from emotion.precision import resolve_precision  # noqa: E402
 from emotion.video import DEFAULT_RATE, EVERY_FRAME, LIMITS, MAX_VIDEO_BYTES  # noqa: E402
 
 log = logging.getLogger("app")
-# What a public server holds to (README "Limits and safety"); the environment may change the last two.
+# What a public server holds to (docs/reliability.md, "Limits and safety"); the environment may change the last two.
 WORKERS = 2  # photo analyses at once; requests beyond them wait in the queue (webcam streams have their own 4)
 QUEUE_SIZE = int(os.environ.get("EMOTION_QUEUE_SIZE", "64"))  # more waiting than this: "busy, try again"
 CACHE_SECONDS = int(os.environ.get("EMOTION_CACHE_SECONDS", str(24 * 3600)))  # uploads, results, share links

@@ -33,12 +33,18 @@ def test_predict_takes_the_documented_keywords(server):
         c.predict(image=handle_file(str(fx.PORTRAIT)), explain_for="sad", api_name="/predict")
 
 
-def test_readme_names_every_argument():
+def api_texts() -> dict[str, str]:
+    """The README's "Call the API" section (the app shows it in its API tab) and the API's documentation page."""
     text = (fx.ROOT / "README.md").read_text()
     section = text[text.index("## Call the API"):text.index("\n## ", text.index("## Call the API") + 1)]
-    for name in NAMES:
-        assert f"{name}=" in section and f"`{name}`" in section
-    assert "`heatmap_box`" in section  # the square the heatmap covers is documented
+    return {"README.md": section, "docs/api.md": (fx.ROOT / "docs" / "api.md").read_text()}
+
+
+def test_readme_names_every_argument():
+    for where, section in api_texts().items():
+        for name in NAMES:
+            assert f"{name}=" in section and f"`{name}`" in section, (where, name)
+        assert "`heatmap_box`" in section, where  # the square the heatmap covers is documented
 
 
 def lay_on(picture: np.ndarray, heatmap: list, square) -> np.ndarray:
@@ -114,8 +120,7 @@ def test_predict_video_through_the_client(server, tmp_path):
 
 
 def test_readme_names_every_video_argument():
-    text = (fx.ROOT / "README.md").read_text()
-    section = text[text.index("## Call the API"):text.index("\n## ", text.index("## Call the API") + 1)]
-    assert 'api_name="/predict_video"' in section
-    for name in VIDEO_NAMES:
-        assert f"{name}=" in section and f"`{name}`" in section
+    for where, section in api_texts().items():
+        assert 'api_name="/predict_video"' in section, where
+        for name in VIDEO_NAMES:
+            assert f"{name}=" in section and f"`{name}`" in section, (where, name)

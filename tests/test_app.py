@@ -13,10 +13,15 @@ from emotion.model import CLASSES
 from tests import fixtures as fx
 
 
-def readme_api_snippet() -> str:
-    text = (fx.ROOT / "README.md").read_text()
+def readme_api_snippet(page: str = "README.md") -> str:
+    text = (fx.ROOT / page).read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     return next(b for b in blocks if 'api_name="/predict"' in b)
+
+
+def test_the_api_page_shows_the_readmes_call():
+    """docs/api.md shows the very call the README shows and the test below runs."""
+    assert readme_api_snippet("docs/api.md") == readme_api_snippet()
 
 
 def test_readme_api_call_works_against_the_live_server(server, capsys):

@@ -1,6 +1,7 @@
-"""The README's figures on how far the heatmap verdict can be trusted are generated from one audit's summary
-(train/report.py's `readme_figures`), never typed: the README holds exactly what `weights/audit.json` gives, and
-the words follow the figures (a default above the false-"good" bound is said to be above it)."""
+"""The documentation's figures on how far the heatmap verdict can be trusted (docs/trust.md, "How far to trust a
+heatmap") are generated from one audit's summary (train/report.py's `readme_figures`), never typed: the page holds
+exactly what `weights/audit.json` gives, and the words follow the figures (a default above the false-"good" bound
+is said to be above it)."""
 from __future__ import annotations
 
 import json
@@ -50,7 +51,9 @@ def test_the_shipped_audit_is_of_the_apps_default_heatmaps():
     assert s["sanity"] and s["faithfulness_by_layer"][s["layer"]][s["method"]]["n"] >= 150
 
 
-def test_the_readme_holds_the_shipped_audits_figures():
-    text = (ROOT / "README.md").read_text()
+def test_the_trust_page_holds_the_shipped_audits_figures():
+    text = (ROOT / "docs" / "trust.md").read_text()
+    assert text.count(README_BEGIN) == 1 and text.count(README_END) == 1  # one marked place, named in its marker
+    assert "--readme docs/trust.md" in README_BEGIN and "--readme docs/trust.md" in text.replace(README_BEGIN, "")
     block = text.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip("\n")
     assert block == readme_figures(json.loads((ROOT / "weights" / "audit.json").read_text()))

@@ -178,8 +178,8 @@ def test_timeline_marks_each_persons_label_changes(model):
     assert "Person 2 (0.0-1.0 s): sad from 0.0 s, neutral from 1.0 s" in h
 
 
-def test_readme_states_the_limits_the_code_holds():
-    text = " ".join((fx.ROOT / "README.md").read_text().split())
+def test_the_docs_state_the_limits_the_code_holds():
+    text = " ".join((fx.ROOT / "docs" / "app.md").read_text().split())  # "Using the app", Videos and folders
     assert (f"files up to {MAX_VIDEO_BYTES // 2**20} MB and {MAX_DURATION_S / 60:.0f} minutes, at most "
             f"{MAX_ANALYSED_FRAMES} frames analysed a clip") in text
 
