@@ -61,7 +61,7 @@ LAYERS = {
     "layer2": lambda net: net.layer2[-1],
 }
 # The default method and layer are the ones the shipped model's audit (`python -m train.audit`, kept as
-# weights/audit.json) was run for; its figures for them and for the other layers are in the README's verdict
+# weights/audit.json) was run for; its figures for them and for the other layers are in docs/trust.md's verdict
 # section, generated from that file (tests/test_verdict_figures.py holds both to it).
 DEFAULT_METHOD = "Occlusion"
 DEFAULT_LAYER = "layer2"

@@ -5,7 +5,7 @@ it and yields the frames to analyse, N per second or every one, as upright RGB a
 Writing: `ClipWriter` encodes RGB frames as H.264 in MP4 (yuv420p, index at the front), which browsers play.
 
 The limits are the constants below, stated once: the app, the API, the command line and their messages
-quote `LIMITS`, and the README says the same.
+quote `LIMITS`, and docs/app.md says the same.
 """
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ CSS = """
 .ev-pair figure { margin: 0; min-width: 0; }
 .ev-pair img { width: 100%; height: auto; display: block; border-radius: 4px; }
 .ev-pair figcaption { font-size: 0.85em; text-align: center; }
-.ev-pair.ev-three { grid-template-columns: repeat(3, minmax(0, 192px)); }
+.ev-pair.ev-three { grid-template-columns: repeat(3, minmax(0, 288px)); flex-basis: 880px; }
 .ev-agree { grid-column: 1 / -1; margin: 0; font-size: 0.85em; }
 .ev-details { flex: 1 1 240px; min-width: 0; }
 .ev-bars { list-style: none; padding: 0; margin: 0 0 8px; }

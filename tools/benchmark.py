@@ -145,7 +145,7 @@ def forward_floor(model, runs: int, precision: str = "fp32") -> dict:
 
 
 def markdown_table(r: dict) -> str:
-    """The README's speed table, from one run's figures (`main`'s result)."""
+    """The speed table of docs/speed.md, from one run's figures (`main`'s result)."""
     app, base = r["stages"]["app"], r["stages"]["baseline"]
     rows = [
         ("webcam path, one face, end to end", f"{app['total']['p50']} / {app['total']['p95']}",

@@ -464,7 +464,7 @@ gap is real by p, and its likely size by the interval.</p>""")
     return path
 
 
-# ---------------------------------------------------------------- the README's figures
+# ---------------------------------------------------------------- the documentation's figures (docs/trust.md)
 README_BEGIN = "<!-- verdict figures: written by python -m train.report AUDIT --readme docs/trust.md; do not edit -->"
 README_END = "<!-- end of verdict figures -->"
 KEPT = ("dataset", "split", "n", "accuracy", "mean_class_accuracy", "weights", "method", "layer",
@@ -472,7 +472,7 @@ KEPT = ("dataset", "split", "n", "accuracy", "mean_class_accuracy", "weights", "
 
 
 def aggregate(s: dict) -> dict:
-    """The summary's figures over all faces (what the README quotes), without anything face by face."""
+    """The summary's figures over all faces (what docs/trust.md quotes), without anything face by face."""
     return {k: s.get(k) for k in KEPT}
 
 
@@ -485,7 +485,7 @@ def _f(v) -> str:
 
 
 def readme_figures(s: dict) -> str:
-    """The README's paragraph on how far the verdict can be trusted, from one audit's summary (or its
+    """The paragraph of docs/trust.md on how far the verdict can be trusted, from one audit's summary (or its
     `aggregate`): every layer and method measured, the default's standing against the false-"good" bound,
     the audit's recommendation, the sanity check and ROAD's agreement."""
     st = s["settings"]
