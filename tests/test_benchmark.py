@@ -50,7 +50,8 @@ def test_the_readme_table_is_the_runs_figures():
          "forward_floor_ms_p50": 8.4, "forward_floor_ms_p95": 11.9, "forward_floor_torch_fp32_ms_p50": 19.9,
          "speedup_p50": 3.65, "peak_rss_mb": 1671.4, "input_size": 64, "threads": 2, "live_precision": "fp32",
          "engine": "onnx", "one_face_ms_p50_by_precision": {"fp32": 26.0, "bf16": 44.5},
-         "end_to_end_ms_mean": 16.8, "baseline_end_to_end_ms_mean": 84.0, "speedup_mean": 5.0}
+         "end_to_end_ms_mean": 16.8, "baseline_end_to_end_ms_mean": 84.0, "speedup_mean": 5.0,
+         "beside_photos_ms_p50": 30.0, "beside_photos_ms_p95": 60.0, "beside_photos_p95_ratio": 1.82}
     table = benchmark.markdown_table(r).splitlines()
     assert table[0].startswith("| 64 px input, 2 threads, fp32, passes without gradient in onnx |")
     assert "| webcam path, one face, end to end | 26.0 / 33.0 | 95.0 / 118.0 |" in table
@@ -59,3 +60,4 @@ def test_the_readme_table_is_the_runs_figures():
     assert "| plain pipeline / this app, one face (p50) | 3.65x | |" in table and table[-1] == "| peak memory of the run | 1671 MB | |"
     assert "| webcam path, one face, p50 by number format | fp32 26.0, bf16 44.5 (the app takes fp32) | |" in table
     assert "| one face, mean over frames (this app / plain) | 16.8 ms, 2.00x the floor | 84.0 ms (5.0x) |" in table
+    assert "| webcam path, one face, while two-face photos are analysed | 30.0 / 60.0 (p95 1.82x alone) | |" in table

@@ -100,3 +100,42 @@ def test_a_change_of_heatmap_layer_is_explained_on_that_frame(model, calls):
         _, _, state = service.live_frame(model, frame(k), state, "Grad-CAM", layer)
     assert calls["explain"] == [0, 2]
     assert state.maps[1].shape == (model.prep.size, model.prep.size)
+
+
+def test_a_webcam_and_a_photo_at_once_get_the_answers_they_get_alone(model):
+    """One user's webcam frames and another's photo analysed at the same time, on two threads (ONNX Runtime's
+    passes hold no lock, PyTorch's do): each gets exactly the answers it gets alone."""
+    import threading
+
+    frames = [frame(k) for k in range(8)]
+    photo = fx.ROOT / "examples" / "two_faces.jpg"
+
+    def webcam():
+        state, out = None, []
+        for f in frames:
+            _, probs, state = service.live_frame(model, f, state)
+            out.append(probs)
+        return out
+
+    def photos():
+        return [service.predict(model, photo) for _ in range(2)]
+
+    alone = {"webcam": webcam(), "photos": photos()}
+    together = {}
+    threads = [threading.Thread(target=lambda k=k, fn=fn: together.__setitem__(k, fn()))
+               for k, fn in (("webcam", webcam), ("photos", photos))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert set(together) == {"webcam", "photos"}
+    for got, want in zip(together["webcam"], alone["webcam"]):
+        assert got == pytest.approx(want, abs=1e-5)
+    for got, want in zip(together["photos"], alone["photos"]):
+        assert [f["label"] for f in got["faces"]] == [f["label"] for f in want["faces"]]
+        for g, w in zip(got["faces"], want["faces"]):
+            assert g["probabilities"] == pytest.approx(w["probabilities"], abs=1e-5)
+            assert np.abs(np.subtract(g["heatmap"], w["heatmap"])).max() < 1e-3
+            assert g["faithfulness"]["level"] == w["faithfulness"]["level"]
+            assert g["what_if"]["regions"]["mouth"]["probability"] == pytest.approx(
+                w["what_if"]["regions"]["mouth"]["probability"], abs=1e-4)
