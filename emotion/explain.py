@@ -30,7 +30,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from emotion.engine import torch_gradcam
 from emotion.model import EmotionModel, mirror_average
-from emotion.occlusion import occlusion_maps
+from emotion.occlusion import every_class_maps
 
 # Offered in the app: pytorch-grad-cam's CAM methods and captum's Occlusion (emotion/occlusion.py: each cell
 # of the layer's grid blurred in turn, one forward pass a cell). ScoreCAM and AblationCAM are left out: one
@@ -146,12 +146,10 @@ def explain(model: EmotionModel, x: torch.Tensor, classes: list[int | None], met
                                                effective_precision(precision, method, layer))
         return logits, cam_maps(a, grads, x)
     if cam_cls is Occlusion:  # forward passes only: ONNX Runtime where it runs (model.logits), with no lock
-        with model.guard(), torch.no_grad():
-            logits = model.logits(x)
-            predicted = mirror_average(logits, mirror_logits).argmax(1).tolist()
-            classes = [p if c is None else int(c) for c, p in zip(classes, predicted)]
-            grid = grid_side(model.net, layer, x.shape[-1])
-            return logits, occlusion_maps(model.logits, x, classes, grid)
+        logits, every = every_class(model, x, layer)
+        predicted = mirror_average(logits, mirror_logits).argmax(1).tolist()
+        classes = [p if c is None else int(c) for c, p in zip(classes, predicted)]
+        return logits, every[np.arange(len(x)), classes]
     net = model.net
     target_layer = LAYERS[resolve_layer(layer)](net)
     with model.lock, torch.enable_grad(), cam_cls(model=net, target_layers=[target_layer]) as cam:
@@ -167,6 +165,18 @@ def explain(model: EmotionModel, x: torch.Tensor, classes: list[int | None], met
         logits = cam.outputs.detach()
         net.zero_grad(set_to_none=True)  # drop the weight gradients the backward pass left behind
     return logits, maps.astype(np.float32)
+
+
+EVERY_CLASS = frozenset({"Occlusion"})  # methods whose passes give every class's map at once (`every_class`)
+
+
+def every_class(model: EmotionModel, x: torch.Tensor, layer: str = DEFAULT_LAYER) -> tuple[torch.Tensor, np.ndarray]:
+    """Logits (N x C) and Occlusion maps for every class (N x C x H x W) from one set of occluded passes
+    (emotion/occlusion.py): what the face's map, its faithfulness check's other-class control and "why not
+    X?" all read, so none of them pays for the passes again."""
+    with model.guard(), torch.no_grad():
+        logits = model.logits(x)
+        return logits, every_class_maps(model.logits, x, grid_side(model.net, layer, x.shape[-1]))
 
 
 def gradcam(net: torch.nn.Module, x: torch.Tensor, classes: list[int | None], layer: str = DEFAULT_LAYER,

@@ -394,17 +394,27 @@ def other_class(probabilities: dict[str, float], explained: str) -> str:
 def face_faithfulness(model: EmotionModel, face, method: str = DEFAULT_METHOD, layer=DEFAULT_LAYER,
                       n_random: int = N_RANDOM, seed: int | None = None) -> dict:
     """`faithfulness` of an `emotion.pipeline.FaceResult`'s heatmap (its crop, map and explained class),
-    with `method`'s map for the most likely other class and `method`'s face prior at `layer` as controls."""
+    with `method`'s map for the most likely other class and `method`'s face prior at `layer` as controls.
+
+    The random maps and the logits come from one pass (`gradcam_controls`: ONNX Runtime where it runs), and
+    the other class's map from the face itself where its method made every class's at once (Occlusion's
+    `class_maps`), so the check adds only its deletion passes."""
     x = model.prep.to_input([face.crop])
     agnostic = method in CLASS_AGNOSTIC
     other, precomputed = None, None
+    explained = model.labels.index(face.explained)
+    name = other_class(face.probabilities, face.explained)
+    k = model.labels.index(name)
+    if isinstance(layer, str):  # the logits and the random maps (and Grad-CAM's other-class map) in one pass
+        seed = input_seed(x, explained) if seed is None else seed
+        logits, gradcam_other, rand = gradcam_controls(model, x, explained if agnostic else k, n_random, seed,
+                                                       layer)
+        precomputed = (logits, rand)
     if not agnostic:
-        name = other_class(face.probabilities, face.explained)
-        k = model.labels.index(name)
-        if method == "Grad-CAM" and isinstance(layer, str):  # the default: the controls in one pass
-            seed = input_seed(x, model.labels.index(face.explained)) if seed is None else seed
-            logits, other_map, rand = gradcam_controls(model, x, k, n_random, seed, layer)
-            other, precomputed = (name, other_map), (logits, rand)
+        if method == "Grad-CAM" and precomputed is not None:
+            other = (name, gradcam_other)
+        elif getattr(face, "class_maps", None) is not None:  # made with the face's own map (Occlusion)
+            other = (name, face.class_maps[k])
         else:
             other = (name, explain(model, x, [k], method, layer)[1][0])
     prior, _ = face_prior(model.source, method, layer, model.prep.size, face.explained)

@@ -54,14 +54,24 @@ def occlusion_maps(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
     """Occlusion maps (N x H x W, each scaled to 0..1 as pytorch-grad-cam scales its maps; zero where no cell
     raises the class) of faces `x` (N x C x H x W) for `classes[i]` of face i, over a `grid` x `grid` grid of
     cells. `forward` gives a batch's logits (N x classes), without autograd."""
+    every = every_class_maps(forward, x, grid)
+    return every[np.arange(len(x)), np.asarray(classes, int)]
+
+
+def every_class_maps(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, grid: int) -> np.ndarray:
+    """Occlusion maps of faces `x` for every class at once (N x classes x H x W, each scaled as
+    `occlusion_maps`'s): each occluded face's forward pass gives every class's logit, so the map of every
+    class costs the passes of one (captum attributes each output of the forward function when no target is
+    named). The faithfulness check's other-class control and "why not X?" read theirs from here."""
     n, c, h, w = x.shape
     (wy, sy), (wx, sx) = windows(h, grid), windows(w, grid)
     occlusion = Occlusion(forward)
     base = blurred(x)
-    maps = np.zeros((n, h, w), np.float32)
+    maps = []
     with torch.no_grad():
-        for i, k in enumerate(classes):
+        for i in range(n):
             a = occlusion.attribute(x[i:i + 1], sliding_window_shapes=(c, wy, wx), strides=(c, sy, sx),
-                                    baselines=base[i:i + 1], target=int(k), perturbations_per_eval=PER_EVAL)
-            maps[i] = a[0].float().mean(0).numpy()  # a window spans the channels: the same value in each
-    return scale_cam_image(np.maximum(maps, 0), (w, h)).astype(np.float32)
+                                    baselines=base[i:i + 1], target=None, perturbations_per_eval=PER_EVAL)
+            drops = a.float().mean(1).numpy()  # classes x H x W (a window spans the channels)
+            maps.append(np.stack([scale_cam_image(np.maximum(m, 0)[None], (w, h))[0] for m in drops]))
+    return np.stack(maps).astype(np.float32)

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from emotion.explain import (DEFAULT_LAYER, DEFAULT_METHOD, effective_precision, explain, grid_side, heatmap_name,
-                             resolve_layer, resolve_method)
+from emotion.explain import (DEFAULT_LAYER, DEFAULT_METHOD, EVERY_CLASS, effective_precision, every_class, explain,
+                             grid_side, heatmap_name, resolve_layer, resolve_method)
 from emotion.faces import DETECT_SIDE, MAX_FACES, MIN_CONFIDENCE, Detection, cut, detect_faces, whole_image_face
 from emotion.images import Loaded, load_image
 from emotion.model import EmotionModel, mirror_average, mirrored
@@ -34,6 +34,8 @@ class FaceResult:
     crop_box: tuple[int, int, int, int]  # that square in the analysed picture's pixels (may leave the picture)
     heatmap_box: tuple[int, int, int, int]  # `crop_box` in the original picture's pixels: what the heatmap covers
     landmarks: tuple[tuple[float, float], ...] = ()  # in the analysed picture's pixels
+    # every class's map, where the method makes them all in the same passes (explain.EVERY_CLASS), else None
+    class_maps: np.ndarray | None = None
 
     def to_json(self, with_heatmap: bool = True) -> dict:
         out = {"box": list(self.box), "heatmap_box": list(self.heatmap_box),
@@ -140,20 +142,27 @@ def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: 
         if with_heatmaps:
             mirror = model.logits(mirrored(x), precision) if flip else None
             # with the mirror, the label shown (and explained) comes from the averaged prediction
-            logits, maps = explain(model, x, [target] * len(crops), method, layer, mirror_logits=mirror,
-                                   precision=precision)
+            if method in EVERY_CLASS:  # every class's map from the same passes: the checks reuse them
+                logits, every = every_class(model, x, layer)
+                picked = mirror_average(logits, mirror).argmax(1).tolist()
+                maps = every[np.arange(len(crops)), [p if target is None else target for p in picked]]
+            else:
+                logits, maps = explain(model, x, [target] * len(crops), method, layer, mirror_logits=mirror,
+                                       precision=precision)
+                every = [None] * len(crops)
             probs = mirror_average(logits, mirror).softmax(1).numpy()
         else:
             probs = model.predict(crops, flip=flip, precision=precision)
             maps = np.zeros((len(crops), 0, 0), np.float32)
+            every = [None] * len(crops)
         t["classify_explain"] = time.perf_counter()
-        for d, sq, crop, p, m in zip(dets, squares, crops, probs, maps):
+        for d, sq, crop, p, m, all_maps in zip(dets, squares, crops, probs, maps, every):
             label = model.labels[int(p.argmax())]
             faces.append(FaceResult(
                 box=tuple(int(round(v / loaded.scale)) for v in d.box), detector_score=d.score, label=label,
                 probabilities={c: float(v) for c, v in zip(model.labels, p)},
                 explained=explain_class or label, heatmap=m, crop=crop, crop_box=sq,
-                heatmap_box=original_square(sq, loaded.scale), landmarks=d.landmarks))
+                heatmap_box=original_square(sq, loaded.scale), landmarks=d.landmarks, class_maps=all_maps))
     stamps = list(t.items())
     timings = {name: (stamps[i][1] - stamps[i - 1][1]) * 1000 for i, (name, _) in enumerate(stamps) if i}
     timings["total"] = (stamps[-1][1] - stamps[0][1]) * 1000

@@ -231,7 +231,9 @@ def test_concurrent_requests_never_share_state(model):
             answers = list(pool.map(lambda job: service.predict(model, *job), jobs))
     finally:
         hook.remove()
-    assert len(held) >= len(jobs) and all(held), f"{held.count(False)} of {len(held)} passes without the lock"
+    # (ONNX Runtime's passes never reach the network: those seen are PyTorch's, the hooked method's at least)
+    assert len(held) >= sum(m == "Grad-CAM++" for _, m in jobs) and all(held), \
+        f"{held.count(False)} of {len(held)} passes without the lock"
     for k, got in enumerate(answers):
         want = reference[k % 4]
         assert len(got["faces"]) == len(want["faces"])
