@@ -132,12 +132,24 @@ def test_weights_split_into_small_pieces_and_join_back(saved, tmp_path):
     from train import shards
 
     _, folder = saved
+    (folder / "face_prior.npz").write_bytes(b"this model's face prior")
+    (folder / "audit.json").write_text('{"of": "this model"}')
     pieces = shards.split(folder, tmp_path / "pieces", max_mb=15)
     assert len(pieces) >= 3 and all(p.stat().st_size < 16 * 2**20 for p in pieces)
     joined = shards.join(tmp_path / "pieces", tmp_path / "joined")
     a, b = load_file(folder / "model.safetensors"), load_file(joined)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert load_model(tmp_path / "joined", fallback=False).labels == CLASSES
+    # the face prior and the audit travel with the weights they belong to
+    assert (tmp_path / "joined" / "face_prior.npz").read_bytes() == b"this model's face prior"
+    assert (tmp_path / "joined" / "audit.json").read_text() == '{"of": "this model"}'
+    # joined over a folder that holds another model's prior and audit, pieces without them leave neither
+    (tmp_path / "pieces" / "face_prior.npz").unlink()
+    (tmp_path / "pieces" / "audit.json").unlink()
+    shards.join(tmp_path / "pieces", tmp_path / "joined")
+    assert not (tmp_path / "joined" / "face_prior.npz").exists() and not (tmp_path / "joined" / "audit.json").exists()
+    (folder / "face_prior.npz").unlink()
+    (folder / "audit.json").unlink()
     pieces[1].unlink()
     with pytest.raises(Exception):
         shards.join(tmp_path / "pieces", tmp_path / "again")

@@ -3,14 +3,15 @@
 # Measured on an H200 (2026-11-28): ~6,300 img/s, 4-5 s an epoch after a first one of ~20 s (cuDNN's search);
 # --fit-schedule sizes the cosine schedule to MINUTES after the warm-up epochs (at most EPOCHS).
 #
-# Here, once:   mkdir -p .data && cp ../shared/datasets/fer2013-trainval.zip ../shared/datasets/ferplus/ferplus_labels.csv .data/ \
-#                 && echo /.data/ >> .git/info/exclude
-#               mv weights/model.safetensors /tmp/   # a large tracked model must not travel (64 MiB limit)
-# Device run:   run(command="MINUTES=7 bash train/release_gpu.sh", carry=[".data"], timeout_s=545)
-# Back here:    mv /tmp/model.safetensors weights/ (if kept), then
-#               python -m train.shards join /work/.device/<files_at>/weights weights
-#               python -m train.evaluate --weights weights --data ../shared/datasets/fer2013 --dataset ferplus \
-#                   --labels ../shared/datasets/ferplus/ferplus_labels.csv --split private_test --out eval/ferplus_private --card
+# On the GPU machine, from the repository root, with FER2013's folder layout zipped and the FER+ vote table:
+#   mkdir -p .data && cp PATH/fer2013-trainval.zip PATH/ferplus_labels.csv .data/
+#   MINUTES=7 OUT=/tmp/out bash train/release_gpu.sh
+# OUT/weights then holds the best epoch's weights as safetensors pieces of at most 15 MB (train/shards.py),
+# with its config, card and results, and OUT/train.log the run. Back on the machine that ships the model:
+#   python -m train.shards join OUT/weights weights     # the old model's face prior and audit are removed
+#   python -m train.face_prior --weights weights --data FER2013_FOLDER   # the new model's own prior
+#   python -m train.evaluate --weights weights --data FER2013_FOLDER --dataset ferplus \
+#       --labels ferplus_labels.csv --split private_test --out eval/ferplus_private --card
 #
 # Labels: FER+ vote distributions (ferplus_labels.csv). The whole train split and PublicTest go onto the GPU once and are augmented there; bf16 autocast,
 # channels_last; every epoch is logged (results.json keeps the curve); the best PublicTest epoch is kept.

@@ -3,7 +3,10 @@
     python -m train.shards split weights/ OUTDIR --max-mb 15   # model-00001.safetensors ... + config, card
     python -m train.shards join OUTDIR weights/                 # model.safetensors again, checked
 
-The pieces are ordinary safetensors files (no pickle); `join` refuses a set with a piece missing.
+The pieces are ordinary safetensors files (no pickle); `join` refuses a set with a piece missing. The files
+that belong to the weights travel with them: the config, the card and its results, the face prior the
+heatmap verdicts are judged against and the audit that calibrated them. A file of that kind that the pieces
+do not carry is removed from the folder joined into, with a note: it belonged to the weights being replaced.
 """
 from __future__ import annotations
 
@@ -14,10 +17,10 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from emotion.model import WEIGHTS_FILE
+from emotion.model import FACE_PRIOR_FILE, WEIGHTS_FILE
 
 INDEX = "shards.json"
-SIDE_FILES = ("config.json", "README.md", "results.json")
+SIDE_FILES = ("config.json", "README.md", "results.json", FACE_PRIOR_FILE, "audit.json")
 
 
 def split(folder: str | Path, out: str | Path, max_mb: float = 15.0) -> list[Path]:
@@ -57,6 +60,9 @@ def join(pieces_dir: str | Path, out: str | Path) -> Path:
     for name in SIDE_FILES:
         if (pieces_dir / name).is_file():
             shutil.copy(pieces_dir / name, out / name)
+        elif (out / name).is_file():  # another model's: it must not stay beside these weights
+            (out / name).unlink()
+            print(f"{out / name}: removed (it belonged to the weights replaced; the pieces carry none)")
     return out / WEIGHTS_FILE
 
 
