@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, METHODS
 from emotion.video import DEFAULT_RATE, EVERY_FRAME, LIMITS
@@ -47,7 +48,8 @@ def main(argv=None) -> int:
     s = run(args.paths, args.out, model, rate=args.fps, method=args.method, layer=args.layer,
             whole_image=args.whole_image, heatmaps=args.heatmaps, progress=not args.no_progress)
     err = sys.stderr
-    print(f"{len(s.read)} file(s) read, {s.rows} face row(s) -> {args.out}/results.csv, results.jsonl", file=err)
+    print(f"{len(s.read)} file(s) read, {s.rows} face row(s) -> {Path(args.out) / 'results.csv'}, results.jsonl",
+          file=err)
     if s.video_seconds:
         print(f"video: {s.video_seconds:.1f} s analysed in {s.video_time:.1f} s "
               f"({s.video_time / s.video_seconds:.2f} s per video second)", file=err)
@@ -55,7 +57,7 @@ def main(argv=None) -> int:
         print(f"{len(s.skipped)} file(s) in the folders are neither photos nor videos by their names, left out: "
               + ", ".join(str(f) for f in s.skipped[:10]) + (" ..." if len(s.skipped) > 10 else ""), file=err)
     if s.failed:
-        print(f"{len(s.failed)} file(s) could not be read (listed in {args.out}/errors.csv):", file=err)
+        print(f"{len(s.failed)} file(s) could not be read (listed in {Path(args.out) / 'errors.csv'}):", file=err)
         for path, message in s.failed:
             print(f"  {path}: {message}", file=err)
     return 0 if s.read else 1
