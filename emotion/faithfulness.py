@@ -39,21 +39,17 @@ The verdict
     otherwise                       "chance":     not better than random maps; don't trust it
 
 "beats by MARGIN" means score > control + MARGIN * |control|: with MARGIN = 1, at least twice the drop.
-MARGIN was set on 150 FER2013 training faces (the stand-in model, Grad-CAM at layer3), where another face's
-map and the inverted map passed as "good" 2 % and 4.7 % of the time at MARGIN = 1 (13 % and 7 % at 0).
-Re-measured with the release model on 150 FER+ training faces (the audit's `by_margin`): the worse of the two
-passed 6.7 % of the time at 0.5, 4.7 % at 1, 1.3 % at 1.5, while real maps were good 7.3 %, 3.3 % and 2.7 %
-of the time; so MARGIN stays 1. A method whose uninformative maps pass less often gets the smallest margin of
-that grid at which they pass at most 5 % of the time (`METHOD_MARGINS`, `margin_for`): Occlusion at layer2,
-on the same 150 FER+ training faces, 2.0 % at 0.5 and 0 % at 1 (real maps good 26.7 % and 12.0 %), so 0.5:
-at least 1.5 times the controls' drop. Its error rate is measured by
-`python -m train.audit` on maps that carry no face- or class-specific evidence (another face's map, the
-inverted map 1 - map): they must be judged "good" at most 5 % of the time (`false_good_rate`).
+The margins are calibrated on training faces, never on the faces a figure is reported for: a method gets
+the smallest margin of a grid (0, 0.5, 1, 1.5) at which its uninformative maps (another face's map, the
+inverted map 1 - map) pass as "good" at most 5 % of the time (`METHOD_MARGINS`, `margin_for`: MARGIN for
+the CAM methods, 0.5 for Occlusion at layer2). `python -m train.audit` re-measures that rate
+(`false_good_rate`, and `by_margin` for every margin of the grid), and the rates of the shipped model, with
+the command that measured them, are in `weights/audit.json` and docs/trust.md: this docstring quotes none.
 
 The perturbed faces (maps x fractions) go through pytorch-grad-cam's `PerturbationConfidenceMetric` in one
-batch. Cost: one forward pass of the face (random maps and the base logit), one explanation for the other
-class (for Grad-CAM, the webcam's, both come from one pass: `gradcam_controls`), and one batched forward
-pass of (maps + 2 + n_random) x len(FRACTIONS) perturbed faces.
+batch. Cost: one pass for the random maps and the base logit (with, for Grad-CAM, the other class's map:
+`gradcam_controls`), the other class's map where the face does not carry it already (Occlusion's
+`class_maps` do), and one batched forward pass of (maps + 2 + n_random) x len(FRACTIONS) perturbed faces.
 """
 from __future__ import annotations
 
