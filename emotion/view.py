@@ -51,7 +51,8 @@ CSS = """
 .ev-verdict.chance, .ev-verdict.untestable, .ev-verdict.empty { border-left-color: #dc322f; }
 .ev-h4 { font-weight: bold; font-size: 0.9em; margin: 8px 0 2px; }
 .ev-whatif { margin: 2px 0 6px; font-size: 0.9em; }
-@media (max-width: 600px) { .ev-face { padding: 6px; } .ev-pair { gap: 4px; } }
+@media (max-width: 600px) { .ev-face { padding: 6px; } .ev-pair { gap: 4px; }
+  .ev-pair.ev-three { grid-template-columns: repeat(2, minmax(0, 1fr)); } }
 """
 
 

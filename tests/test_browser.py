@@ -180,7 +180,7 @@ def wait_result(page: Page, n_faces: int) -> list[str]:
 
 def check_card(card: Locator, min_side: float) -> tuple[dict, dict]:
     """A face card shows its face and heatmap side by side (each at least `min_side` px wide), the seven
-    probabilities, a verdict and the region chart. Returns the two pictures' rectangles."""
+    probabilities, a verdict, the region chart and the what-if chart. Returns the two pictures' rectangles."""
     crop, heat = card.locator("figure img").nth(0), card.locator("figure img").nth(1)
     assert wait_loaded(crop) == wait_loaded(heat) == (320, 320)
     a, b = rect(crop), rect(heat)
@@ -191,15 +191,35 @@ def check_card(card: Locator, min_side: float) -> tuple[dict, dict]:
     assert [li.get_attribute("data-name") for li in bars.all()] == list(CLASSES)
     expect(card.locator(".ev-verdict")).to_have_text(re.compile(r"\w+.*\."))
     expect(card.locator("ul.ev-bars").nth(1).locator("li")).to_have_count(5)
+    expect(card.locator("ul.ev-bars").nth(2).locator("li")).to_have_count(4)  # what-if: the face's 4 regions
+    expect(card.locator(".ev-whatif")).to_have_text(re.compile(r"^Hide the [\w &]+: .+\.$"))
     return a, b
+
+
+def check_second_map(card: Locator, min_side: float, beside: bool) -> dict:
+    """Grad-CAM's map is the card's third picture, at least `min_side` px wide, beside the heatmap (desktop)
+    or under the face (phone), with a sentence on how far the two maps agree. Returns its rectangle."""
+    third = card.locator("figure img").nth(2)
+    assert wait_loaded(third) == (320, 320)
+    face, heat, c = (rect(card.locator("figure img").nth(k)) for k in range(3))
+    assert c["width"] >= min_side, c
+    if beside:
+        assert abs(c["top"] - heat["top"]) < 1 and c["left"] >= heat["right"]
+    else:
+        assert c["top"] >= face["bottom"] and abs(c["left"] - face["left"]) < 1
+    expect(card.locator("figure figcaption").nth(2)).to_have_text("Grad-CAM at layer3")
+    expect(card.locator(".ev-agree")).to_have_text(re.compile(r"Grad-CAM (dis|partly )?agree|cannot be compared"))
+    return c
 
 
 def test_desktop_view_puts_each_face_beside_its_heatmap(page):
     labels = analyse(page, TWO_FACES, 2)
     for i in range(2):
         crop, heat = check_card(cards(page).nth(i), 256)
+        second = check_second_map(cards(page).nth(i), 256, beside=True)
         details = rect(cards(page).nth(i).locator(".ev-details"))
-        assert details["left"] >= heat["right"]  # on a desktop the numbers sit beside the pictures
+        # on a desktop the three pictures make one row, the numbers under them
+        assert details["top"] >= max(crop["bottom"], heat["bottom"], second["bottom"])
     legend = page.locator("#faces .ev-legend")
     expect(legend).to_contain_text(f"{DEFAULT_METHOD} at {LAYER}, {GRID} x {GRID} cells")  # the layer's own grid
     expect(legend).to_contain_text("red: pixels that raised the class's score most")
@@ -292,8 +312,9 @@ def test_phone_shows_face_heatmap_and_label_without_sideways_scrolling(phone):
         expect(img).to_be_in_viewport(ratio=1)
     shot(page, "4-phone-face-card.png", full_page=False)
     crop, heat = check_card(card, 150)
+    second = check_second_map(card, 150, beside=False)  # two pictures a row: Grad-CAM's under the face
     title = rect(card.locator("h3"))
-    for r in (crop, heat, title):
+    for r in (crop, heat, second, title):
         assert 0 <= r["left"] and r["right"] <= PHONE["width"], r
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     wait_loaded(block(page, "Faces found (numbered as the cards)").locator("img"))
