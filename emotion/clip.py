@@ -85,10 +85,11 @@ def analyse_video(path, model: EmotionModel, rate: float = DEFAULT_RATE, *, meth
 
     Each row: `time` (seconds), `frame` (analysed frame number, from 0), `person` (track id), `box` (x0, y0,
     x1, y1 in the video frame's own pixels, upright, as a photo's box is: frames are analysed scaled down to
-    at most video.FRAME_SIDE, and the boxes scaled back; the result's `frame_size` is that frame's size), `label` and `probabilities` (the model's, this frame),
-    `smoothed` and `smoothed_label` (averaged over time, as drawn on the clip), `level` and `verdict` (how far
-    to trust the heatmap; None when `verdicts` is False), `what_if` (each region hidden: the label and the
-    explained class's probability then, emotion/whatif.py; None when `verdicts` is False). `clip_path` writes the annotated clip there.
+    at most video.FRAME_SIDE, and the boxes scaled back; the result's `frame_size` is that frame's size),
+    `label` and `probabilities` (the model's, this frame), `smoothed` and `smoothed_label` (averaged over
+    time, as drawn on the clip), `level` and `verdict` (how far to trust the heatmap; None when `verdicts` is
+    False), `what_if` (each region hidden: the label and the explained class's probability then,
+    emotion/whatif.py; None when `verdicts` is False). `clip_path` writes the annotated clip there.
     Raises emotion.video.VideoError (a message for the user) for a file that cannot be analysed.
     """
     method, layer = resolve_method(method, controls=False), resolve_layer(layer)

@@ -8,8 +8,9 @@ face is followed from frame to frame by emotion/track.py's tracker, as in video 
 Every frame is classified, but a face moves little from one frame to the next, so the two dearer steps are
 spread over frames instead of being paid on each:
 - the face detector runs every DETECT_EVERY frames. In between, each face's box and landmarks are moved by
-  how far its patch moved (`follow`: the previous frame's face found in the new frame by normalised
-  cross-correlation, OpenCV's matchTemplate, on a small grey copy; about a millisecond). A face that cannot
+  how far its patch moved since the detector's frame (`follow`: that frame's face found in the new frame by
+  normalised cross-correlation, OpenCV's matchTemplate, on a small grey copy, to a fraction of a pixel;
+  about half a millisecond). A face that cannot
   be found that way (it turned, left, or was covered) sends the frame to the detector at once, and so does
   a frame after one with no face. A face that comes into view beside others is found by the detector's next
   run, at most DETECT_EVERY - 1 frames later.
