@@ -20,8 +20,8 @@ from emotion.draw import annotate
 from emotion.explain import (CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LIVE_LAYER, LIVE_METHOD,
                              effective_precision, resolve_layer, resolve_method)
 from emotion.faces import MAX_FACES, MIN_CONFIDENCE, detect_faces
-from emotion.images import load_image
 from emotion.faithfulness import face_faithfulness
+from emotion.images import load_image
 from emotion.regions import face_region_areas, face_region_shares
 from emotion.live import LiveState
 from emotion.model import EmotionModel, model_name
