@@ -2,6 +2,7 @@
 file set the way a Space starts it (no weights/ folder, the model named by EMOTION_MODEL)."""
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -67,6 +68,12 @@ def test_space_readme_front_matter(tmp_path):
     assert meta["python_version"] == "3.11"  # yuface has no wheels past 3.11
     assert meta["models"] == ["someone/emotion-model"]
     assert meta["preload_from_hub"] == ["someone/emotion-model config.json,model.safetensors"]
+    # every file the card links to or shows travels with it; the model card's link goes to the model's page
+    card = (tmp_path / "space" / "README.md").read_text()
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", card):
+        if not target.startswith(("http://", "https://")):
+            assert (tmp_path / "space" / target).is_file(), target
+    assert "](https://huggingface.co/someone/emotion-model)" in card and "](weights/README.md)" not in card
     # the project's own README declares the same SDK and Python for anyone who copies it
     own = front_matter((fx.ROOT / "README.md").read_text())
     assert own["sdk_version"] == meta["sdk_version"] and own["python_version"] == "3.11"

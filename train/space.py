@@ -1,7 +1,8 @@
 """The Hugging Face Space's file set: what a Gradio Space needs to run the app, and nothing else.
 
 `build_space(dest, model_repo)` writes it into a folder: the app, the runtime library (`emotion/`), the
-example photos, `requirements.txt` and the README with the Space's front matter for `model_repo`. The
+example photos, `requirements.txt`, the documentation the README links to (`docs/`) and the README with the
+Space's front matter for `model_repo` (its link to the model card pointed at the model's page on the Hub). The
 deploy (`python -m train.push --space`) uploads exactly that folder, and tests/test_space.py starts the app
 from it, so what is tested is what is deployed. Never weights, data, tests, CI, tools or run folders: the
 Space loads its model from the Hub (`EMOTION_MODEL=hf-hub:...`), fetched when the Space is built.
@@ -17,8 +18,9 @@ from emotion.model import CONFIG_FILE, ENV_VAR, WEIGHTS_FILE
 ROOT = Path(__file__).resolve().parent.parent
 # (folder, glob) pairs relative to the project root: the app and everything it imports or reads (the runtime
 # package with its data files, e.g. a face prior the faithfulness check loads)
+# and the documentation the README (the Space's card) links to, with its pictures
 INCLUDE = (("", "app.py"), ("", "requirements.txt"), ("emotion", "**/*"), ("examples", "*.jpg"),
-           ("examples", "*.png"))
+           ("examples", "*.png"), ("docs", "**/*.md"), ("docs", "assets/*"))
 SKIP = ("__pycache__", ".pyc")
 PYTHON_VERSION = "3.11"  # yuface has wheels for CPython up to 3.11
 REPO_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -56,6 +58,8 @@ def space_readme(model_repo: str, root: Path = ROOT) -> str:
              f'python_version: "{PYTHON_VERSION}"', "app_file: app.py",
              "models:", f"  - {model_repo}",
              "preload_from_hub:", f"  - {model_repo} {CONFIG_FILE},{WEIGHTS_FILE}", "---"]
+    # the model card is not among the Space's files: its links go to the model's own page on the Hub
+    body = re.sub(r"\]\(weights/README\.md\)", f"](https://huggingface.co/{model_repo})", body)
     return "\n".join(lines) + "\n" + body
 
 
