@@ -7,6 +7,7 @@ the results view at desktop (1400x1000) and phone (390x844) sizes, the live webc
 and the README's picture of the result view (result.jpg).
 """
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -30,7 +31,9 @@ CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-
 ANY_CLASS = "|".join(CLASSES)
 TWO_FACES = fx.ROOT / "examples" / "two_faces.jpg"
 LAYER = DEFAULT_LAYER.split()[0]
-GRID = {"layer2": 8, "layer3": 4, "layer4": 2}[LAYER]  # the layer's cells across at the shipped 64 px
+# the layer's cells across: the shipped model's input side over a plain ResNet's stride there (8 x 8 at 64 px)
+SIDE = json.loads((fx.ROOT / "weights" / "config.json").read_text())["pretrained_cfg"]["input_size"][-1]
+GRID = SIDE // {"layer2": 8, "layer3": 16, "layer4": 32}[LAYER]
 README_PICTURE = fx.ROOT / "docs" / "assets" / "result.jpg"  # a copy of test-artifacts/browser/result.jpg
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
