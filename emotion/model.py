@@ -203,10 +203,14 @@ class EmotionModel:
         """What runs the float32 passes without gradient: "onnx" (ONNX Runtime) or "torch"."""
         return "onnx" if self.onnx is not None and self.onnx.usable(self.net) else "torch"
 
+    def on_onnx(self, precision: str = "fp32") -> bool:
+        """Whether ONNX Runtime runs a pass in `precision`: float32, with engine "onnx"."""
+        return precision == "fp32" and self.engine == "onnx"
+
     def guard(self, precision: str = "fp32"):
-        """What a forward pass in `precision` must hold: nothing where ONNX Runtime runs it (float32 with
-        engine "onnx"), else the model's lock (PyTorch's passes share `net` and its hooks)."""
-        return contextlib.nullcontext() if precision == "fp32" and self.engine == "onnx" else self.lock
+        """What a forward pass in `precision` must hold: nothing where ONNX Runtime runs it (`on_onnx`), else
+        the model's lock (PyTorch's passes share `net` and its hooks)."""
+        return contextlib.nullcontext() if self.on_onnx(precision) else self.lock
 
     def gradcam_parts(self, x: torch.Tensor, stage: str, classes: list[int | None],
                       mirror_logits: torch.Tensor | None = None,
@@ -216,7 +220,7 @@ class EmotionModel:
         average). The one place that decides where they are computed: in one ONNX Runtime call, holding no
         lock, where `engine` is "onnx", `precision` float32 and the network's backward pass can be written out
         (`OnnxNet.gradcam`); else by PyTorch (`engine.torch_gradcam`) on `network(precision)`, under the lock."""
-        if precision == "fp32" and self.engine == "onnx":
+        if self.on_onnx(precision):
             parts = self.onnx.gradcam(x, stage, classes, mirror_logits)
             if parts is not None:
                 return parts
@@ -229,7 +233,7 @@ class EmotionModel:
         """The network's float32 logits for a prepared batch (`prep.to_input`), computed in `precision`
         ("fp32" or "bf16"; float32 by ONNX Runtime, with no lock, where `engine` is "onnx"; else by PyTorch
         under the model's lock)."""
-        if precision == "fp32" and self.engine == "onnx":
+        if self.on_onnx(precision):
             return self.onnx.logits(x)
         with self.lock:
             net = self.network(precision)
@@ -241,9 +245,13 @@ class EmotionModel:
         mirrored crops' (None: as the config's `tta_flip` says). `precision`: as for `logits`."""
         if not crops:
             return np.zeros((0, len(self.labels)), np.float32)
-        x = self.prep.to_input(crops)
+        return self.probabilities(self.prep.to_input(crops), flip, precision)
+
+    @torch.inference_mode()
+    def probabilities(self, x: torch.Tensor, flip: bool | None = None, precision: str = "fp32") -> np.ndarray:
+        """`predict` for a prepared batch (`prep.to_input` or `prep.pixels_input`)."""
         flip = self.prep.tta_flip if flip is None else flip
-        if precision == "fp32" and self.engine == "onnx":  # no lock: ONNX Runtime's sessions run concurrently
+        if self.on_onnx(precision):  # no lock: ONNX Runtime's sessions run concurrently
             logits = self.onnx.logits(torch.cat([x, mirrored(x)]) if flip else x)
             logits = mirror_average(*logits.split(len(x))) if flip else logits
             return logits.softmax(1).numpy()

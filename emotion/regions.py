@@ -139,13 +139,20 @@ def region_shares(heatmap: np.ndarray, crop_box, landmarks=(), face_box=None) ->
     return {name: float(hm[m].sum() / total) for name, m in masks.items()}
 
 
+def face_box(face, scale: float = 1.0) -> tuple[float, ...] | None:
+    """A `FaceResult`'s detector box in the analysed picture's pixels, as its crop box and landmarks are
+    (`scale`: its `Analysis.scale`; face.box is in the original picture's); None for a face without
+    landmarks (the template's box is used then)."""
+    return tuple(v * scale for v in face.box) if face.landmarks else None
+
+
 def face_region_shares(face, scale: float = 1.0, heatmap: np.ndarray | None = None) -> dict[str, float]:
     """`region_shares` of a `FaceResult`; `scale` is its `Analysis.scale` (face.box is in original pixels).
 
     `heatmap` replaces the face's own map (e.g. another method's map over the same crop).
     """
-    box = tuple(v * scale for v in face.box) if face.landmarks else None
-    return region_shares(face.heatmap if heatmap is None else heatmap, face.crop_box, face.landmarks, box)
+    return region_shares(face.heatmap if heatmap is None else heatmap, face.crop_box, face.landmarks,
+                         face_box(face, scale))
 
 
 def face_region_areas(face, scale: float = 1.0) -> dict[str, float]:

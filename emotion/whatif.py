@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
 
-from emotion.model import EmotionModel, mirror_average, mirrored
-from emotion.regions import REGION_LABELS, region_masks
+from emotion.model import EmotionModel
+from emotion.regions import REGION_LABELS, face_box, region_masks
 
 HIDDEN = ("eyes_brows", "nose", "mouth", "rest_of_face")  # the face's regions (not what lies outside it)
 GROW = 0.15  # of the eye distance: how far the region is grown before it is filled in
@@ -42,8 +41,7 @@ def hide(pixels: np.ndarray, mask: np.ndarray, grow: int = 0) -> np.ndarray:
 def face_masks(face, scale: float, side: int) -> dict[str, np.ndarray]:
     """The masks of `HIDDEN` at the model's side over a `emotion.pipeline.FaceResult`'s crop (`scale`: its
     Analysis.scale, since face.box is in the original picture's pixels)."""
-    box = tuple(v * scale for v in face.box) if face.landmarks else None
-    masks = region_masks((side, side), face.crop_box, face.landmarks, box)
+    masks = region_masks((side, side), face.crop_box, face.landmarks, face_box(face, scale))
     return {k: masks[k] for k in HIDDEN}
 
 
@@ -60,13 +58,7 @@ def what_if(model: EmotionModel, face, scale: float = 1.0, flip: bool | None = N
     eyes = model.prep.eye_distance or 0.36  # share of the side between the eyes in the app's framing
     grow = max(1, round(GROW * eyes * model.prep.size))
     hidden = [hide(pixels, masks[k], grow) for k in HIDDEN]
-    x = model.prep.pixels_input(hidden)
-    flip = model.prep.tta_flip if flip is None else flip
-    with torch.no_grad():
-        logits = model.logits(torch.cat([x, mirrored(x)]) if flip else x)
-    if flip:
-        logits = mirror_average(*logits.split(len(x)))
-    probs = logits.softmax(1).numpy()
+    probs = model.probabilities(model.prep.pixels_input(hidden), flip)
     k = model.labels.index(face.explained)
     before = float(face.probabilities[face.explained])
     regions = {}
