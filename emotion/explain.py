@@ -147,9 +147,7 @@ def explain(model: EmotionModel, x: torch.Tensor, classes: list[int | None], met
         return logits, cam_maps(a, grads, x)
     if cam_cls is Occlusion:  # forward passes only: ONNX Runtime where it runs (model.logits), with no lock
         logits, every = every_class(model, x, layer)
-        predicted = mirror_average(logits, mirror_logits).argmax(1).tolist()
-        classes = [p if c is None else int(c) for c, p in zip(classes, predicted)]
-        return logits, every[np.arange(len(x)), classes]
+        return logits, pick(every, logits, classes, mirror_logits)
     net = model.net
     target_layer = LAYERS[resolve_layer(layer)](net)
     with model.lock, torch.enable_grad(), cam_cls(model=net, target_layers=[target_layer]) as cam:
@@ -177,6 +175,14 @@ def every_class(model: EmotionModel, x: torch.Tensor, layer: str = DEFAULT_LAYER
     with model.guard(), torch.no_grad():
         logits = model.logits(x)
         return logits, every_class_maps(model.logits, x, grid_side(model.net, layer, x.shape[-1]))
+
+
+def pick(every: np.ndarray, logits: torch.Tensor, classes: list[int | None],
+         mirror_logits: torch.Tensor | None = None) -> np.ndarray:
+    """Each face's map for `classes[i]` out of its every-class maps (`every_class`); a class of None is the
+    predicted one (with `mirror_logits`, of the mirror average), as `explain` reads classes."""
+    predicted = mirror_average(logits, mirror_logits).argmax(1).tolist()
+    return every[np.arange(len(every)), [p if c is None else int(c) for c, p in zip(classes, predicted)]]
 
 
 def gradcam(net: torch.nn.Module, x: torch.Tensor, classes: list[int | None], layer: str = DEFAULT_LAYER,

@@ -73,5 +73,5 @@ def every_class_maps(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.T
             a = occlusion.attribute(x[i:i + 1], sliding_window_shapes=(c, wy, wx), strides=(c, sy, sx),
                                     baselines=base[i:i + 1], target=None, perturbations_per_eval=PER_EVAL)
             drops = a.float().mean(1).numpy()  # classes x H x W (a window spans the channels)
-            maps.append(np.stack([scale_cam_image(np.maximum(m, 0)[None], (w, h))[0] for m in drops]))
+            maps.append(scale_cam_image(np.maximum(drops, 0), (w, h)))  # each class's map scaled on its own
     return np.stack(maps).astype(np.float32)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emotion.explain import (DEFAULT_LAYER, DEFAULT_METHOD, EVERY_CLASS, effective_precision, every_class, explain,
-                             grid_side, heatmap_name, resolve_layer, resolve_method)
+                             grid_side, heatmap_name, pick, resolve_layer, resolve_method)
 from emotion.faces import DETECT_SIDE, MAX_FACES, MIN_CONFIDENCE, Detection, cut, detect_faces, whole_image_face
 from emotion.images import Loaded, load_image
 from emotion.model import EmotionModel, mirror_average, mirrored
@@ -144,8 +144,7 @@ def analyse(image, model: EmotionModel, *, method: str = DEFAULT_METHOD, layer: 
             # with the mirror, the label shown (and explained) comes from the averaged prediction
             if method in EVERY_CLASS:  # every class's map from the same passes: the checks reuse them
                 logits, every = every_class(model, x, layer)
-                picked = mirror_average(logits, mirror).argmax(1).tolist()
-                maps = every[np.arange(len(crops)), [p if target is None else target for p in picked]]
+                maps = pick(every, logits, [target] * len(crops), mirror)
             else:
                 logits, maps = explain(model, x, [target] * len(crops), method, layer, mirror_logits=mirror,
                                        precision=precision)
