@@ -6,9 +6,11 @@ The quantity explained is the class's logit z_c: Grad-CAM and its relatives diff
 the softmax probability (a probability also moves when other classes' logits move, and saturates near 0
 and 1, so an unlikely class's map could not be tested at all). Rank the input's pixels by the map's
 value, most highlighted first (equal values ordered by a random key seeded from the input). For each fraction f
-in `FRACTIONS` delete the top f of the pixels, replacing them by a heavily blurred copy of the face
-(Gaussian, sigma = side / 8, in the model's normalised input space: brightness and outline stay, the local
-detail an expression is read from goes), and record the drop z_c(face) - z_c(deleted). The score is the
+in `FRACTIONS` delete the top f of the pixels, filling them in from the pixels around them (OpenCV's Telea
+inpainting on the model's own pixels, the way emotion/whatif.py hides a region: the detail an expression is
+read from goes, and no colour, edge or blur is added that the model could read as a feature), and record the
+drop z_c(face) - z_c(deleted). No map is made with this perturbation: Occlusion blurs its cells away, the CAM
+methods read gradients and activations, so the test favours none of them by construction. The score is the
 area under this deletion curve, from (0, 0) to the largest fraction, divided by that fraction: the mean
 drop of the logit, in logit units, while up to half of the face is taken away in the map's order.
 
@@ -39,12 +41,14 @@ The verdict
     otherwise                       "chance":     not better than random maps; don't trust it
 
 "beats by MARGIN" means score > control + MARGIN * |control|: with MARGIN = 1, at least twice the drop.
-The margins are calibrated on training faces, never on the faces a figure is reported for: a method gets
-the smallest margin of a grid (0, 0.5, 1, 1.5) at which its uninformative maps (another face's map, the
-inverted map 1 - map) pass as "good" at most 5 % of the time (`METHOD_MARGINS`, `margin_for`: MARGIN for
-the CAM methods, 0.5 for Occlusion at layer2). `python -m train.audit` re-measures that rate
-(`false_good_rate`, and `by_margin` for every margin of the grid), and the rates of the shipped model, with
-the command that measured them, are in `weights/audit.json` and docs/trust.md: this docstring quotes none.
+Each model calibrates its own margins, on training faces it was not judged on, and stores them beside its
+face prior (`face_prior.npz`, `python -m train.face_prior`): for each method and layer, the smallest margin
+of `MARGIN_GRID` at which maps without the face's evidence (another face's map, the inverted map 1 - map)
+pass as "good" so seldom that the 95% Wilson interval of that rate ends at or below 5% (`calibration`).
+A method and layer for which no margin of the grid gets there is never judged "good". A model without a
+calibration uses MARGIN for every method. `python -m train.audit` measures the same rate again on the faces
+it reports (`false_good_rate`, with its interval), and the shipped model's figures, with the command that
+measured them, are in `weights/audit.json` and docs/trust.md: this docstring quotes none.
 
 The perturbed faces (maps x fractions) go through pytorch-grad-cam's `PerturbationConfidenceMetric` in one
 batch. Cost: one pass for the random maps and the base logit (with, for Grad-CAM, the other class's map:
@@ -65,31 +69,42 @@ from pytorch_grad_cam import RandomCAM
 from pytorch_grad_cam.metrics.perturbation_confidence import PerturbationConfidenceMetric
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from scipy.stats import binomtest
 
 from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, explain, resolve_layer
 from emotion.model import FACE_PRIOR_FILE, EmotionModel
-from emotion.occlusion import BLUR_SIGMA, blurred
+from emotion.whatif import hide
 
 FRACTIONS = (0.1, 0.25, 0.5)  # shares of the pixels deleted, most highlighted first
 N_RANDOM = 1  # random maps per face: with one, the whole check costs what the old 10-map check did
-MARGIN = 1.0  # a "good" map's score is at least twice the face prior's and the other class's
-# Methods whose uninformative maps pass as good at most 5% of the time with a smaller margin (see The verdict)
-METHOD_MARGINS = {"Occlusion": 0.5}
+MARGIN = 1.0  # without a calibration: a "good" map's score is at least twice the face prior's and the other class's
+MARGIN_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)  # the margins a calibration chooses from
+MAX_FALSE_GOOD = 0.05  # the upper end of the 95% interval of the false-"good" rate a calibrated margin holds to
 UNTESTABLE = 0.05  # logit units: below this drop for every map and fraction, the test cannot tell maps apart
 LEVELS = ("good", "weak", "chance", "untestable", "empty")
 CONTROLS = ("face_prior", "other_class", "random")
 
 
-class BlurDeletion:
-    """A perturbation for pytorch-grad-cam's `PerturbationConfidenceMetric`: replace the pixels where
-    `mask` is 1 by a blurred copy of the face (C x H x W in, C x H x W out)."""
+class InpaintDeletion:
+    """A perturbation for pytorch-grad-cam's `PerturbationConfidenceMetric`: the pixels where `mask` is 1 are
+    filled in from the rest of the face (`emotion.whatif.hide`: Telea inpainting) on the model's own uint8
+    pixels, given and returned in the model's normalised input space (C x H x W); the other pixels are left
+    exactly as they were. `mean` and `std` are the model's normalisation (`Preprocess.mean`, `.std`)."""
 
-    def __init__(self, sigma_fraction: float = BLUR_SIGMA):
-        self.sigma_fraction = sigma_fraction
+    def __init__(self, mean, std):
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
 
     def __call__(self, img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        m = mask.to(img.dtype)
-        return img * (1 - m) + blurred(img, self.sigma_fraction) * m
+        keep = mask.to(img.dtype)
+        m = mask.detach().cpu().numpy() > 0.5
+        px = ((img.detach().cpu().float() * self.std + self.mean) * 255).round().clamp(0, 255).to(torch.uint8)
+        px = px.permute(1, 2, 0).numpy()  # H, W, C
+        grey = bool((px == px[..., :1]).all())  # a grey model's three channels are one
+        filled = hide(np.ascontiguousarray(px[..., 0]) if grey else px, m)
+        filled = np.repeat(filled[..., None], px.shape[2], 2) if grey else filled.reshape(px.shape)
+        y = (torch.from_numpy(filled).permute(2, 0, 1).float() / 255 - self.mean) / self.std
+        return img * (1 - keep) + y.to(img.dtype) * keep
 
 
 class _SeededRandomCAM(RandomCAM):
@@ -188,7 +203,7 @@ def deletion_logits(model: EmotionModel, x: torch.Tensor, ranks: np.ndarray, tar
     masks = np.stack([(q < f) for q in ranks for f in fractions]).astype(np.float32)  # (M*F) x H x W
     batch = x.expand(len(masks), -1, -1, -1).contiguous()
     targets = [ClassifierOutputTarget(int(target))] * len(masks)
-    metric = PerturbationConfidenceMetric(BlurDeletion())
+    metric = PerturbationConfidenceMetric(InpaintDeletion(model.prep.mean, model.prep.std))
     with model.guard(), torch.no_grad():  # (model.logits: by ONNX Runtime, with no lock, where it runs)
         out = metric(batch, masks, targets, lambda t: model.logits(t.contiguous(memory_format=torch.channels_last)),
                      return_diff=False)
@@ -255,10 +270,50 @@ def face_prior(folder: str | Path, method: str = DEFAULT_METHOD, layer=DEFAULT_L
 
 
 # ---------------------------------------------------------------- the verdict
-def margin_for(method: str) -> float:
-    """The margin a map of `method` must beat the controls by to be judged good: MARGIN, or the method's own
-    where its uninformative maps pass at most 5% of the time with a smaller one (METHOD_MARGINS)."""
-    return METHOD_MARGINS.get(method, MARGIN)
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """The 95% Wilson score interval of a rate of k in n (scipy's binomtest)."""
+    if n <= 0:
+        return 0.0, 1.0
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def calibration_key(method: str, layer: str) -> str:
+    return f"calibration|{prior_key(method, layer)}"
+
+
+def choose_margin(counts: dict[float, tuple[int, int]], limit: float = MAX_FALSE_GOOD) -> tuple[float, int, int]:
+    """(margin, k, n): the smallest margin of `counts` ({margin: (uninformative maps judged good, judged)})
+    whose 95% Wilson interval ends at or below `limit`; (inf, k, n) of the largest margin when none does."""
+    for g in sorted(counts):
+        k, n = counts[g]
+        if n and wilson(k, n)[1] <= limit:
+            return float(g), int(k), int(n)
+    g = max(counts)
+    return float("inf"), int(counts[g][0]), int(counts[g][1])
+
+
+def calibration(folder: str | Path, method: str, layer) -> dict | None:
+    """The calibrated margin of `method` at `layer` for the model in `folder` (stored in its face_prior.npz
+    by `python -m train.face_prior`): {"margin" (None where no margin of the grid held the rate down: never
+    judged good), "false_good" (k / n at that margin, or at the largest), "k", "n", "ci95"}; None where the
+    model has none."""
+    if not isinstance(layer, str):
+        return None
+    v = prior_maps(folder).get(calibration_key(method, layer))
+    if v is None:
+        return None
+    margin, k, n = (float(t) for t in np.ravel(v)[:3])
+    return {"margin": margin if np.isfinite(margin) else None, "false_good": k / n if n else None, "k": int(k),
+            "n": int(n), "ci95": wilson(k, n)}
+
+
+def margin_for(folder: str | Path, method: str, layer=DEFAULT_LAYER) -> float:
+    """The margin a map of `method` at `layer` must beat the controls by to be judged good: the model's own
+    calibrated margin (`calibration`; infinite where no margin held its uninformative maps down), else
+    MARGIN."""
+    c = calibration(folder, method, layer)
+    return MARGIN if c is None else float("inf") if c["margin"] is None else c["margin"]
 
 
 def _beats(score: float, control: float, margin: float = MARGIN) -> bool:
@@ -266,9 +321,11 @@ def _beats(score: float, control: float, margin: float = MARGIN) -> bool:
 
 
 def judge(score: float, controls: dict[str, float], random_scores, target_name: str = "this class",
-          other_name: str | None = None, class_agnostic: bool = False, margin: float = MARGIN) -> tuple[str, str]:
+          other_name: str | None = None, class_agnostic: bool = False, margin: float = MARGIN,
+          calibrated: dict | None = None) -> tuple[str, str]:
     """(level, verdict) of a map's score against the controls' scores (`face_prior`, maybe `other_class`)
-    and the random maps'. `untestable` and `empty` are decided before (they have no meaningful score)."""
+    and the random maps'. `untestable` and `empty` are decided before (they have no meaningful score).
+    `calibrated` (`calibration`): where the margin came from, said in a "good" verdict with its interval."""
     random_scores = np.asarray(random_scores, np.float64)
     n = len(random_scores)
     if not all(_beats(score, r, 0.0) for r in random_scores):
@@ -283,9 +340,18 @@ def judge(score: float, controls: dict[str, float], random_scores, target_name: 
         return "weak", f"This map beats the random maps.{why}"
     if not missed:
         times = "more than" if margin <= 0 else f"at least {1 + margin:g} times as much as"
+        odds = ""
+        if calibrated and calibrated.get("n"):
+            lo, hi = calibrated["ci95"]
+            odds = (f" Maps without this face's evidence pass this test {calibrated['k'] / calibrated['n']:.1%} of "
+                    f"the time (95% interval {lo:.1%} to {hi:.1%}, {calibrated['n']} training faces).")
         return "good", (f"This map explains the {target_name} score: hiding what it marks lowers the score {times} "
                         f"hiding what the average {target_name} face's map or the {other_name or 'other class'}'s "
-                        f"map marks, and more than any of {n} random maps.")
+                        f"map marks, and more than any of {n} random maps.{odds}")
+    if not np.isfinite(margin):
+        return "weak", ("This map beats the random maps, but for this model this method and layer cannot be judged "
+                        "good: even maps without the face's evidence pass the full test too often. Read it as where "
+                        "the model looks, not as proof.")
     names = {"face_prior": "the map an average face gets", "other_class": f"the map for {other_name or 'another class'}"}
     return "weak", (f"This map beats the random maps but not {' or '.join(names[m] for m in missed)}: it shows "
                     f"where the model looks on most faces, not evidence of {target_name} in this face.")
@@ -301,14 +367,16 @@ def faithfulness_many(model: EmotionModel, x: torch.Tensor, heatmaps: dict[str, 
                       prior: np.ndarray | None = None, other: tuple[str, np.ndarray] | None = None,
                       n_random: int = N_RANDOM, seed: int | None = None, layer=DEFAULT_LAYER,
                       class_agnostic: bool = False, fractions=FRACTIONS, margin: float = MARGIN,
-                      precomputed: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, dict]:
+                      precomputed: tuple[np.ndarray, np.ndarray] | None = None,
+                      calibrated: dict | None = None) -> dict[str, dict]:
     """Judge several maps of one face for class `target` (index or name) against shared controls.
 
     `prior` is the face-prior map (default: `centre_prior`), `other` (class name, map) the same method's
     map for another class on this face (None: no class-sensitivity control), `layer` the layer the random
     maps are read from (a `LAYERS` name or a module), `seed` (default: from the input's bytes and the
     class) seeds the random maps and tie-breaking; `precomputed` = (logits, random maps) made already for
-    this seed (`gradcam_controls`). Returns {name: result}, results as `faithfulness`
+    this seed (`gradcam_controls`); `margin` the margin to judge by and `calibrated` where it came from
+    (`calibration`, said in a good verdict). Returns {name: result}, results as `faithfulness`
     describes; a map's result does not depend on which other maps are judged with it.
     """
     if n_random < 1:
@@ -340,7 +408,8 @@ def faithfulness_many(model: EmotionModel, x: torch.Tensor, heatmaps: dict[str, 
     common = {"target": target_name, "quantity": "logit", "base_logit": z0, "fractions": list(fractions),
               "controls": controls, "random_scores": [float(s) for s in random_scores],
               "random_mean": controls["random"], "n_random": int(n_random), "other_class": other_name,
-              "class_agnostic": bool(class_agnostic), "seed": seed, "margin": float(margin), "ms": ms}
+              "class_agnostic": bool(class_agnostic), "seed": seed,
+              "margin": float(margin) if np.isfinite(margin) else None, "calibration": calibrated, "ms": ms}
     results = {}
     for name in heatmaps:
         if name not in names:
@@ -352,7 +421,7 @@ def faithfulness_many(model: EmotionModel, x: torch.Tensor, heatmaps: dict[str, 
         beats = {n: _beats(score, v, margin) for n, v in control_scores.items()}
         if testable or float(np.abs(drops[i]).max()) >= UNTESTABLE:
             level, verdict = judge(score, control_scores, random_scores, target_name, other_name, class_agnostic,
-                                   margin)
+                                   margin, calibrated)
         else:
             level, verdict = "untestable", UNTESTABLE_VERDICT.format(c=target_name)
         results[name] = {**common, "score": score, "curve": [float(d) for d in drops[i]],
@@ -377,6 +446,8 @@ def faithfulness(model: EmotionModel, x: torch.Tensor, heatmap: np.ndarray, targ
         random_scores     each random map's score;  random_mean, n_random, beats_random (how many it beats)
         beats             {control: bool} for face_prior and other_class
         lead              score - the best of face_prior and other_class (how far the map leads them)
+        margin            the margin it was judged by (None: this method and layer are never judged good)
+        calibration       where the margin came from (`calibration`), None for the default MARGIN
         target, other_class, class_agnostic, quantity ("logit"), base_logit, seed, ms
     """
     return faithfulness_many(model, x, {"map": heatmap}, target, **kwargs)["map"]
@@ -416,4 +487,4 @@ def face_faithfulness(model: EmotionModel, face, method: str = DEFAULT_METHOD, l
     prior, _ = face_prior(model.source, method, layer, model.prep.size, face.explained)
     return faithfulness(model, x, face.heatmap, face.explained, prior=prior, other=other, n_random=n_random,
                         seed=seed, layer=layer, class_agnostic=agnostic, precomputed=precomputed,
-                        margin=margin_for(method))
+                        margin=margin_for(model.source, method, layer), calibrated=calibration(model.source, method, layer))

@@ -2,16 +2,16 @@
 
 Grad-CAM and its relatives read a layer's activations and estimate, from a gradient, what each cell adds to
 the class score. An occlusion map (Zeiler & Fergus 2014) measures it instead: each cell of a grid over the
-face is replaced in turn by the same cell of a heavily blurred copy of the face (`blurred`, the one the
-faithfulness check deletes with: brightness and outline stay, the detail an expression is read from goes),
+face is replaced in turn by the same cell of a heavily blurred copy of the face (`blurred`: brightness and
+outline stay, the detail an expression is read from goes),
 and the cell's value is z_c(face) - z_c(face with that cell blurred). The grid is a layer's (`explain.grid_side`):
 at layer2 of a 64 px model, 8 x 8 cells of 8 x 8 px, so the map's resolution is its own, not an upsampling
 of a coarse layer. The price is one forward pass per cell (64 at layer2, batched: about 0.2 s a face on two
 CPU cores with ONNX Runtime), against about one for Grad-CAM, so the webcam keeps Grad-CAM.
 
-The map is made with the perturbation the deletion test scores with, so that test favours it by
-construction: the audit (train/audit.py) therefore also scores every map with ROAD, an independent metric
-with another way of removing pixels (noisy linear imputation), and reports how often the two agree.
+The faithfulness check (emotion/faithfulness.py) deletes pixels another way (inpainting them from the rest of
+the face), so it does not favour this map by construction; the audit (train/audit.py) also scores every map
+with ROAD, a third way of removing pixels (noisy linear imputation), and reports how often the two agree.
 """
 from __future__ import annotations
 

@@ -336,8 +336,12 @@ def test_verdicts_re_judged_at_other_margins():
     rows = [{"map": result(3.0, "good"), "inverted": result(1.1, "weak")},
             {"map": result(2.0, "weak"), "inverted": result(0.4, "chance")}]
     by = audit.faithfulness_figures(rows)["by_margin"]
-    assert {g: b["share_good"] for g, b in by.items()} == {"0.5": 1.0, "1": 0.5, "1.5": 0.0, "2": 0.0}
-    assert all(b["false_good_rate"] == 0.0 for b in by.values())
+    assert {g: b["share_good"] for g, b in by.items()} == {"0": 1.0, "0.25": 1.0, "0.5": 1.0, "0.75": 0.5, "1": 0.5,
+                                                            "1.5": 0.0, "2": 0.0, "3": 0.0}
+    assert all(b["false_good_rate"] == 0.0 and (b["false_good_k"], b["false_good_n"]) == (0, 2) for b in by.values())
+    # none of 2 uninformative maps passed, but 2 faces cannot show a rate under 5%: no margin is calibrated
+    assert audit.calibrate(rows) == (float("inf"), 0, 2)
+    assert audit.calibrate(rows * 40)[0] == 0.0  # none of 80: the smallest margin holds
 
 
 def test_a_class_we_do_not_score_is_named_as_the_model_names_it(tiny_model, data, tmp_path):

@@ -12,9 +12,11 @@ from train.report import README_BEGIN, README_END, readme_figures, write_readme
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _summary(false_good: float, recommended: dict | None) -> dict:
-    row = {"mean_score": 1.5, "controls": {"face_prior": 1.2, "other_class": 0.9, "random": 0.8},
-           "share_good": 0.25, "share_weak": 0.5, "share_chance": 0.25, "false_good_rate": false_good,
+def _summary(false_good: float, recommended: dict | None, high: float | None = None) -> dict:
+    """One method and layer's figures; `false_good` and its interval's upper end `high` (default: the rate + 2%)."""
+    row = {"mean_score": 1.5, "controls": {"face_prior": 1.2, "other_class": 0.9, "random": 0.8}, "margin": 0.75,
+           "share_good": 0.25, "share_good_ci95": [0.14, 0.41], "share_weak": 0.5, "share_chance": 0.25,
+           "false_good_rate": false_good, "false_good_ci95": [false_good / 2, false_good + 0.02 if high is None else high],
            "road": {"mean": {"map": 0.4, "face_prior": 0.3}, "n": 10, "agreement": 0.7,
                     "map_beats_prior": {"deletion": 0.6, "road": 0.5}}}
     return {"dataset": "ferplus", "split": "public_test", "method": "Grad-CAM", "layer": "layer3",
@@ -26,12 +28,17 @@ def _summary(false_good: float, recommended: dict | None) -> dict:
 
 def test_the_words_follow_the_figures():
     above = readme_figures(_summary(0.075, None))
-    assert "| Grad-CAM, layer3 | 1.50 | 1.20 | 0.90 | 0.80 | 25.0% | 50.0% | 25.0% | 7.5% | 0.40 | 0.30 | 70% |" in above
-    assert "passed as good 7.5% of the time, above the 5% " in above and "recommends none" in above
+    assert ("| Grad-CAM, layer3 | 1.50 | 1.20 | 0.90 | 0.80 | 0.75 | 25.0% (14.0% to 41.0%) | 50.0% | 25.0% | "
+            "7.5% (3.8% to 9.5%) | 0.40 | 0.30 | 70% |") in above
+    assert "passed as good 7.5% (3.8% to 9.5%) of the time, above the 5% " in above and "recommends none" in above
     assert "agree on whether the map beats the face prior on 70% of 10 faces" in above
     assert "Re-initialising layer4+layer3 leaves the maps a rank correlation of 0.12" in above
-    within = readme_figures(_summary(0.04, {"method": "Grad-CAM", "layer": "layer3"}))
-    assert "4.0% of the time, within the 5% " in within and "recommends Grad-CAM at layer3" in within
+    # a rate under the bound whose interval reaches over it is not said to hold
+    reaching = readme_figures(_summary(0.03, None, high=0.07))
+    assert "3.0% (1.5% to 7.0%) of the time, but its interval reaches above the 5% " in reaching
+    within = readme_figures(_summary(0.02, {"method": "Grad-CAM", "layer": "layer3"}))
+    assert "2.0% (1.0% to 4.0%) of the time, its interval within the 5% " in within
+    assert "recommends Grad-CAM at layer3" in within
 
 
 def test_write_readme_replaces_only_the_marked_block(tmp_path):

@@ -71,8 +71,9 @@ from emotion.explain import (
     explain,
     resolve_layer,
 )
-from emotion.faithfulness import (CONTROLS, LEVELS, N_RANDOM, face_prior, faithfulness_many, judge, margin_for,
-                                  other_class, random_maps)
+from emotion.faithfulness import (CONTROLS, LEVELS, MARGIN_GRID, MAX_FALSE_GOOD, N_RANDOM, calibration,
+                                  choose_margin, face_prior, faithfulness_many, judge, margin_for, other_class,
+                                  random_maps, wilson)
 from emotion.images import ImageError
 from emotion.model import CLASSES, EmotionModel, load_model
 from emotion.pipeline import analyse
@@ -333,7 +334,8 @@ def faithfulness_rows(model: EmotionModel, sources: list, methods: list[str], la
                 other_map = None if agnostic else (other, explain(model, x, [model.labels.index(other)], m, lay)[1][0])
                 prior = face_prior(model.source, m, lay, model.prep.size, f.label)[0]
                 res = faithfulness_many(model, x, maps, pred, prior=prior, other=other_map, n_random=n_random,
-                                        layer=lay, class_agnostic=agnostic, margin=margin_for(m))
+                                        layer=lay, class_agnostic=agnostic, margin=margin_for(model.source, m, lay),
+                                        calibrated=calibration(model.source, m, lay))
                 if k < road_faces:
                     seed = res["map"]["seed"]
                     res["road"] = face_road(model, x, heat, pred, prior=prior,
@@ -365,68 +367,89 @@ def _sem(values) -> float:
     return float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
 
 
-MARGINS = (0.5, 1.0, 1.5, 2.0)  # the verdict's MARGIN re-judged from the same scores, to calibrate it
-
-
 def _level_at(r: dict, margin: float) -> str:
-    """The level a judged map would get with another MARGIN (untestable and empty maps stay so)."""
+    """The level a judged map would get with another margin (untestable and empty maps stay so)."""
     if r["level"] not in ("good", "weak", "chance"):
         return r["level"]
     controls = {k: v for k, v in r["controls"].items() if k != "random"}
     return judge(r["score"], controls, r["random_scores"], class_agnostic=r["class_agnostic"], margin=margin)[0]
 
 
-def _false_good(results: list[dict], level) -> dict[str, float | None]:
-    """How often each uninformative map ("shuffled", "inverted") is judged good, with `level(result)`."""
-    rates = {}
+def _false_good(results: list[dict], level) -> dict[str, tuple[int, int] | None]:
+    """(judged good, judged) for each uninformative map ("shuffled", "inverted"), with `level(result)`."""
+    counts = {}
     for kind in ("shuffled", "inverted"):
         judged = [level(r[kind]) == "good" for r in results if kind in r]
-        rates[kind] = float(np.mean(judged)) if judged else None
-    return rates
+        counts[kind] = (int(sum(judged)), len(judged)) if judged else None
+    return counts
+
+
+def _worst(counts: dict[str, tuple[int, int] | None]) -> tuple[int, int] | None:
+    """The (k, n) of the kind of uninformative map judged good most often."""
+    known = [c for c in counts.values() if c is not None]
+    return max(known, key=lambda c: c[0] / c[1]) if known else None
 
 
 def _at_margin(results: list[dict], margin: float) -> dict:
-    """The share of good maps and the false-"good" rate (the worse kind) were MARGIN `margin`."""
-    known = [v for v in _false_good(results, lambda r: _level_at(r, margin)).values() if v is not None]
+    """The share of good maps and the false-"good" rate (the worse kind), with its counts, were the margin
+    `margin`."""
+    worst = _worst(_false_good(results, lambda r: _level_at(r, margin)))
     return {"share_good": float(np.mean([_level_at(r["map"], margin) == "good" for r in results])),
-            "false_good_rate": max(known) if known else None}
+            "false_good_rate": worst[0] / worst[1] if worst else None,
+            "false_good_k": worst[0] if worst else None, "false_good_n": worst[1] if worst else None}
+
+
+def calibrate(results: list[dict]) -> tuple[float, int, int] | None:
+    """(margin, k, n) from `faithfulness_many` results with uninformative maps: the smallest margin of
+    MARGIN_GRID whose false-"good" rate's 95% interval ends at or below MAX_FALSE_GOOD (`choose_margin`)."""
+    counts = {}
+    for g in MARGIN_GRID:
+        b = _at_margin(results, g)
+        if b["false_good_n"]:
+            counts[g] = (b["false_good_k"], b["false_good_n"])
+    return choose_margin(counts) if counts else None
 
 
 def faithfulness_figures(results: list[dict]) -> dict:
-    """Mean scores of the map and of each control, verdict shares, and the false-"good" rates of one method
-    at one layer, from `faithfulness_many` results (keys "map", "inverted", optionally "shuffled")."""
+    """Mean scores of the map and of each control, verdict shares (with 95% Wilson intervals), and the
+    false-"good" rates of one method at one layer, from `faithfulness_many` results (keys "map", "inverted",
+    optionally "shuffled"); `by_margin`: the same re-judged at each margin of MARGIN_GRID."""
     maps = [r["map"] for r in results]
     scored = [r for r in maps if r["score"] is not None]
     controls = {name: _mean(r["controls"].get(name) for r in scored) for name in CONTROLS}
-    rates = _false_good(results, lambda r: r["level"])
-    known = [v for v in rates.values() if v is not None]
+    counts = _false_good(results, lambda r: r["level"])
+    worst = _worst(counts)
+    n_good = sum(r["level"] == "good" for r in maps)
     return {"n": len(maps), "mean_score": _mean(r["score"] for r in scored), "sem": _sem(r["score"] for r in scored),
             "mean_lead": _mean(r["lead"] for r in scored), "lead_sem": _sem(r["lead"] for r in scored),
             "controls": controls,
             "mean_beats_random": _mean(r["beats_random"] / r["n_random"] for r in scored),
             **{f"share_{level}": float(np.mean([r["level"] == level for r in maps])) for level in LEVELS},
-            "false_good": rates, "false_good_rate": max(known) if known else None,
+            "share_good_ci95": list(wilson(n_good, len(maps))),
+            "false_good": {k: None if c is None else c[0] / c[1] for k, c in counts.items()},
+            "false_good_rate": worst[0] / worst[1] if worst else None,
+            "false_good_k": worst[0] if worst else None, "false_good_n": worst[1] if worst else None,
+            "false_good_ci95": list(wilson(*worst)) if worst else None,
             "margin": maps[0].get("margin") if maps else None,
-            "by_margin": {f"{g:g}": _at_margin(results, g) for g in MARGINS},
+            "calibration": maps[0].get("calibration") if maps else None,
+            "by_margin": {f"{g:g}": _at_margin(results, g) for g in MARGIN_GRID},
             "mean_ms": _mean(r["ms"] for r in maps)}
-
-
-MAX_FALSE_GOOD = 0.05  # a method and layer whose uninformative maps pass as "good" more often is not recommended
 
 
 def recommend(by_layer: dict[str, dict[str, dict]]) -> dict | None:
     """The method and layer whose maps are judged "good" most often, among the class-specific methods whose
-    measured false-"good" rate is at most MAX_FALSE_GOOD (ties broken by the mean lead over the best
-    control); None when none qualifies."""
+    measured false-"good" rate's 95% interval ends at or below MAX_FALSE_GOOD (ties broken by the mean lead
+    over the best control); None when none qualifies."""
     best = None
     for lay, table in by_layer.items():
         for m, v in table.items():
-            if m in CLASS_AGNOSTIC or v["false_good_rate"] is None or v["false_good_rate"] > MAX_FALSE_GOOD:
+            if m in CLASS_AGNOSTIC or v["false_good_ci95"] is None or v["false_good_ci95"][1] > MAX_FALSE_GOOD:
                 continue
             key = (v["share_good"], v["mean_lead"] if v["mean_lead"] is not None else -np.inf)
             if best is None or key > best[0]:
                 best = (key, {"method": m, "layer": lay, "share_good": v["share_good"],
-                              "mean_lead": v["mean_lead"], "false_good_rate": v["false_good_rate"]})
+                              "mean_lead": v["mean_lead"], "false_good_rate": v["false_good_rate"],
+                              "false_good_ci95": v["false_good_ci95"], "share_good_ci95": v["share_good_ci95"]})
     return best[1] if best else None
 
 
@@ -620,6 +643,7 @@ def run_audit(model: EmotionModel, items: list[tuple[object, int]], out: str | P
     own = main.get(method) or {}
     summary["controls"] = own.get("controls")
     summary["false_good_rate"] = own.get("false_good_rate")
+    summary["false_good_ci95"] = own.get("false_good_ci95")
     summary["road"] = own.get("road")
     summary["recommended"] = recommend(by_layer)
     timings["faithfulness_s"] = time.perf_counter() - t0
@@ -764,15 +788,17 @@ def main(argv=None) -> dict | None:
     for lay, table in summary["faithfulness_by_layer"].items():
         for m, v in table.items():
             ctl = ", ".join(f"{k} {'n/a' if c is None else f'{c:.3f}'}" for k, c in v["controls"].items())
-            fg = "n/a" if v["false_good_rate"] is None else f"{v['false_good_rate']:.1%}"
+            fg = "n/a" if v["false_good_rate"] is None else (
+                f"{v['false_good_rate']:.1%} ({v['false_good_k']} of {v['false_good_n']}, 95% interval "
+                f"{v['false_good_ci95'][0]:.1%} to {v['false_good_ci95'][1]:.1%})")
             score = "n/a" if v["mean_score"] is None else f"{v['mean_score']:.3f}"
             print(f"faithfulness {lay} {m}: map {score} ({ctl}); good {v['share_good']:.1%}, weak "
                   f"{v['share_weak']:.1%}, chance {v['share_chance']:.1%}, empty {v['share_empty']:.1%}; "
                   f"false good {fg}")
-            print("  with MARGIN " + "; ".join(
+            print("  with margin " + "; ".join(
                 f"{g}: good {b['share_good']:.1%}, false good "
                 + ("n/a" if b["false_good_rate"] is None else f"{b['false_good_rate']:.1%}")
-                for g, b in v["by_margin"].items()) + f" (now {margin_for(m):g})")
+                for g, b in v["by_margin"].items()) + f" (judged at {v['margin']})")
             rd = v.get("road")
             if rd:
                 fmt = lambda x, f="{:.3f}": "n/a" if x is None else f.format(x)  # noqa: E731

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from emotion.explain import overlay
-from emotion.faithfulness import LEVELS, MARGIN, METHOD_MARGINS
+from emotion.faithfulness import LEVELS, MARGIN
 from emotion.regions import REGION_COLOURS, REGION_LABELS, REGIONS, draw_regions
 from emotion.whatif import HIDDEN
 from train.evaluate import plot_confusion
@@ -224,8 +224,8 @@ filled in by noisy linear imputation (each the weighted mean of its neighbours, 
 apart, are those it ranks lowest; the score is (the class logit's change when the least relevant pixels are
 filled in minus its change when the most relevant are) / 2, averaged over the shares: <b>higher is more
 faithful</b>, in logit units. An inverted map scores about minus its map (the pixels filled in first and last
-swap), so a map below 0 does worse than its own inversion. Filled-in pixels leave no outline of what was
-removed, unlike the blurred face of the test above, so the two metrics can disagree. Same faces, same maps and
+swap), so a map below 0 does worse than its own inversion. ROAD fills pixels in by noisy linear imputation, the test above
+by Telea inpainting without noise, so the two metrics can disagree. Same faces, same maps and
 controls, same pixel order (ties broken alike), on the normalised input the model sees. "Map beats the prior":
 the map scores above the face prior on the same face (no margin), by each metric; "agree": the share of faces
 where both metrics say the same; "good, above prior by ROAD": of the faces judged "good", the share where ROAD
@@ -349,16 +349,19 @@ for it the model found).</p>""")
         parts.append("<p>No mistakes.</p>")
 
     parts.append("""<h2>Faithfulness: do the maps point at this face's evidence for the class?</h2><p class="note">
-Per image, the pixels each map ranks highest (10%, 25%, 50%) are replaced by a blurred face, and the drop of the
+Per image, the pixels each map ranks highest (10%, 25%, 50%) are filled in from the rest of the face (Telea
+inpainting: a perturbation no map is made with), and the drop of the
 predicted class's logit is recorded; the score is the area under that deletion curve (the mean drop, in logit
 units; emotion/faithfulness.py). The same test is run on three controls that carry no evidence about this face
 and this class: the face prior (the method's mean map over training faces predicted as the class), the same
 method's map for the most likely other class, and RandomCAM maps. A map is judged "good" only when it beats every
-control (the prior's and the other class's map's drop at least """ + f"{1 + MARGIN:g}" + """ times over; for a method with a
-margin of its own, set where its uninformative maps pass at most 5% of the time, that many:
-""" + ", ".join(f"{m} {1 + g:g}" for m, g in METHOD_MARGINS.items()) + """), "weak" when it only beats the random maps.
+control (the prior's and the other class's map's drop 1 + margin times over), "weak" when it only beats the random
+maps. Each model's margin per method and layer is calibrated on training faces and stored beside its face prior
+(without one: """ + f"{MARGIN:g}" + """ for every method): the smallest at which maps without the face's evidence pass
+as "good" so seldom that the 95% interval of that rate ends at or under 5%.
 The false-"good" rate is how often a map without this face's evidence is judged "good": another face's map
-("shuffled") and the inverted map (1 - map); the larger of the two is reported, and must stay at or under 5%.</p>""")
+("shuffled") and the inverted map (1 - map); the larger of the two is reported with its 95% Wilson interval,
+whose upper end must stay at or under 5%.</p>""")
     by_layer = s.get("faithfulness_by_layer") or {}
     if by_layer:
         num = lambda v, f="{:.3f}": "n/a" if v is None else f.format(v)  # noqa: E731
@@ -367,11 +370,14 @@ The false-"good" rate is how often a map without this face's evidence is judged 
             for m, v in table.items():
                 c = v["controls"]
                 rows.append([f"{m} at {lay}", num(v["mean_score"]), num(c.get("face_prior")), num(c.get("other_class")),
-                             num(c.get("random")), _pct(v["share_good"]), _pct(v["share_weak"]), _pct(v["share_chance"]),
-                             _pct(v["share_untestable"]), _pct(v["share_empty"]), _pct(v["false_good"]["shuffled"]),
-                             _pct(v["false_good"]["inverted"]), v["n"]])
-        parts.append(_table(["method", "map", "face prior", "other class", "random", "good", "weak", "chance",
-                             "untestable", "empty", "false good: shuffled", "false good: inverted", "n"], rows))
+                             num(c.get("random")), _margin(v.get("margin")),
+                             _with_ci(v["share_good"], v.get("share_good_ci95")), _pct(v["share_weak"]),
+                             _pct(v["share_chance"]), _pct(v["share_untestable"]), _pct(v["share_empty"]),
+                             _pct(v["false_good"]["shuffled"]), _pct(v["false_good"]["inverted"]),
+                             _with_ci(v["false_good_rate"], v.get("false_good_ci95")), v["n"]])
+        parts.append(_table(["method", "map", "face prior", "other class", "random", "margin", "good (95% interval)",
+                             "weak", "chance", "untestable", "empty", "false good: shuffled", "false good: inverted",
+                             "false good, the worse (95% interval)", "n"], rows))
         own = (by_layer.get(s["layer"]) or {}).get(s["method"])
         if own and own["mean_score"] is not None and own["controls"].get("face_prior") is not None \
                 and own["mean_score"] <= own["controls"]["face_prior"]:
@@ -381,9 +387,11 @@ The false-"good" rate is how often a map without this face's evidence is judged 
                          "found in each face.</p>")
         rec = s.get("recommended")
         if rec:
-            parts.append(f"<p>Judged \"good\" most often, among those whose false-\"good\" rate is at most "
-                         f"{s['settings']['max_false_good']:.0%}: <b>{html.escape(rec['method'])} at {html.escape(rec['layer'])}</b> "
-                         f"({_pct(rec['share_good'])} of faces; false-\"good\" rate {_pct(rec['false_good_rate'])}).</p>")
+            parts.append(f"<p>Judged \"good\" most often, among those whose false-\"good\" rate's 95% interval ends at or "
+                         f"below {s['settings']['max_false_good']:.0%}: <b>{html.escape(rec['method'])} at "
+                         f"{html.escape(rec['layer'])}</b> ({_with_ci(rec['share_good'], rec.get('share_good_ci95'))} "
+                         f"of faces; false-\"good\" rate {_with_ci(rec['false_good_rate'], rec.get('false_good_ci95'))})."
+                         "</p>")
         parts.append(_img(out, "faithfulness.png", "faithfulness"))
         parts.append(_road_section(s, num))
     else:
@@ -480,6 +488,15 @@ def _p(v, digits: int = 1) -> str:
     return "n/a" if v is None else f"{v:.{digits}%}"
 
 
+def _with_ci(v, ci) -> str:
+    """A rate with its 95% interval: "4.0% (1.9% to 7.3%)"."""
+    return _p(v) if v is None or not ci else f"{_p(v)} ({_p(ci[0])} to {_p(ci[1])})"
+
+
+def _margin(g) -> str:
+    return "never good" if g is None else f"{g:g}"
+
+
 def _f(v) -> str:
     return "n/a" if v is None else f"{v:.2f}"
 
@@ -493,30 +510,34 @@ def readme_figures(s: dict) -> str:
     lines = [f"Measured by one audit of the shipped model (`weights/audit.json`): {s['dataset']} {s['split']}, "
              f"{st['faithfulness_images']} faces for the verdict, {st.get('road_images', 0)} of them also "
              f"scored by ROAD, {st['sanity_images']} for the sanity check.", "",
-             "| method, layer | logit drop: map | face prior | other class | random | good | weak | chance "
-             "| false good | ROAD: map | ROAD: face prior | metrics agree |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| method, layer | logit drop: map | face prior | other class | random | margin | good (95% interval) "
+             "| weak | chance | false good (95% interval) | ROAD: map | ROAD: face prior | metrics agree |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for lay, table in s["faithfulness_by_layer"].items():
         for m, v in table.items():
             c, road = v["controls"], v.get("road") or {}
             mean = road.get("mean") or {}
             lines.append(f"| {m}, {lay} | {_f(v['mean_score'])} | {_f(c.get('face_prior'))} | "
-                         f"{_f(c.get('other_class'))} | {_f(c.get('random'))} | {_p(v['share_good'])} | "
-                         f"{_p(v['share_weak'])} | {_p(v['share_chance'])} | {_p(v['false_good_rate'])} | "
+                         f"{_f(c.get('other_class'))} | {_f(c.get('random'))} | {_margin(v.get('margin'))} | "
+                         f"{_with_ci(v['share_good'], v.get('share_good_ci95'))} | "
+                         f"{_p(v['share_weak'])} | {_p(v['share_chance'])} | "
+                         f"{_with_ci(v['false_good_rate'], v.get('false_good_ci95'))} | "
                          f"{_f(mean.get('map'))} | {_f(mean.get('face_prior'))} | {_p(road.get('agreement'), 0)} |")
     default = s["faithfulness_by_layer"].get(s["layer"], {}).get(s["method"])
     lines.append("")
     table_end = len(lines)  # then one paragraph
     if default:
-        fg = default["false_good_rate"]
-        promise = ("within" if fg is not None and fg <= bound else "above")
-        lines.append(f"The app's default, {s['method']} at {s['layer']}, is judged good on {_p(default['share_good'])} "
-                     f"of faces; maps without the face's evidence passed as good {_p(fg)} of the time, "
-                     f"{promise} the {bound:.0%} the verdict is meant to hold to.")
+        fg, ci = default["false_good_rate"], default.get("false_good_ci95")
+        promise = ("its interval within" if ci is not None and ci[1] <= bound else
+                   "but its interval reaches above" if fg is not None and fg <= bound else "above")
+        lines.append(f"The app's default, {s['method']} at {s['layer']}, is judged good on "
+                     f"{_with_ci(default['share_good'], default.get('share_good_ci95'))} of faces; maps without the "
+                     f"face's evidence passed as good {_with_ci(fg, ci)} of the time, {promise} the {bound:.0%} the "
+                     "verdict is meant to hold to.")
     rec = s.get("recommended")
-    lines.append(f"The audit recommends {rec['method']} at {rec['layer']} (the most good verdicts among those within "
-                 f"{bound:.0%})." if rec else f"No method and layer measured keeps false good verdicts within "
-                 f"{bound:.0%}, so the audit recommends none.")
+    lines.append(f"The audit recommends {rec['method']} at {rec['layer']} (the most good verdicts among those whose "
+                 f"false-good interval ends within {bound:.0%})." if rec else "No method and layer measured keeps the "
+                 f"false-good interval within {bound:.0%}, so the audit recommends none.")
     if default and default.get("road"):
         r = default["road"]
         lines.append(f"ROAD (pytorch-grad-cam's, higher is better) and the app's deletion test agree on "
