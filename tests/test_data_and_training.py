@@ -118,6 +118,7 @@ def test_no_answer_counts_as_wrong_everywhere():
 
     m = scores([0, 0, 0, 0, 1, 1], [0, -1, -1, -1, 1, 1])
     assert m["accuracy"] == 0.5
+    assert m["accuracy_ci95"] == pytest.approx([0.1876, 0.8124], abs=1e-3)  # Wilson's interval of 3 in 6
     assert m["per_class_accuracy"]["angry"] == 0.25 and m["per_class_accuracy"]["disgust"] == 1.0
     assert m["mean_class_accuracy"] == pytest.approx((0.25 + 1.0) / 2)
     assert m["confusion_columns"][-1] == "no answer" and len(m["confusion_matrix"][0]) == len(CLASSES) + 1

@@ -139,7 +139,7 @@ def main(argv=None) -> dict:
     m.update({"dataset": args.dataset, "split": split, "detect_faces": args.detect_faces,
               "no_face": sum(p is None for p in probs), "unreadable": sum(isinstance(p, str) for p in probs),
               "weights": model.source, "tta_flip": model.prep.tta_flip, "decision_rule": model.decision.rule,
-              "readings": {r: {k: v[k] for k in ("accuracy", "mean_class_accuracy", "per_class_accuracy")}
+              "readings": {r: {k: v[k] for k in ("accuracy", "accuracy_ci95", "mean_class_accuracy", "per_class_accuracy")}
                            for r, v in by_rule.items()},
               "seconds": round(time.time() - t0, 1), "world_size": world.size})
     no_face = m["no_face"]
@@ -150,12 +150,14 @@ def main(argv=None) -> dict:
     (out / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
     title = f"{args.dataset} {split}: accuracy {m['accuracy']:.1%}, mean-class {m['mean_class_accuracy']:.1%}"
     plot_confusion(np.array(m["confusion_matrix"]), CLASSES, out / "confusion_matrix.png", title)
-    print(title + f" (n={m['n']}{', no face: %d' % no_face if args.detect_faces else ''}; "
+    lo, hi = m["accuracy_ci95"]
+    print(title + f" (95% interval {lo:.1%} to {hi:.1%}; n={m['n']}{', no face: %d' % no_face if args.detect_faces else ''}; "
           f"decision rule {model.decision.rule})")
     for rule, r in m["readings"].items():
         if rule != model.decision.rule:
-            print(f"read with the {rule} rule instead: accuracy {r['accuracy']:.1%}, "
-                  f"mean-class {r['mean_class_accuracy']:.1%}")
+            lo, hi = r["accuracy_ci95"]
+            print(f"read with the {rule} rule instead: accuracy {r['accuracy']:.1%} (95% interval {lo:.1%} to "
+                  f"{hi:.1%}), mean-class {r['mean_class_accuracy']:.1%}")
     print(f"| class | accuracy | n | {NO_ANSWER_NAME} |\n|---|---|---|---|")
     cm = np.array(m["confusion_matrix"])
     for (c, v), n, none in zip(m["per_class_accuracy"].items(), cm.sum(1), cm[:, -1]):

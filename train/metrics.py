@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
+from emotion.faithfulness import wilson
 from emotion.model import CLASSES
 
 NO_ANSWER = -1  # a prediction that is none of the classes: no face found, file unreadable, or a class we do not score
@@ -19,7 +20,8 @@ def class_indices(model_labels) -> list[int]:
 
 
 def scores(y_true, y_pred, classes=CLASSES) -> dict:
-    """accuracy, mean-class accuracy (mean of per-class recall), per-class accuracy, confusion matrix, n.
+    """accuracy with its 95% Wilson interval, mean-class accuracy (mean of per-class recall), per-class
+    accuracy, confusion matrix, n.
 
     A prediction of NO_ANSWER (-1) counts as wrong everywhere: the confusion matrix has one row per
     class and one column per class plus a last "no answer" column, so every row sums to that class's
@@ -36,6 +38,7 @@ def scores(y_true, y_pred, classes=CLASSES) -> dict:
     present = [v for v in per_class.values() if v is not None]
     return {
         "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
+        "accuracy_ci95": list(wilson(int(np.sum(y_true == y_pred)), len(y_true))),
         "mean_class_accuracy": float(np.mean(present)) if present else 0.0,
         "per_class_accuracy": per_class,
         "confusion_matrix": cm.tolist(),
