@@ -47,14 +47,14 @@ from emotion import service, timeline, view  # noqa: E402
 from emotion.engine import EngineError  # noqa: E402
 from emotion.explain import (CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, LIVE_LAYER, LIVE_METHOD,  # noqa: E402
                              METHODS, grid_side)
-from emotion.images import MAX_FILE_BYTES, ImageError  # noqa: E402
+from emotion.images import MAX_FILE_BYTES, ImageError, load_image  # noqa: E402
 from emotion.model import EmotionModel, ModelLoadError, load_model  # noqa: E402
 from emotion.precision import resolve_precision  # noqa: E402
 from emotion.video import DEFAULT_RATE, EVERY_FRAME, LIMITS, MAX_VIDEO_BYTES  # noqa: E402
 
 log = logging.getLogger("app")
 # What a public server holds to (docs/reliability.md, "Limits and safety"); the environment may change the last two.
-WORKERS = 2  # photo analyses at once; requests beyond them wait in the queue (webcam streams have their own 4)
+WORKERS = 2  # photo analyses at once; requests beyond them wait their turn (webcam streams have their own 4)
 QUEUE_SIZE = int(os.environ.get("EMOTION_QUEUE_SIZE", "64"))  # more waiting than this: "busy, try again"
 CACHE_SECONDS = int(os.environ.get("EMOTION_CACHE_SECONDS", str(24 * 3600)))  # uploads, results, share links
 EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -193,17 +193,28 @@ def build_demo(model: EmotionModel, live_precision: str | None = None) -> gr.Blo
     always float32."""
     live_precision = resolve_precision(live_precision, engine=model.engine)
 
+    # Photos are decoded (and refused, if they must be) as soon as they arrive; only the analysis waits its turn
+    # for one of WORKERS, so a damaged file gets its message at once even behind a crowd of photos.
+    analyses = threading.BoundedSemaphore(WORKERS)
+
     def on_photo(image, method, layer, explain_for, whole):
+        """Two answers: the faces, labels and a quick Grad-CAM first, then the checked result."""
         if image is None:
-            return None, "", "Upload a photo, paste one, or pick an example.", None
+            yield None, "", "Upload a photo, paste one, or pick an example.", None
+            return
         if method in CLASS_AGNOSTIC:  # the radio is reset too, but this event may have fired first
             explain_for = service.PREDICTED
         try:
-            v = service.photo(model, image, method, layer, explain_for, whole)
+            steps = service.photo_steps(model, load_image(image), method, layer, explain_for, whole)
+            while True:
+                with analyses:
+                    v = next(steps, None)
+                if v is None:
+                    return
+                yield v.annotated, v.faces, v.status, v.result
         except Exception as e:  # a bad picture must not take the page down
             err = _user_error(e)
-            return None, "", f"**Could not analyse this picture:** {err.message}", None
-        return v.annotated, v.faces, v.status, v.result
+            yield None, "", f"**Could not analyse this picture:** {err.message}", None
 
     def on_method(method):
         if method in CLASS_AGNOSTIC:
@@ -212,7 +223,9 @@ def build_demo(model: EmotionModel, live_precision: str | None = None) -> gr.Blo
 
     def on_predict(image, method, layer, heatmap_for, whole_image):
         try:
-            return service.predict(model, image, method, layer, heatmap_for, whole_image)
+            loaded = load_image(image)
+            with analyses:
+                return service.predict(model, loaded, method, layer, heatmap_for, whole_image)
         except Exception as e:
             raise _user_error(e) from None
 
@@ -317,7 +330,7 @@ def build_demo(model: EmotionModel, live_precision: str | None = None) -> gr.Blo
             api_btn = gr.Button(visible=False)
             api_btn.click(on_predict, [api_in, api_method, api_layer, api_for, api_whole], api_out,
                           api_name="predict", api_description="Faces, labels, probabilities and heatmaps "
-                          "for one image.")
+                          "for one image.", concurrency_limit=None)  # (the analyses take turns inside)
             api_video = gr.Video(sources=["upload"], visible=False, label="video")
             api_rate = gr.Number(DEFAULT_RATE, visible=False, label="frames_per_second")
             api_video_method = gr.Textbox(DEFAULT_METHOD, visible=False, label="method")
@@ -335,7 +348,7 @@ def build_demo(model: EmotionModel, live_precision: str | None = None) -> gr.Blo
               show_progress_on=clip_out)  # one progress bar, on the clip's box, not on every output
         gr.on([run.click, image.change, explain_for.change, method.change, layer.change, whole.change],
               on_photo, [image, method, layer, explain_for, whole], [annotated, faces, status, result],
-              api_visibility="undocumented", trigger_mode="always_last"
+              api_visibility="undocumented", trigger_mode="always_last", concurrency_limit=None
               ).success(None, js=SHOW_RESULT_ON_PHONE)
     demo.queue(default_concurrency_limit=WORKERS, max_size=QUEUE_SIZE)
     return demo

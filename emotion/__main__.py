@@ -1,6 +1,6 @@
 """Command line: photos, folders and videos in, one row per face out (CSV and JSONL), heatmaps if asked.
 
-    python -m emotion photos/ interview.mp4 --out results/ [--heatmaps] [--fps 2 | --fps 0]
+    python -m emotion photos/ interview.mp4 --out results/ [--heatmaps] [--fps 2 | --fps 0] [--check-every 1]
 
 Exit status 0 when at least one file could be read (with or without faces), 1 when none could, 2 when the
 model cannot be loaded (said in a sentence, not a traceback).
@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from emotion.clip import CHECK_EVERY_S
 from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, METHODS
 from emotion.video import DEFAULT_RATE, EVERY_FRAME, LIMITS
 
@@ -25,6 +26,10 @@ def main(argv=None) -> int:
                    "probabilities] picture and each video's clip with labels and heatmaps drawn on")
     p.add_argument("--fps", type=float, default=DEFAULT_RATE, help=f"video frames analysed a second "
                    f"(default {DEFAULT_RATE:g}; {EVERY_FRAME} = every frame). Limits: {LIMITS}")
+    p.add_argument("--check-every", type=float, default=CHECK_EVERY_S, metavar="SECONDS",
+                   help="a video person's full check (the heatmap's verdict and the what-if) on their first frame, "
+                        f"then at most once every SECONDS (default {CHECK_EVERY_S:g}; 0 = every frame); the other "
+                        "frames get the label, probabilities and a Grad-CAM map for the clip")
     p.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS), help="explanation method")
     p.add_argument("--layer", default=DEFAULT_LAYER.split()[0], choices=[k.split()[0] for k in LAYERS])
     p.add_argument("--whole-image", action="store_true", help="each photo is one face, already cropped")
@@ -34,6 +39,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.fps < 0:
         p.error("--fps must be 0 (every frame) or more")
+    if not args.check_every >= 0:
+        p.error("--check-every must be 0 (every frame) or more seconds")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     from emotion.batch import run  # after parsing: --help needs no model
@@ -46,7 +53,8 @@ def main(argv=None) -> int:
         print(f"Could not load the model: {e}", file=sys.stderr)
         return 2
     s = run(args.paths, args.out, model, rate=args.fps, method=args.method, layer=args.layer,
-            whole_image=args.whole_image, heatmaps=args.heatmaps, progress=not args.no_progress)
+            whole_image=args.whole_image, heatmaps=args.heatmaps, progress=not args.no_progress,
+            check_every=args.check_every)
     err = sys.stderr
     print(f"{len(s.read)} file(s) read, {s.rows} face row(s) -> {Path(args.out) / 'results.csv'}, results.jsonl",
           file=err)

@@ -24,7 +24,7 @@ import cv2
 from tqdm import tqdm
 
 from emotion import table, timeline
-from emotion.clip import analyse_video
+from emotion.clip import CHECK_EVERY_S, analyse_video
 from emotion.draw import face_panel
 from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD
 from emotion.model import EmotionModel
@@ -82,7 +82,7 @@ class _Names:
 
 def run(paths, out, model: EmotionModel, *, rate: float = DEFAULT_RATE, method: str = DEFAULT_METHOD,
         layer: str = DEFAULT_LAYER, whole_image: bool = False, heatmaps: bool = False,
-        progress: bool = True) -> Summary:
+        progress: bool = True, check_every: float = CHECK_EVERY_S) -> Summary:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files, skipped, missing = inputs(paths)
@@ -98,7 +98,8 @@ def run(paths, out, model: EmotionModel, *, rate: float = DEFAULT_RATE, method: 
                     t = time.perf_counter()
                     step = lambda f, d: bar.set_postfix_str(f"{path.name[-30:]}: {d}")  # noqa: E731
                     r = analyse_video(path, model, rate, method=method, layer=layer, progress=step,
-                                      clip_path=out / f"{name}_annotated.mp4" if heatmaps else None)
+                                      clip_path=out / f"{name}_annotated.mp4" if heatmaps else None,
+                                      check_every=check_every)
                     summary.video_time += time.perf_counter() - t
                     summary.video_seconds += r.duration
                     new = table.video_rows(r)

@@ -82,9 +82,12 @@ def _shrink(rgb: np.ndarray, max_side: int = WORK_SIDE) -> np.ndarray:
 
 
 def load_image(source) -> Loaded:
-    """Decode a path, bytes, PIL image or numpy array. Raises ImageError with a message for the user."""
+    """Decode a path, bytes, PIL image or numpy array (a `Loaded` picture is returned as it is). Raises
+    ImageError with a message for the user."""
     if source is None:
         raise ImageError("No image was given.")
+    if isinstance(source, Loaded):
+        return source
     if isinstance(source, np.ndarray):
         return Loaded(_shrink(_array_to_rgb(source)), (source.shape[1], source.shape[0]))
     if isinstance(source, Image.Image):

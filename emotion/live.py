@@ -17,6 +17,7 @@ spread over frames instead of being paid on each:
 - the heatmap (Grad-CAM's pass) is made every EXPLAIN_EVERY frames, one frame after the detector's (so no
   frame pays for both); between, each face keeps its track's last map, moved with its box. A face with no
   map yet (new in view) and a change of method or layer get theirs on that very frame.
+Video files (emotion/clip.py) follow faces between detector runs with the same `follow`.
 """
 from __future__ import annotations
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from emotion import table, timeline
-from emotion.clip import Progress, VideoResult, analyse_video
+from emotion.clip import CHECK_EVERY_S, Progress, VideoResult, analyse_video
 from emotion.compare import second_map
 from emotion.draw import annotate
 from emotion.explain import (CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LIVE_LAYER, LIVE_METHOD,
                              effective_precision, resolve_layer, resolve_method)
-from emotion.faces import MAX_FACES, MIN_CONFIDENCE, detect_faces
+from emotion.faces import DETECT_SIDE, MAX_FACES, MIN_CONFIDENCE, Detection, detect_faces, whole_image_face
 from emotion.faithfulness import face_faithfulness
 from emotion.images import load_image
 from emotion.regions import face_region_areas, face_region_shares
@@ -67,18 +67,24 @@ def honesty(model: EmotionModel, a: Analysis) -> list[dict]:
     return out
 
 
+def _refuse_why_not(method: str, explain_for: str | None) -> None:
+    """ValueError for "why not X?" with a class-agnostic method, whose map is the same for every class."""
+    if method in CLASS_AGNOSTIC and _explain_class(explain_for) is not None:
+        raise ValueError(f"{method} draws the same map for every class, so it cannot answer \"why not X?\": "
+                         f"ask for the predicted class, or pick a class-specific method such as {DEFAULT_METHOD}.")
+
+
 def checked(model: EmotionModel, image, method, layer, explain_for, whole_image,
-             with_heatmap: bool) -> tuple[Analysis, list[dict], dict]:
+            with_heatmap: bool, detections: list[Detection] | None = None) -> tuple[Analysis, list[dict], dict]:
     """analyse(), the honesty checks of every face, and the JSON answer with those checks in it.
+    `detections`: the faces found already on this (loaded) picture, for analyse() to reuse.
 
     Raises ValueError for "why not X?" with a class-agnostic method, whose map is the same for every class.
     """
     method = resolve_method(method, controls=False)
-    if method in CLASS_AGNOSTIC and _explain_class(explain_for) is not None:
-        raise ValueError(f"{method} draws the same map for every class, so it cannot answer \"why not X?\": "
-                         f"ask for the predicted class, or pick a class-specific method such as {DEFAULT_METHOD}.")
+    _refuse_why_not(method, explain_for)
     a = analyse(image, model, method=method, layer=layer, explain_class=_explain_class(explain_for),
-                whole_image=whole_image)
+                whole_image=whole_image, detections=detections)
     checks = honesty(model, a)
     result = a.to_json(with_heatmap=with_heatmap)
     for face_json, c in zip(result["faces"], checks):
@@ -94,9 +100,37 @@ def checked(model: EmotionModel, image, method, layer, explain_for, whole_image,
 def photo(model: EmotionModel, image, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
           explain_for: str | None = PREDICTED, whole_image: bool = False) -> PhotoView:
     """Analyse an uploaded picture for display. Raises ImageError / ValueError with a user message."""
-    a, checks, result = checked(model, image, method, layer, explain_for, whole_image, with_heatmap=False)
-    # the verdicts are in the face cards, so the status line only says what was found
-    return PhotoView(annotate(a), faces_html(a.faces, checks, a.method, a.heatmap_name), status(a), result)
+    *_, view = photo_steps(model, image, method, layer, explain_for, whole_image, first=False)
+    return view
+
+
+# The first answer's map: one forward and one partial backward pass a face, as on the webcam
+FIRST_METHOD, FIRST_LAYER = LIVE_METHOD, LIVE_LAYER
+PENDING = "Checking this heatmap: the chosen map, its verdict and the what-if follow in a moment."
+
+
+def photo_steps(model: EmotionModel, image, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
+                explain_for: str | None = PREDICTED, whole_image: bool = False, first: bool = True):
+    """Analyse an uploaded picture for display in two steps: yields a PhotoView with the faces, labels,
+    probabilities and Grad-CAM at layer3 (`FIRST_METHOD` at `FIRST_LAYER`: a pass a face, the verdict still
+    to come), then the full one: the chosen map, its verdict, regions, what-if and Grad-CAM beside it (the
+    verdicts are in the face cards, so the status line only says what was found). The faces are found once.
+    `first=False` yields the full view only. Raises ImageError / ValueError with a user message."""
+    method = resolve_method(method, controls=False)
+    _refuse_why_not(method, explain_for)
+    loaded = load_image(image)
+    dets = [whole_image_face(loaded.rgb)] if whole_image else detect_faces(loaded.rgb, MIN_CONFIDENCE, DETECT_SIDE)
+    if first and dets:
+        quick = analyse(loaded, model, method=FIRST_METHOD, layer=FIRST_LAYER,
+                        explain_class=_explain_class(explain_for), detections=dets)
+        pending = [{"faithfulness": {"level": "pending", "verdict": PENDING},
+                    "regions": face_region_shares(f, scale=quick.scale),
+                    "region_baseline": face_region_areas(f, scale=quick.scale)} for f in quick.faces]
+        yield PhotoView(annotate(quick), faces_html(quick.faces, pending, quick.method, quick.heatmap_name),
+                        status(quick) + "\n\n_Checking the heatmaps..._", quick.to_json(with_heatmap=False))
+    a, checks, result = checked(model, loaded, method, layer, explain_for, whole_image, with_heatmap=False,
+                                detections=dets)
+    yield PhotoView(annotate(a), faces_html(a.faces, checks, a.method, a.heatmap_name), status(a), result)
 
 
 def status(a: Analysis) -> str:
@@ -183,13 +217,15 @@ def result_folder(root) -> Path:
 
 
 def video(model: EmotionModel, path, frames_per_second: float = DEFAULT_RATE, method: str = DEFAULT_METHOD,
-          layer: str = DEFAULT_LAYER, folder=None, progress: Progress | None = None) -> VideoView:
+          layer: str = DEFAULT_LAYER, folder=None, progress: Progress | None = None,
+          check_every: float = CHECK_EVERY_S) -> VideoView:
     """Analyse an uploaded clip for display: the annotated clip and the CSV are written to `folder` (a new
-    temporary folder when None). Raises VideoError / ValueError with a user message."""
+    temporary folder when None); each person's full check at most every `check_every` seconds (emotion.clip).
+    Raises VideoError / ValueError with a user message."""
     folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="emotion-video-"))
     stem = Path(str(path)).stem[:60] or "video"
     r = analyse_video(path, model, frames_per_second, method=method, layer=layer,
-                      clip_path=folder / f"{stem}_annotated.mp4", progress=progress)
+                      clip_path=folder / f"{stem}_annotated.mp4", progress=progress, check_every=check_every)
     csv_path = table.write_csv(table.video_rows(r), folder / f"{stem}_emotions.csv", r.labels)
     return VideoView(str(r.clip) if r.clip else None, timeline.svg_html(r), str(csv_path), video_status(r),
                      r.to_json())
@@ -197,10 +233,12 @@ def video(model: EmotionModel, path, frames_per_second: float = DEFAULT_RATE, me
 
 def predict_video(model: EmotionModel, path, frames_per_second: float = DEFAULT_RATE,
                   method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
-                  progress: Progress | None = None) -> dict:
-    """The API's answer for a video: per analysed frame and person, box, label, seven probabilities and the
-    heatmap's verdict; the people seen and where their labels change (VideoResult.to_json)."""
-    return analyse_video(path, model, frames_per_second, method=method, layer=layer, progress=progress).to_json()
+                  progress: Progress | None = None, check_every: float = CHECK_EVERY_S) -> dict:
+    """The API's answer for a video: per analysed frame and person, box, label, seven probabilities and, on
+    the frames checked (a person's first, then every `check_every` seconds), the heatmap's verdict; the people
+    seen and where their labels change (VideoResult.to_json)."""
+    return analyse_video(path, model, frames_per_second, method=method, layer=layer, progress=progress,
+                         check_every=check_every).to_json()
 
 
 def video_status(r: VideoResult) -> str:
@@ -218,8 +256,11 @@ def video_status(r: VideoResult) -> str:
                      + f". {changes} change{'' if changes == 1 else 's'} of label.")
         levels = Counter(row["level"] for row in r.rows if row["level"])
         if levels:
-            lines.append(f"Heatmaps: {r.heatmap_name}; verdicts: "
-                         + ", ".join(f"{n} {lvl}" for lvl, n in levels.most_common()) + ".")
+            when = "every frame" if r.check_every == 0 else \
+                f"each person's first frame, then every {r.check_every:g} s"
+            lines.append(f"Checked on {r.frames_checked} of {r.frames} frames ({when}): {r.heatmap_name}; verdicts: "
+                         + ", ".join(f"{n} {lvl}" for lvl, n in levels.most_common()) + ". "
+                         + f"Heatmaps on the clip: {r.clip_heatmaps}.")
     lines += [f"_{m}_" for m in r.messages]
     if r.model:
         lines.append(f"Model: {model_name(r.model)}")

@@ -3,7 +3,8 @@
 A row (dict): `file`, `kind` ("photo" or "video"), `time` (seconds into the video; None for a photo),
 `face` (a photo's face number, 1 = largest, or a video's person id), `box` (x0, y0, x1, y1), `label`,
 `probabilities` ({class: p}), `smoothed_label` (videos: the label averaged over time, as the clip shows it),
-`level` and `verdict` (how far to trust the face's heatmap), `what_if` (the answer with each facial region
+`checked` (whether the face's heatmap was checked: every photo face; a video's on its key frames, emotion/clip.py),
+`level` and `verdict` (how far to trust the face's heatmap; None where not checked), `what_if` (the answer with each facial region
 hidden, emotion/whatif.py: per region the label and the explained class's probability, and a sentence).
 The CSV spreads the box and the probabilities over one column each, named by the model's classes, and
 gives the what-if as its sentence and, per region, the explained class's probability with it hidden.
@@ -16,14 +17,14 @@ from pathlib import Path
 
 from emotion.whatif import HIDDEN, compact
 
-FIELDS = ("file", "kind", "time", "face", "box", "label", "probabilities", "smoothed_label", "level", "verdict",
-          "what_if")
+FIELDS = ("file", "kind", "time", "face", "box", "label", "probabilities", "smoothed_label", "checked", "level",
+          "verdict", "what_if")
 
 
 def photo_rows(name: str, result: dict) -> list[dict]:
     """Rows of one photo from its API answer (emotion.service.predict's JSON)."""
     return [{"file": name, "kind": "photo", "time": None, "face": i + 1, "box": f["box"], "label": f["label"],
-             "probabilities": f["probabilities"], "smoothed_label": None,
+             "probabilities": f["probabilities"], "smoothed_label": None, "checked": "faithfulness" in f,
              "level": f.get("faithfulness", {}).get("level"), "verdict": f.get("faithfulness", {}).get("verdict"),
              "what_if": compact(f["what_if"]) if f.get("what_if") else None}
             for i, f in enumerate(result["faces"])]
@@ -33,11 +34,11 @@ def video_rows(result) -> list[dict]:
     """Rows of one video from its emotion.clip.VideoResult."""
     return [{"file": result.name, "kind": "video", "time": r["time"], "face": r["person"], "box": r["box"],
              "label": r["label"], "probabilities": r["probabilities"], "smoothed_label": r["smoothed_label"],
-             "level": r["level"], "verdict": r["verdict"], "what_if": r.get("what_if")} for r in result.rows]
+             "checked": r["checked"], "level": r["level"], "verdict": r["verdict"], "what_if": r.get("what_if")} for r in result.rows]
 
 
 def csv_header(labels) -> list[str]:
-    return ["file", "kind", "time", "face", "x0", "y0", "x1", "y1", "label", *labels, "smoothed_label",
+    return ["file", "kind", "time", "face", "x0", "y0", "x1", "y1", "label", *labels, "smoothed_label", "checked",
             "verdict_level", "verdict", "what_if", *(f"without_{r}" for r in HIDDEN)]
 
 
@@ -45,7 +46,7 @@ def csv_row(row: dict, labels) -> list:
     blank = lambda v: "" if v is None else v  # noqa: E731
     w = row.get("what_if")
     return [row["file"], row["kind"], blank(row["time"]), row["face"], *row["box"], row["label"],
-            *(row["probabilities"].get(c, "") for c in labels), blank(row["smoothed_label"]),
+            *(row["probabilities"].get(c, "") for c in labels), blank(row["smoothed_label"]), row["checked"],
             blank(row["level"]), blank(row["verdict"]), blank(w and w["sentence"]),
             *(blank(w and w["regions"][r]["probability"]) for r in HIDDEN)]
 

@@ -49,6 +49,7 @@ CSS = """
 .ev-verdict.good { border-left-color: #2e9d48; }
 .ev-verdict.weak { border-left-color: #d4a100; }
 .ev-verdict.chance, .ev-verdict.untestable, .ev-verdict.empty { border-left-color: #dc322f; }
+.ev-verdict.pending { border-left-color: #268bd2; font-style: italic; }
 .ev-h4 { font-weight: bold; font-size: 0.9em; margin: 8px 0 2px; }
 .ev-whatif { margin: 2px 0 6px; font-size: 0.9em; }
 @media (max-width: 600px) { .ev-face { padding: 6px; } .ev-pair { gap: 4px; }

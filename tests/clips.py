@@ -46,10 +46,10 @@ def write(frames, path: Path, fps: int, codec: str = "libx264", audio: bool = Fa
     return path
 
 
-def one_person(path: Path, seconds: float = 2, fps: int = 5, size=(320, 240)) -> Path:
-    """The astronaut's face sliding from left to right."""
+def one_person(path: Path, seconds: float = 2, fps: int = 5, size=(320, 240), face=FACE_A) -> Path:
+    """The astronaut's face (or `face`) sliding from left to right."""
     w, h = size
-    tile = face_tile(FACE_A, int(h * 0.8))
+    tile = face_tile(face, int(h * 0.8))
     n = round(seconds * fps)
     frames = []
     for i in range(n):

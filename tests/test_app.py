@@ -111,3 +111,59 @@ def test_webcam_frames_are_smoothed(model):
     assert seen[3] == pytest.approx({c: ALPHA * seen[0][c] + (1 - ALPHA) * seen[2][c] for c in CLASSES}, abs=1e-5)
     img, probs, state = service.live_frame(model, np.zeros((480, 640, 3), np.uint8), state)
     assert probs is None and state.tracks == []
+
+
+def test_a_photo_answers_first_with_grad_cam_then_with_the_checked_map(server):
+    """The Photo tab's event yields twice: the faces, labels, probabilities and Grad-CAM at layer3 with the
+    verdict still to come, then the chosen map with its verdict; the faces and labels are the same in both."""
+    c = Client(server, verbose=False)
+    job = c.submit(handle_file(str(fx.SECOND_PORTRAIT)), "Occlusion", "layer2", "predicted class", False,
+                   api_name="/on_photo")
+    job.result(timeout=120)
+    steps = job.outputs()
+    assert len(steps) == 2
+    (_, first_cards, first_status, first_json), (_, cards, status, result) = steps
+    assert "Grad-CAM at layer3" in first_status and "Checking the heatmaps" in first_status
+    assert 'class="ev-verdict pending"' in first_cards and first_json["method"] == "Grad-CAM"
+    assert "Occlusion at layer2" in status and "Checking" not in status
+    assert "pending" not in cards and result["faces"][0]["faithfulness"]["level"] in ("good", "weak", "chance", "untestable")
+    labels = [re.findall(r'data-label="(\w+)"', html) for html in (first_cards, cards)]
+    assert labels[0] == labels[1] == [f["label"] for f in result["faces"]] and len(labels[0]) == 1
+    assert first_json["faces"][0]["probabilities"] == pytest.approx(result["faces"][0]["probabilities"], abs=1e-4)
+
+
+def test_a_damaged_file_is_answered_while_photos_hold_every_worker(server, tmp_path):
+    """Photos are analysed WORKERS at a time, but a picture is read as soon as it arrives: a damaged file sent
+    while two ten-face photos are being analysed, and a third waits, gets its message before any of them is
+    answered (it does not wait behind them in the queue)."""
+    import threading
+    import time
+
+    from gradio_client.utils import Status
+
+    crowd = tmp_path / "ten_faces.jpg"
+    fx.ten_faces().save(crowd, quality=92)
+    bad = fx.awkward_files(tmp_path)["truncated"]
+    jobs = [Client(server, verbose=False).submit(handle_file(str(crowd)), "Occlusion", "layer2", "predicted class",
+                                                 False, api_name="/predict") for _ in range(3)]
+    finished = []
+
+    def wait(job):
+        job.result(timeout=300)
+        finished.append(time.perf_counter())
+
+    waiters = [threading.Thread(target=wait, args=(j,)) for j in jobs]
+    for w in waiters:
+        w.start()
+    deadline = time.monotonic() + 120
+    while sum(j.status().code == Status.PROCESSING for j in jobs) < 2 and not finished:
+        assert time.monotonic() < deadline, "the photos never started"
+        time.sleep(0.05)
+    assert not finished  # (the photos are still being analysed when the damaged file is sent)
+    with pytest.raises(AppError, match="truncated"):
+        Client(server, verbose=False).predict(handle_file(str(bad)), "Occlusion", "layer2", "predicted class", False,
+                                              api_name="/predict")
+    refused = time.perf_counter()
+    for w in waiters:
+        w.join()
+    assert len(finished) == 3 and refused < min(finished)

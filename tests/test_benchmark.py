@@ -51,7 +51,9 @@ def test_the_readme_table_is_the_runs_figures():
          "speedup_p50": 3.65, "peak_rss_mb": 1671.4, "input_size": 64, "threads": 2, "live_precision": "fp32",
          "engine": "onnx", "one_face_ms_p50_by_precision": {"fp32": 26.0, "bf16": 44.5},
          "end_to_end_ms_mean": 16.8, "baseline_end_to_end_ms_mean": 84.0, "speedup_mean": 5.0,
-         "beside_photos_ms_p50": 30.0, "beside_photos_ms_p95": 60.0, "beside_photos_p95_ratio": 1.82}
+         "beside_photos_ms_p50": 30.0, "beside_photos_ms_p95": 60.0, "beside_photos_p95_ratio": 1.82,
+         "video_default": {"frames": 50, "checked": 2, "seconds": 4.2, "frames_per_s": 11.9},
+         "video_every_check": {"frames": 50, "checked": 50, "seconds": 41.7, "frames_per_s": 1.2}}
     table = benchmark.markdown_table(r).splitlines()
     assert table[0].startswith("| 64 px input, 2 threads, fp32, passes without gradient in onnx |")
     assert "| webcam path, one face, end to end | 26.0 / 33.0 | 95.0 / 118.0 |" in table
@@ -61,3 +63,5 @@ def test_the_readme_table_is_the_runs_figures():
     assert "| webcam path, one face, p50 by number format | fp32 26.0, bf16 44.5 (the app takes fp32) | |" in table
     assert "| one face, mean over frames (this app / plain) | 16.8 ms, 2.00x the floor | 84.0 ms (5.0x) |" in table
     assert "| webcam path, one face, while two-face photos are analysed | 30.0 / 60.0 (p95 1.82x alone) | |" in table
+    assert ("| video, one face, 25 fps clip, every frame analysed: frames a second | 11.9 (checked 2 of 50); every "
+            "frame checked 1.2 | |") in table

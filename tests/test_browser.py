@@ -174,6 +174,7 @@ def analyse(page: Page, photo, n_faces: int) -> list[str]:
 def wait_result(page: Page, n_faces: int) -> list[str]:
     status = page.locator("#status")
     expect(status).to_have_text(re.compile(rf"^\s*{n_faces} faces?: 1\. ({ANY_CLASS}) \(\d+%\)"))
+    expect(status).not_to_contain_text("Checking the heatmaps", timeout=60_000)  # the second, checked answer
     expect(cards(page)).to_have_count(n_faces)
     labels = re.findall(rf"\d+\. ({ANY_CLASS}) \(\d+%\)", status.inner_text())
     for i, label in enumerate(labels):

@@ -24,7 +24,7 @@ def test_a_folder_with_a_broken_file_among_good_ones(tmp_path):
     (src / "notes.txt").write_text("not a picture\n")
     clips.one_person(src / "clip.mp4", seconds=2, fps=2)
 
-    p = run(src, "--out", out, "--heatmaps", "--fps", 1)
+    p = run(src, "--out", out, "--heatmaps", "--fps", 1, "--check-every", 5)
     assert p.returncode == 0, p.stderr
     rows = list(csv.DictReader((out / "results.csv").open()))
     by_file = {}
@@ -33,13 +33,16 @@ def test_a_folder_with_a_broken_file_among_good_ones(tmp_path):
     assert sorted(by_file) == ["clip.mp4", "more/astronaut.jpg", "two_faces.jpg"]  # the cat has no face
     assert [r["face"] for r in by_file["two_faces.jpg"]] == ["1", "2"]
     assert [(r["kind"], r["label"]) for r in by_file["more/astronaut.jpg"]] == [("photo", "happy")]
-    assert [(r["kind"], r["time"], r["face"], r["label"]) for r in by_file["clip.mp4"]] == \
-        [("video", "0.0", "1", "happy"), ("video", "1.0", "1", "happy")]
+    # the clip's person is checked on their first frame, then not for 5 s: the frame at 1 s has no verdict
+    assert [(r["kind"], r["time"], r["face"], r["label"], r["checked"]) for r in by_file["clip.mp4"]] == \
+        [("video", "0.0", "1", "happy", "True"), ("video", "1.0", "1", "happy", "False")]
     for r in rows:
-        assert sum(float(r[c]) for c in CLASSES) > 0.99 and r["verdict_level"] and r["verdict"]
+        assert sum(float(r[c]) for c in CLASSES) > 0.99
+        assert bool(r["verdict_level"] and r["verdict"]) == (r["checked"] == "True") == (r["time"] != "1.0")
         assert int(r["x1"]) > int(r["x0"]) and int(r["y1"]) > int(r["y0"])
     lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert [(j["file"], j["face"], j["label"]) for j in lines] == [(r["file"], int(r["face"]), r["label"]) for r in rows]
+    assert [(j["file"], j["face"], j["label"], str(j["checked"])) for j in lines] == \
+        [(r["file"], int(r["face"]), r["label"], r["checked"]) for r in rows]
     # the broken file is listed, the text file left out by its name, and the others' outputs are there
     errors = list(csv.DictReader((out / "errors.csv").open()))
     assert [e["file"] for e in errors] == [str(src / "broken.jpg")] and "truncated or corrupt" in errors[0]["error"]

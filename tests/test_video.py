@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from emotion import table, timeline
-from emotion.clip import VideoResult, analyse_video, tracker_for
+from emotion.clip import DETECT_EVERY_S, VideoResult, analyse_video, tracker_for
 from emotion.faces import detect_faces
+from emotion.pipeline import analyse
 from emotion.track import Tracker
 from emotion.video import (EVERY_FRAME, MAX_ANALYSED_FRAMES, MAX_DURATION_S, MAX_VIDEO_BYTES, ClipWriter,
                            VideoError, probe, sample_frames)
@@ -65,7 +66,8 @@ def test_one_person_clip_is_analysed_and_annotated(model, folder):
     assert r.frames == 4 and [row["time"] for row in r.rows] == [0.0, 0.5, 1.0, 1.5]
     assert r.people == [1] and r.duration == pytest.approx(2.0)
     assert {row["label"] for row in r.rows} == {"happy"}  # the astronaut smiles
-    assert all(row["level"] in ("good", "weak", "chance", "untestable", "empty") for row in r.rows)
+    assert [row["checked"] for row in r.rows] == [True, False, True, False]  # the first frame, then once a second
+    assert all(row["level"] in LEVELS for row in r.rows if row["checked"])
     xs = [row["box"][0] for row in r.rows]
     assert xs == sorted(xs) and xs[-1] - xs[0] > 100  # the face slides to the right
     assert steps[-1] == 1.0 and steps == sorted(steps)
@@ -85,6 +87,70 @@ def test_one_person_clip_is_analysed_and_annotated(model, folder):
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 4 and rows[0]["kind"] == "video" and rows[0]["face"] == "1"
     assert sum(float(rows[0][c]) for c in model.labels) == pytest.approx(1, abs=1e-3)
+    assert [row["checked"] for row in rows] == ["True", "False", "True", "False"]
+    assert rows[0]["verdict"] and rows[1]["verdict"] == rows[1]["verdict_level"] == rows[1]["what_if"] == ""
+
+
+LEVELS = ("good", "weak", "chance", "untestable", "empty")
+
+
+def test_a_person_is_checked_on_their_first_frame_then_once_every_check_every_seconds(model, folder):
+    """3 s of one face at 8 frames a second, every frame analysed: the full check (the asked-for heatmap, its
+    verdict and the what-if) at 0, 1 and 2 s, the default second apart; analysed 4 times a second with checks
+    0.6 s apart: at 0, 0.75, 1.5 and 2.25 s (each the first frame 0.6 s or more after the last check). Every
+    row has its label and probabilities; only the checked ones a verdict and a what-if."""
+    path = clips.one_person(folder / "checks.mp4", seconds=3, fps=8)
+    r = analyse_video(path, model, EVERY_FRAME)
+    assert r.frames == len(r.rows) == 24 and r.people == [1] and r.check_every == 1.0
+    assert [row["time"] for row in r.rows if row["checked"]] == [0.0, 1.0, 2.0]
+    for row in r.rows:
+        assert row["label"] == "happy" and sum(row["probabilities"].values()) == pytest.approx(1, abs=1e-3)
+        if row["checked"]:
+            assert row["level"] in LEVELS and row["verdict"] and "Hide the" in row["what_if"]["sentence"]
+        else:
+            assert row["level"] is None and row["verdict"] is None and row["what_if"] is None
+    j = r.to_json()
+    assert j["frames_checked"] == 3 and j["check_every"] == 1.0 and sum(row["checked"] for row in j["rows"]) == 3
+    assert j["method"] == "Occlusion" and j["clip_heatmaps"].startswith("Grad-CAM at layer3")
+
+    r = analyse_video(path, model, 4, check_every=0.6)
+    assert r.frames == 12 and [row["time"] for row in r.rows if row["checked"]] == [0.0, 0.75, 1.5, 2.25]
+    assert r.to_json()["frames_checked"] == 4
+
+
+def test_check_every_0_checks_every_face_of_every_frame(model, folder):
+    """The old behaviour, for those who ask: every row checked, and the checked map drawn on the clip."""
+    path = clips.one_person(folder / "every_check.mp4", seconds=1, fps=4)
+    r = analyse_video(path, model, EVERY_FRAME, check_every=0)
+    assert r.frames == len(r.rows) == 4
+    assert all(row["checked"] and row["level"] in LEVELS and row["what_if"] for row in r.rows)
+    assert r.to_json()["frames_checked"] == 4 and r.clip_heatmaps == r.heatmap_name
+    with pytest.raises(ValueError, match="check_every"):
+        analyse_video(path, model, EVERY_FRAME, check_every=-1)
+
+
+def test_every_frame_gets_the_label_and_probabilities_a_photo_of_it_gets(model, folder):
+    """Grace Hopper's face (no class near certain, so the mirror pass and the number format show in the
+    probabilities) at 10 frames a second, every frame analysed and only the first checked. On the frames the
+    detector ran (every DETECT_EVERY_S), the row is the photo's answer for that frame; on those between, where
+    the face was followed, its box is within a few pixels of the photo's (the detector's own jitter), and so
+    its probabilities near the photo's (here up to 0.16 apart, as far as the photo's own answer moves between
+    neighbouring frames with that jitter) and its label the same."""
+    path = clips.one_person(folder / "hopper.mp4", seconds=1.5, fps=10, face=clips.FACE_B)
+    r = analyse_video(path, model, EVERY_FRAME, check_every=10)
+    frames = [rgb for _, rgb in sample_frames(path, probe(path), EVERY_FRAME)]
+    assert len(r.rows) == len(frames) == 15 and [row["checked"] for row in r.rows] == [True] + [False] * 14
+    detected = 0
+    for row, rgb in zip(r.rows, frames):
+        photo = analyse(rgb, model, with_heatmaps=False).faces[0]  # (the photo's probabilities need no map)
+        off = max(abs(row["probabilities"][c] - photo.probabilities[c]) for c in model.labels)
+        assert row["label"] == photo.label and np.abs(np.subtract(row["box"], photo.box)).max() <= 8
+        if row["box"] == list(photo.box):  # the detector's frame: the same crop
+            detected += 1
+            assert off < 1e-3, row["time"]
+        else:
+            assert off < 0.2, row["time"]
+    assert DETECT_EVERY_S == 0.2 and 5 <= detected <= 10  # every other frame, about
 
 
 def test_a_clip_with_no_face_says_so(model, folder):

@@ -1,4 +1,4 @@
-"""Time the webcam path on this CPU: per stage and end to end, the app's pipeline against a plain one.
+"""Time the webcam path (and video files) on this CPU: per stage and end to end, the app's pipeline against a plain one.
 
     python -m tools.benchmark --json bench.json [--frames 100] [--threads 2] [--model weights]
 
@@ -15,9 +15,13 @@ Frames are 640x480, made from the project's own example photos: one face, and te
     pipeline is PyTorch, float32.
 (c) photo mode: `emotion.service.photo` on the example photos, with every face's honesty check, per face;
 (d) the webcam path again while another thread analyses the two-face photo over and over (one user's upload
-    beside another's webcam).
+    beside another's webcam);
+(e) video files (`emotion.clip.analyse_video`, as the app's Video tab runs it, annotated clip written): a
+    640x480 clip with one face moving across it, every frame analysed, made in a temporary folder; frames
+    analysed a second with the default checks (a person's full check once a second) and with `check_every=0`
+    (every frame checked).
 Prints p50/p95 per stage, end to end, their ratio, the ResNet forward pass alone (the floor, in the webcam
-path's precision and in float32), and peak memory; writes them to --json.
+path's precision and in float32), peak memory and the video frames a second; writes them to --json.
 """
 from __future__ import annotations
 
@@ -179,6 +183,48 @@ def forward_floor(model, runs: int, precision: str = "fp32") -> dict:
     return stats(times)
 
 
+VIDEO_SECONDS, VIDEO_FPS = 2, 25  # the benchmark's clip: 2 s at 25 frames a second, every frame analysed
+
+
+def one_face_clip(path: Path, seconds: float = VIDEO_SECONDS, fps: int = VIDEO_FPS) -> Path:
+    """A 640x480 clip of the astronaut's face (as the tests' clips are made) moving from left to right."""
+    from PIL import Image
+
+    from emotion.video import ClipWriter
+
+    face = Image.open(EXAMPLES / "astronaut.jpg").convert("RGB").crop((140, 20, 305, 215))
+    face = face.resize((round(face.width * 288 / face.height), 288))
+    n = round(seconds * fps)
+    with ClipWriter(path, fps) as w:
+        for i in range(n):
+            frame = Image.new("RGB", (640, 480), (90, 90, 90))
+            frame.paste(face, (round((640 - face.width) * i / max(1, n - 1)), 96))
+            w.write(np.asarray(frame))
+    return path
+
+
+def video_frames_per_second(model, check_every: float | None = None, seconds: float = VIDEO_SECONDS,
+                            fps: int = VIDEO_FPS) -> dict:
+    """Frames analysed a second by `emotion.clip.analyse_video` on `one_face_clip`, every frame, writing the
+    annotated clip as the app's Video tab does; `check_every` None: the default. A few frames of the same clip
+    are analysed first, untimed (the ONNX Runtime sessions open on first use, as in a warm app)."""
+    import tempfile
+
+    from emotion.clip import analyse_video
+    from emotion.video import EVERY_FRAME
+
+    with tempfile.TemporaryDirectory(prefix="emotion-bench-") as d:
+        clip = one_face_clip(Path(d) / "one_face.mp4", seconds, fps)
+        kw = {} if check_every is None else {"check_every": check_every}
+        analyse_video(one_face_clip(Path(d) / "warm.mp4", 4 / fps, fps), model, EVERY_FRAME, **kw)
+        t = time.perf_counter()
+        r = analyse_video(clip, model, EVERY_FRAME, clip_path=Path(d) / "annotated.mp4", **kw)
+        took = time.perf_counter() - t
+    checked = sum(row["checked"] for row in r.rows)
+    return {"frames": r.frames, "checked": checked, "seconds": round(took, 2),
+            "frames_per_s": round(r.frames / took, 2)}
+
+
 def markdown_table(r: dict) -> str:
     """The speed table of docs/speed.md, from one run's figures (`main`'s result)."""
     app, base = r["stages"]["app"], r["stages"]["baseline"]
@@ -211,6 +257,11 @@ def markdown_table(r: dict) -> str:
     lines.append("| webcam path, one face, p50 by number format | "
                  + ", ".join(f"{p} {ms}" for p, ms in r["one_face_ms_p50_by_precision"].items())
                  + f" (the app takes {r['live_precision']}) | |")
+    if "video_default" in r:
+        d, e = r["video_default"], r["video_every_check"]
+        lines.append(f"| video, one face, {VIDEO_FPS} fps clip, every frame analysed: frames a second | "
+                     f"{d['frames_per_s']} (checked {d['checked']} of {d['frames']}); every frame checked "
+                     f"{e['frames_per_s']} | |")
     lines.append(f"| peak memory of the run | {r['peak_rss_mb']:.0f} MB | |")
     return "\n".join(lines)
 
@@ -260,6 +311,8 @@ def main(argv=None) -> dict:
     base_ten = run(baseline_frame, ten, max(10, args.frames // 10))
     photo = photo_per_face(model, max(10, args.frames // 5))
     beside = frames_beside_photos(model, one, encode, max(20, args.frames // 2))
+    video_default = video_frames_per_second(model)
+    video_every = video_frames_per_second(model, 0, seconds=1)  # (every frame checked: 1 s of the clip will do)
     # "auto" must never be the slower choice: the one-face webcam path in each number format this CPU computes
     # natively (bf16 only where it has bf16 instructions; emulated, it is no candidate)
     by_precision = {p: run(app_frame, one, max(20, args.frames // 2), p)["total"]["p50"]
@@ -279,6 +332,7 @@ def main(argv=None) -> dict:
         "beside_photos_p95_ratio": round(beside["p95"] / app["total"]["p95"], 2), "photos_beside": beside["photos"],
         "auto_is_fastest": by_precision[live_precision] <= min(by_precision.values()) * 1.05,
         "photo_ms_per_face_p50": photo["p50"], "photo_ms_per_face_p95": photo["p95"],
+        "video_default": video_default, "video_every_check": video_every,
         "stages": {"app": app, "baseline": base, "app_ten_faces": app_ten, "baseline_ten_faces": base_ten},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "threads": args.threads, "input_size": model.prep.size, "frames": args.frames,
@@ -298,6 +352,9 @@ def main(argv=None) -> dict:
           f"{photo['p50']} ms, p95 {photo['p95']} ms a face. Peak memory {result['peak_rss_mb']} MB.")
     print(f"webcam path, one face, while another thread analyses two-face photos ({beside['photos']} done): p50 "
           f"{beside['p50']} ms, p95 {beside['p95']} ms ({result['beside_photos_p95_ratio']}x its p95 alone)")
+    print(f"video, one face, {VIDEO_FPS} fps clip, every frame analysed: {video_default['frames_per_s']} frames a "
+          f"second ({video_default['checked']} of {video_default['frames']} checked); every frame checked: "
+          f"{video_every['frames_per_s']} frames a second")
     print("webcam path, one face, p50 by number format: "
           + ", ".join(f"{p} {ms} ms" for p, ms in by_precision.items())
           + f"; the app takes {live_precision}" + ("" if result["auto_is_fastest"] else " (NOT the fastest here)"))
