@@ -340,7 +340,7 @@ def judge(score: float, controls: dict[str, float], random_scores, target_name: 
         return "weak", f"This map beats the random maps.{why}"
     if not missed:
         times = "more than" if margin <= 0 else f"at least {1 + margin:g} times as much as"
-        odds = ""
+        odds = f" (The margin, {margin:g}, was not calibrated for this model, method and layer.)"
         if calibrated and calibrated.get("n"):
             lo, hi = calibrated["ci95"]
             odds = (f" Maps without this face's evidence pass this test {calibrated['k'] / calibrated['n']:.1%} of "

@@ -47,6 +47,7 @@ def test_the_readme_table_is_the_runs_figures():
             "total": st(95.0, 118.0)}
     r = {"stages": {"app": app, "baseline": base}, "ten_faces_ms_p50": 99.0, "ten_faces_ms_p95": 115.0,
          "baseline_ten_faces_ms_p50": 370.0, "photo_ms_per_face_p50": 131.0, "photo_ms_per_face_p95": 160.0,
+         "photo_first_ms_per_face_p50": 21.0, "photo_first_ms_per_face_p95": 25.0,
          "forward_floor_ms_p50": 8.4, "forward_floor_ms_p95": 11.9, "forward_floor_torch_fp32_ms_p50": 19.9,
          "speedup_p50": 3.65, "peak_rss_mb": 1671.4, "input_size": 64, "threads": 2, "live_precision": "fp32",
          "engine": "onnx", "one_face_ms_p50_by_precision": {"fp32": 26.0, "bf16": 44.5},
@@ -63,5 +64,8 @@ def test_the_readme_table_is_the_runs_figures():
     assert "| webcam path, one face, p50 by number format | fp32 26.0, bf16 44.5 (the app takes fp32) | |" in table
     assert "| one face, mean over frames (this app / plain) | 16.8 ms, 2.00x the floor | 84.0 ms (5.0x) |" in table
     assert "| webcam path, one face, while two-face photos are analysed | 30.0 / 60.0 (p95 1.82x alone) | |" in table
+    assert "| photo, first answer (labels, Grad-CAM), per face after detection | 21.0 / 25.0 (2.5x the floor) |  |" in table
+    assert ("| photo, full answer (the chosen map and every check), per face after detection | 131.0 / 160.0 "
+            "(15.6x the floor) |  |") in table
     assert ("| video, one face, 25 fps clip, every frame analysed: frames a second | 11.9 (checked 2 of 50); every "
             "frame checked 1.2 | |") in table

@@ -325,6 +325,8 @@ def test_margins_come_from_the_models_own_calibration(tmp_path):
     level, verdict = F.judge(1.3, ctl, [0.2], "happy", "sad", margin=0.25, calibrated=c)
     assert level == "good" and "1.0% of the time (95% interval 0.3% to 2.9%, 300 training faces)" in verdict
     assert F.judge(1.2, ctl, [0.2], margin=0.25)[0] == "weak"
+    level, verdict = F.judge(3.0, ctl, [0.2])  # no calibration: the one default margin, and it says so
+    assert level == "good" and "(The margin, 1, was not calibrated for this model, method and layer.)" in verdict
     level, verdict = F.judge(50.0, ctl, [0.2], margin=F.margin_for(tmp_path, "Occlusion", "layer2"))
     assert level == "weak" and "cannot be judged good" in verdict
 
