@@ -10,8 +10,9 @@ stops it at the end. Then:
 2. memory: --soak requests in a row from two clients; the server's resident memory (its process and
    children) after the first 50 and after all; the growth must stay within 100 MB.
 3. faults: every awkward file (tests/fixtures.py), decompression bombs, a huge photo and an upload over
-   the size limit, sent while other clients keep loading the app; each must be answered (a plain message
-   or a sensible result) within 30 s, the other clients' answers must stay right, the server must live.
+   the size limit, sent while --clients other clients keep loading the app; each must be answered within
+   30 s, a refused file with its plain message within 5 s (it does not wait for the photos ahead of it), the
+   other clients' answers must stay right, the server must live.
 Prints the figures as it goes and a summary, with the number and size of the files in Gradio's cache before
 and after (--cache-dir names it for --url); --json writes them. Exits 1 if any goal is missed.
 tools/hostile.py drives the same server, clients and reference answers with hostile input.
@@ -42,9 +43,10 @@ EXAMPLES = ROOT / "examples"
 ARGS = [DEFAULT_METHOD, DEFAULT_LAYER, "predicted class", False]
 PROB_TOL, HEAT_TOL, BOX_TOL = 1e-4, 1e-3, 1
 STALL_S = 30.0
+MESSAGE_S = 5.0  # a refused file's plain message comes back within this, crowd or not
 HTTP_TIMEOUT_S = 120.0  # each HTTP call of a client (upload, join the queue, the answer's stream between messages)
 RSS_GROWTH_LIMIT_MB = 100.0
-SOAK_CLIENTS, FAULT_BACKGROUND_CLIENTS = 2, 4
+SOAK_CLIENTS = 2
 GENERIC_ERROR = "Something went wrong"  # the app's text for an unexpected exception (not a clear message)
 
 
@@ -450,7 +452,7 @@ def _send_fault(client, path: Path, limit_s: float = STALL_S) -> dict:
     except Exception as e:  # noqa: BLE001 -- e.g. the client refusing an upload over the limit
         row.update(outcome="rejected", message=f"{type(e).__name__}: {e}", ok=True)
     row["seconds"] = round(time.perf_counter() - t, 2)
-    row["ok"] = row["ok"] and row["seconds"] <= limit_s
+    row["ok"] = row["ok"] and row["seconds"] <= (MESSAGE_S if row["outcome"] == "error" else limit_s)
     return row
 
 
@@ -474,12 +476,12 @@ def _raw_upload(url: str, path: Path) -> dict:
     return row
 
 
-def phase_faults(srv: Server, pictures, refs, files: dict[str, Path]) -> dict:
+def phase_faults(srv: Server, pictures, refs, files: dict[str, Path], crowd: int) -> dict:
     print(f"\n[3/3] faults: {len(files)} awkward files (+ a raw over-limit upload) while "
-          f"{FAULT_BACKGROUND_CLIENTS} clients keep loading the app", flush=True)
+          f"{crowd} clients keep loading the app", flush=True)
     tally, stop = Tally(), threading.Event()
     background = threading.Thread(target=run_clients, args=(srv.url, pictures, refs, tally,
-                                                             FAULT_BACKGROUND_CLIENTS, None, stop), daemon=True)
+                                                             crowd, None, stop), daemon=True)
     background.start()
     time.sleep(2)  # let the background clients get going
     client, faults = new_client(srv.url), {}
@@ -581,7 +583,7 @@ def main(argv=None) -> int:
             refs = reference_answers(srv.url, pictures)
             load = phase_load(srv.url, pictures, refs, args.clients, args.requests)
             memory = phase_memory(srv, pictures, refs, args.soak)
-            faults = phase_faults(srv, pictures, refs, files)
+            faults = phase_faults(srv, pictures, refs, files, args.clients)
             end = final_check(srv, pictures, refs)
             cache["after"] = cache_usage(srv.cache)
     result = summarise(load, memory, faults, end, time.perf_counter() - started, cache)
