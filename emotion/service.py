@@ -47,7 +47,7 @@ class PhotoView:
 
 
 FAITH_FIELDS = ("level", "verdict", "score", "curve", "controls", "random_mean", "beats_random", "n_random",
-                "beats", "other_class", "class_agnostic", "quantity", "target")
+                "beats", "other_class", "class_agnostic", "quantity", "target", "margin", "calibration")
 
 
 def honesty(model: EmotionModel, a: Analysis) -> list[dict]:

@@ -192,6 +192,11 @@ def test_service_names_its_controls_baseline_and_refuses_why_not_for_eigen_cam(m
     g = service.predict(model, fx.PORTRAIT, "Grad-CAM")["faces"][0]["faithfulness"]
     assert g["class_agnostic"] is False and g["other_class"] != face["label"]
     assert set(g["controls"]) == {"face_prior", "other_class", "random"} and g["quantity"] == "logit"
+    # judged at the margin the shipped model calibrated for Grad-CAM at the default layer, which the answer names
+    from emotion.explain import DEFAULT_LAYER
+
+    stored = np.load(DEFAULT_WEIGHTS / FACE_PRIOR_FILE)[F.calibration_key("Grad-CAM", DEFAULT_LAYER)]
+    assert g["margin"] == float(stored[0]) and (g["calibration"]["k"], g["calibration"]["n"]) == (stored[1], stored[2])
 
 
 def _face(model):
