@@ -308,12 +308,18 @@ def calibration(folder: str | Path, method: str, layer) -> dict | None:
             "n": int(n), "ci95": wilson(k, n)}
 
 
+def calibrated_margin(calibrated: dict | None) -> float:
+    """The margin to judge by, from a `calibration`: its margin (infinite where no margin held the
+    uninformative maps down), or MARGIN without one."""
+    if calibrated is None:
+        return MARGIN
+    return float("inf") if calibrated["margin"] is None else calibrated["margin"]
+
+
 def margin_for(folder: str | Path, method: str, layer=DEFAULT_LAYER) -> float:
     """The margin a map of `method` at `layer` must beat the controls by to be judged good: the model's own
-    calibrated margin (`calibration`; infinite where no margin held its uninformative maps down), else
-    MARGIN."""
-    c = calibration(folder, method, layer)
-    return MARGIN if c is None else float("inf") if c["margin"] is None else c["margin"]
+    calibrated margin (`calibration`, `calibrated_margin`), else MARGIN."""
+    return calibrated_margin(calibration(folder, method, layer))
 
 
 def _beats(score: float, control: float, margin: float = MARGIN) -> bool:
@@ -485,6 +491,7 @@ def face_faithfulness(model: EmotionModel, face, method: str = DEFAULT_METHOD, l
         else:
             other = (name, explain(model, x, [k], method, layer)[1][0])
     prior, _ = face_prior(model.source, method, layer, model.prep.size, face.explained)
+    calibrated = calibration(model.source, method, layer)
     return faithfulness(model, x, face.heatmap, face.explained, prior=prior, other=other, n_random=n_random,
                         seed=seed, layer=layer, class_agnostic=agnostic, precomputed=precomputed,
-                        margin=margin_for(model.source, method, layer), calibrated=calibration(model.source, method, layer))
+                        margin=calibrated_margin(calibrated), calibrated=calibrated)

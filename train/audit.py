@@ -71,8 +71,8 @@ from emotion.explain import (
     explain,
     resolve_layer,
 )
-from emotion.faithfulness import (CONTROLS, LEVELS, MARGIN_GRID, MAX_FALSE_GOOD, N_RANDOM, calibration,
-                                  choose_margin, face_prior, faithfulness_many, judge, margin_for, other_class,
+from emotion.faithfulness import (CONTROLS, LEVELS, MARGIN_GRID, MAX_FALSE_GOOD, N_RANDOM, calibrated_margin,
+                                  calibration, choose_margin, face_prior, faithfulness_many, judge, other_class,
                                   random_maps, wilson)
 from emotion.images import ImageError
 from emotion.model import CLASSES, EmotionModel, load_model
@@ -333,9 +333,10 @@ def faithfulness_rows(model: EmotionModel, sources: list, methods: list[str], la
                 previous[lay, m] = heat
                 other_map = None if agnostic else (other, explain(model, x, [model.labels.index(other)], m, lay)[1][0])
                 prior = face_prior(model.source, m, lay, model.prep.size, f.label)[0]
+                calibrated = calibration(model.source, m, lay)
                 res = faithfulness_many(model, x, maps, pred, prior=prior, other=other_map, n_random=n_random,
-                                        layer=lay, class_agnostic=agnostic, margin=margin_for(model.source, m, lay),
-                                        calibrated=calibration(model.source, m, lay))
+                                        layer=lay, class_agnostic=agnostic, margin=calibrated_margin(calibrated),
+                                        calibrated=calibrated)
                 if k < road_faces:
                     seed = res["map"]["seed"]
                     res["road"] = face_road(model, x, heat, pred, prior=prior,
@@ -390,13 +391,17 @@ def _worst(counts: dict[str, tuple[int, int] | None]) -> tuple[int, int] | None:
     return max(known, key=lambda c: c[0] / c[1]) if known else None
 
 
+def _false_good_fields(worst: tuple[int, int] | None) -> dict:
+    """`false_good_rate`, `false_good_k` and `false_good_n` of the worse kind's (k, n) (`_worst`)."""
+    return {"false_good_rate": worst[0] / worst[1] if worst else None,
+            "false_good_k": worst[0] if worst else None, "false_good_n": worst[1] if worst else None}
+
+
 def _at_margin(results: list[dict], margin: float) -> dict:
     """The share of good maps and the false-"good" rate (the worse kind), with its counts, were the margin
     `margin`."""
-    worst = _worst(_false_good(results, lambda r: _level_at(r, margin)))
     return {"share_good": float(np.mean([_level_at(r["map"], margin) == "good" for r in results])),
-            "false_good_rate": worst[0] / worst[1] if worst else None,
-            "false_good_k": worst[0] if worst else None, "false_good_n": worst[1] if worst else None}
+            **_false_good_fields(_worst(_false_good(results, lambda r: _level_at(r, margin))))}
 
 
 def calibrate(results: list[dict]) -> tuple[float, int, int] | None:
@@ -427,9 +432,7 @@ def faithfulness_figures(results: list[dict]) -> dict:
             **{f"share_{level}": float(np.mean([r["level"] == level for r in maps])) for level in LEVELS},
             "share_good_ci95": list(wilson(n_good, len(maps))),
             "false_good": {k: None if c is None else c[0] / c[1] for k, c in counts.items()},
-            "false_good_rate": worst[0] / worst[1] if worst else None,
-            "false_good_k": worst[0] if worst else None, "false_good_n": worst[1] if worst else None,
-            "false_good_ci95": list(wilson(*worst)) if worst else None,
+            **_false_good_fields(worst), "false_good_ci95": list(wilson(*worst)) if worst else None,
             "margin": maps[0].get("margin") if maps else None,
             "calibration": maps[0].get("calibration") if maps else None,
             "by_margin": {f"{g:g}": _at_margin(results, g) for g in MARGIN_GRID},
