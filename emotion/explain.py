@@ -150,6 +150,7 @@ def explain(model: EmotionModel, x: torch.Tensor, classes: list[int | None], met
         return logits, pick(every, logits, classes, mirror_logits)
     net = model.net
     target_layer = LAYERS[resolve_layer(layer)](net)
+    model.turns.wait_turn()
     with model.lock, torch.enable_grad(), cam_cls(model=net, target_layers=[target_layer]) as cam:
         if all(c is None for c in classes) and mirror_logits is None:
             targets = None  # pytorch-grad-cam explains each face's top class from the same forward pass

@@ -156,6 +156,7 @@ def random_maps(model: EmotionModel, x: torch.Tensor, n: int = N_RANDOM, seed: i
     """`n` RandomCAM maps (n x H x W, 0..1) for one face, and the model's logits for it (C,)."""
     x = _one(x)
     rng = np.random.default_rng([seed, 2])
+    model.turns.wait_turn()
     with model.lock, torch.no_grad(), _SeededRandomCAM(model.net, [_target_layer(model, layer)], n, rng) as cam:
         maps = cam(input_tensor=x, targets=None)
         logits = cam.outputs[0].float().numpy()

@@ -25,6 +25,7 @@ from emotion.decision import Decision
 from emotion.engine import OnnxNet, resolve_engine, torch_gradcam
 from emotion.framing import FER_FRAMING, crop_box
 from emotion.precision import DTYPES
+from emotion.priority import LiveFirst
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,8 @@ class EmotionModel:
     Explanations hook into `net` and leave gradients on it, so every use of `net` holds `lock`: two
     requests never share hook state, and neither sees the other's activations. ONNX Runtime's passes
     (`onnx`) never touch `net` and its sessions run concurrently, so they hold no lock (`guard`): a photo's
-    occlusion passes do not stall a webcam stream. `network("bf16")` is a bfloat16 copy of `net` for the
+    occlusion passes do not stall a webcam stream, and they wait between small batches while a live frame is
+    analysed (`turns`, emotion/priority.py). `network("bf16")` is a bfloat16 copy of `net` for the
     webcam path (emotion/precision.py), made on first use.
     """
 
@@ -167,6 +169,8 @@ class EmotionModel:
     _bf16: torch.nn.Module | None = field(default=None, init=False, repr=False, compare=False)  # network("bf16")
     # ONNX Runtime for the float32 passes without gradient (emotion/engine.py); None: PyTorch runs them
     onnx: OnnxNet | None = field(default=None, repr=False, compare=False)
+    # live webcam frames first: other threads' passes wait between small batches (emotion/priority.py)
+    turns: LiveFirst = field(default_factory=LiveFirst, repr=False, compare=False)
 
     def describe(self) -> dict:
         """The model that answers, for the API's JSON: source (hf-hub:owner/name or a folder), the Hub's
@@ -220,6 +224,7 @@ class EmotionModel:
         average). The one place that decides where they are computed: in one ONNX Runtime call, holding no
         lock, where `engine` is "onnx", `precision` float32 and the network's backward pass can be written out
         (`OnnxNet.gradcam`); else by PyTorch (`engine.torch_gradcam`) on `network(precision)`, under the lock."""
+        self.turns.wait_turn()
         if self.on_onnx(precision):
             parts = self.onnx.gradcam(x, stage, classes, mirror_logits)
             if parts is not None:
@@ -234,7 +239,10 @@ class EmotionModel:
         ("fp32" or "bf16"; float32 by ONNX Runtime, with no lock, where `engine` is "onnx"; else by PyTorch
         under the model's lock)."""
         if self.on_onnx(precision):
-            return self.onnx.logits(x)
+            if not len(x):
+                return self.onnx.logits(x)
+            return torch.cat([self.onnx.logits(part) for part in self.turns.batches(x)])
+        self.turns.wait_turn()
         with self.lock:
             net = self.network(precision)
             return net(x.to(dtype(net))).float()
@@ -252,9 +260,10 @@ class EmotionModel:
         """`predict` for a prepared batch (`prep.to_input` or `prep.pixels_input`)."""
         flip = self.prep.tta_flip if flip is None else flip
         if self.on_onnx(precision):  # no lock: ONNX Runtime's sessions run concurrently
-            logits = self.onnx.logits(torch.cat([x, mirrored(x)]) if flip else x)
+            logits = self.logits(torch.cat([x, mirrored(x)]) if flip else x)
             logits = mirror_average(*logits.split(len(x))) if flip else logits
             return logits.softmax(1).numpy()
+        self.turns.wait_turn()
         with self.lock:
             net = self.network(precision)
             x = x.to(dtype(net))

@@ -164,6 +164,12 @@ def live_frame(model: EmotionModel, frame: np.ndarray | None, state: LiveState |
     state = state or LiveState()
     if frame is None:
         return None, None, state
+    with model.turns.live():  # photos and videos wait between their batches while this frame is analysed
+        return _live_frame(model, frame, state, method, layer, precision)
+
+
+def _live_frame(model: EmotionModel, frame: np.ndarray, state: LiveState, method: str, layer: str,
+                precision: str | None):
     # the detector every few frames, the faces followed between; the heatmaps every few frames, each face
     # keeping its last map between (emotion/live.py)
     loaded = load_image(frame)  # (an odd colour mode made RGB; a huge frame brought down to the working size)
