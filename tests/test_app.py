@@ -167,3 +167,38 @@ def test_a_damaged_file_is_answered_while_photos_hold_every_worker(server, tmp_p
     for w in waiters:
         w.join()
     assert len(finished) == 3 and refused < min(finished)
+
+
+def test_two_webcam_users_each_get_their_own_frames_labelled(server, model):
+    """Two users stream different faces to the live webcam event at once, through Gradio's streaming protocol
+    as the page speaks it (tools/webcam.py): every frame comes back labelled as that user's own face (the
+    labels the live path gives each face, here in this process), none as the other's."""
+    import threading
+    import time
+
+    from PIL import Image
+
+    from tools.webcam import WebcamStream
+
+    pictures = [fx.ROOT / "examples" / n for n in ("astronaut.jpg", "grace_hopper.jpg")]
+    expected = []
+    for path in pictures:
+        frame, state = np.asarray(Image.open(path).convert("RGB")), None
+        for _ in range(3):
+            _, probs, state = service.live_frame(model, frame, state)
+        expected.append(max(probs, key=probs.get))
+    assert expected[0] != expected[1]  # (else a swap would go unseen)
+    streams = [WebcamStream(server, path) for path in pictures]
+    threads = [threading.Thread(target=s.run) for s in streams]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 120
+    while min(len(s.figures.labels) for s in streams) < 8 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for s in streams:
+        s.stop.set()
+    for t in threads:
+        t.join(60)
+    for s, want in zip(streams, expected):
+        assert s.figures.errors == [] and len(s.figures.labels) >= 8
+        assert set(s.figures.labels) == {want}, (want, s.figures.labels)

@@ -1,6 +1,6 @@
 """Load, memory and fault test of the running app, through `gradio_client` as real users call it.
 
-    python -m tools.loadtest [--url URL] [--clients 16] [--requests 25] [--soak 1000] [--json PATH]
+    python -m tools.loadtest [--url URL] [--clients 16] [--requests 25] [--soak 1000] [--webcams 2] [--json PATH]
 
 Starts `python app.py` on a free loopback port with a file cache of its own (unless --url is given) and
 stops it at the end. Then:
@@ -13,6 +13,9 @@ stops it at the end. Then:
    the size limit, sent while --clients other clients keep loading the app; each must be answered within
    30 s, a refused file with its plain message within 5 s (it does not wait for the photos ahead of it), the
    other clients' answers must stay right, the server must live.
+Beside phases 1 and 2, --webcams users stream example photos to the live webcam event as the page does
+(tools/webcam.py): every frame's label must be that photo's own (taken first, one stream alone), and the
+frames' latency is reported beside its figure alone.
 Prints the figures as it goes and a summary, with the number and size of the files in Gradio's cache before
 and after (--cache-dir names it for --url); --json writes them. Exits 1 if any goal is missed.
 tools/hostile.py drives the same server, clients and reference answers with hostile input.
@@ -391,8 +394,73 @@ def run_clients(url: str, pictures: dict[str, Path], refs: dict[str, dict], tall
         tally.record("client", 0.0, f, None)
 
 
+# ---------------------------------------------------------------- webcam users beside them
+WEBCAM_PICTURES = ("astronaut.jpg", "grace_hopper.jpg")  # one face each, JPEG as a camera's frames are
+WEBCAM_ALONE_S = 4.0
+
+
+def _stream_figures(figs, want: str | None = None) -> dict:
+    lat = np.asarray(figs.latencies_ms or [np.nan])
+    wrong = [x for x in figs.labels if want is not None and x != want]
+    return {"frames": len(figs.latencies_ms), "latency_ms_p50": round(float(np.percentile(lat, 50)), 1),
+            "latency_ms_p95": round(float(np.percentile(lat, 95)), 1), "errors": len(figs.errors),
+            "mismatches": len(wrong), "rejoins": figs.rejoins,
+            "problems": figs.errors[:3] + [f"label {x}, its picture's own {want}" for x in wrong[:3]]}
+
+
+def webcam_references(url: str, n: int) -> dict[str, dict]:
+    """Each webcam picture streamed alone for a few seconds: its label (what every frame of it must say
+    later) and its frames' latency alone."""
+    from tools.webcam import WebcamStream
+
+    refs = {}
+    for name in WEBCAM_PICTURES[:n] if n else ():
+        stream = WebcamStream(url, EXAMPLES / name)
+        t = threading.Thread(target=stream.run, daemon=True)
+        t.start()
+        time.sleep(WEBCAM_ALONE_S)
+        stream.stop.set()
+        t.join(60)
+        labels = stream.figures.labels[2:] or stream.figures.labels  # (the first frames' smoothing settles)
+        refs[name] = {"label": max(set(labels), key=labels.count) if labels else None,
+                      **_stream_figures(stream.figures)}
+        r = refs[name]
+        print(f"  webcam reference {name:<18} label {r['label']}, {r['frames']} frames alone: p50 "
+              f"{r['latency_ms_p50']} ms, p95 {r['latency_ms_p95']} ms", flush=True)
+    return refs
+
+
+@contextlib.contextmanager
+def webcams(url: str, refs: dict[str, dict]):
+    """The webcam users, streaming while the block runs; yields a dict filled with their figures at the end
+    (per stream, and p95 against its p95 alone)."""
+    from tools.webcam import WebcamStream
+
+    streams = {name: WebcamStream(url, EXAMPLES / name) for name in refs}
+    threads = [threading.Thread(target=s.run, daemon=True) for s in streams.values()]
+    for t in threads:
+        t.start()
+    out: dict = {}
+    try:
+        yield out
+    finally:
+        for s in streams.values():
+            s.stop.set()
+        for t in threads:
+            t.join(120)
+        for name, s in streams.items():
+            f = _stream_figures(s.figures, refs[name]["label"])
+            f["p95_vs_alone"] = round(f["latency_ms_p95"] / refs[name]["latency_ms_p95"], 2)
+            out[name] = f
+            print(f"  webcam {name:<18} {f['frames']} frames: p50 {f['latency_ms_p50']} ms, p95 "
+                  f"{f['latency_ms_p95']} ms ({f['p95_vs_alone']}x alone), errors {f['errors']}, mismatches "
+                  f"{f['mismatches']}", flush=True)
+            for p in f["problems"]:
+                print("   ", p)
+
+
 # ---------------------------------------------------------------- the three phases
-def phase_load(url, pictures, refs, clients: int, requests: int) -> dict:
+def phase_load(url, pictures, refs, clients: int, requests: int, cams: dict | None = None) -> dict:
     print(f"\n[1/3] load: {clients} clients x {requests} requests over {len(pictures)} pictures", flush=True)
     tally = Tally()
     progress = max(1, clients * requests // 10)
@@ -401,13 +469,14 @@ def phase_load(url, pictures, refs, clients: int, requests: int) -> dict:
         if done % progress == 0:
             print(f"  {done}/{clients * requests} answered", flush=True)
 
-    run_clients(url, pictures, refs, tally, clients, clients * requests, after_each=tick)
-    out = tally.figures()
+    with webcams(url, cams or {}) as streams:
+        run_clients(url, pictures, refs, tally, clients, clients * requests, after_each=tick)
+    out = {**tally.figures(), "webcams": streams}
     print_figures(out)
     return out
 
 
-def phase_memory(srv: Server, pictures, refs, soak: int) -> dict:
+def phase_memory(srv: Server, pictures, refs, soak: int, cams: dict | None = None) -> dict:
     print(f"\n[2/3] memory: {soak} requests in a row from {SOAK_CLIENTS} clients; server RSS "
           f"(pid {srv.pid} and children)", flush=True)
     tally, series = Tally(), {0: rss_mb(srv.pid)}
@@ -418,11 +487,12 @@ def phase_memory(srv: Server, pictures, refs, soak: int) -> dict:
             series[done] = rss_mb(srv.pid)
             print(f"  after {done:>5} requests: RSS {series[done]} MB", flush=True)
 
-    run_clients(srv.url, pictures, refs, tally, SOAK_CLIENTS, soak, after_each=sample)
+    with webcams(srv.url, cams or {}) as streams:
+        run_clients(srv.url, pictures, refs, tally, SOAK_CLIENTS, soak, after_each=sample)
     after_50, after_all = series.get(50), rss_mb(srv.pid)
     growth = round(after_all - after_50, 1) if after_50 is not None and after_all is not None else None
     out = {**tally.figures(), "rss_mb_at_start": series[0], "rss_mb_after_50": after_50,
-           "rss_mb_after_all": after_all, "rss_growth_mb": growth, "rss_mb_series": series}
+           "rss_mb_after_all": after_all, "rss_growth_mb": growth, "rss_mb_series": series, "webcams": streams}
     print_figures(out, f"; RSS after 50: {after_50} MB, after all: {after_all} MB, growth {growth} MB "
                        f"(limit {RSS_GROWTH_LIMIT_MB:.0f})")
     return out
@@ -540,6 +610,11 @@ def summarise(load: dict, memory: dict, faults: dict, end: dict, wall_s: float, 
         missed.append("server memory could not be measured (pass a local --url whose server is ours)")
     elif growth > RSS_GROWTH_LIMIT_MB:
         missed.append(f"RSS grew {growth} MB over the soak (limit {RSS_GROWTH_LIMIT_MB:.0f})")
+    for phase, figures in (("load", load), ("soak", memory)):
+        for name, w in figures.get("webcams", {}).items():
+            if w["errors"] or w["mismatches"] or not w["frames"]:
+                missed.append(f"webcam {name} during the {phase}: {w['frames']} frames, {w['errors']} errors, "
+                              f"{w['mismatches']} mismatches")
     bad = [name for name, r in faults["faults"].items() if not r["ok"]]
     if bad:
         missed.append("faults not handled well: " + ", ".join(bad))
@@ -562,6 +637,8 @@ def main(argv=None) -> int:
     p.add_argument("--clients", type=int, default=16, help="concurrent clients in the load phase")
     p.add_argument("--requests", type=int, default=25, help="requests per client in the load phase")
     p.add_argument("--soak", type=int, default=1000, help="requests in the memory phase")
+    p.add_argument("--webcams", type=int, default=2, choices=range(len(WEBCAM_PICTURES) + 1),
+                   help="webcam users streaming beside the load and the soak (0: none)")
     p.add_argument("--json", default=None, help="write all figures here")
     p.add_argument("--cache-dir", type=Path, default=None, help="with --url: that server's Gradio cache folder "
                    "(its GRADIO_TEMP_DIR), to count its files")
@@ -581,13 +658,15 @@ def main(argv=None) -> int:
             print(f"app at {srv.url} (pid {srv.pid}); Gradio cache {srv.cache}: {cache['before']}; reference "
                   "answers, one request at a time:", flush=True)
             refs = reference_answers(srv.url, pictures)
-            load = phase_load(srv.url, pictures, refs, args.clients, args.requests)
-            memory = phase_memory(srv, pictures, refs, args.soak)
+            cams = webcam_references(srv.url, args.webcams)
+            load = phase_load(srv.url, pictures, refs, args.clients, args.requests, cams)
+            memory = phase_memory(srv, pictures, refs, args.soak, cams)
             faults = phase_faults(srv, pictures, refs, files, args.clients)
             end = final_check(srv, pictures, refs)
             cache["after"] = cache_usage(srv.cache)
     result = summarise(load, memory, faults, end, time.perf_counter() - started, cache)
     result["request"] = {"method": args.method, "layer": args.layer}
+    result["webcams_alone"] = cams
     print(f"\nsummary: {result['throughput_rps']} requests/s, p50 {result['latency_ms_p50']} ms, p95 "
           f"{result['latency_ms_p95']} ms; errors {result['errors']}, mismatches {result['mismatches']}; RSS "
           f"{result['rss_mb_after_50']} -> {result['rss_mb_after_all']} MB (growth {result['rss_growth_mb']} MB); "
