@@ -17,6 +17,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import yuface  # noqa: E402
 
+from emotion.priority import LIVE_FIRST  # noqa: E402
+
 DETECT_SIDE = 640  # longer side the detector sees at most
 MIN_SIDE = 320  # small pictures (e.g. a 48 px face crop) are enlarged to this first
 MIN_CONFIDENCE = 0.6
@@ -42,7 +44,9 @@ class Detection:
 
 def detect_faces(rgb: np.ndarray, min_confidence: float = MIN_CONFIDENCE, detect_side: int = DETECT_SIDE,
                  close_up_confidence: float = CLOSE_UP_CONFIDENCE) -> list[Detection]:
-    """The faces in an RGB image, largest first (see `keep_faces`)."""
+    """The faces in an RGB image, largest first (see `keep_faces`). Off a live webcam frame's thread, it waits
+    while one is analysed (emotion/priority.py)."""
+    LIVE_FIRST.wait_turn()
     found = find_candidates(rgb, min(min_confidence, close_up_confidence), detect_side)
     return keep_faces(found, rgb.shape, min_confidence, close_up_confidence)
 

@@ -73,6 +73,7 @@ from scipy.stats import binomtest
 
 from emotion.explain import CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, explain, resolve_layer
 from emotion.model import FACE_PRIOR_FILE, EmotionModel
+from emotion.priority import LIVE_FIRST
 from emotion.whatif import hide
 
 FRACTIONS = (0.1, 0.25, 0.5)  # shares of the pixels deleted, most highlighted first
@@ -96,6 +97,7 @@ class InpaintDeletion:
         self.std = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
 
     def __call__(self, img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        LIVE_FIRST.wait_turn()  # (inpainting is work on the cores too: a live frame goes first)
         keep = mask.to(img.dtype)
         m = mask.detach().cpu().numpy() > 0.5
         px = ((img.detach().cpu().float() * self.std + self.mean) * 255).round().clamp(0, 255).to(torch.uint8)

@@ -25,7 +25,7 @@ from emotion.decision import Decision
 from emotion.engine import OnnxNet, resolve_engine, torch_gradcam
 from emotion.framing import FER_FRAMING, crop_box
 from emotion.precision import DTYPES
-from emotion.priority import LiveFirst
+from emotion.priority import LIVE_FIRST, LiveFirst
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class EmotionModel:
     # ONNX Runtime for the float32 passes without gradient (emotion/engine.py); None: PyTorch runs them
     onnx: OnnxNet | None = field(default=None, repr=False, compare=False)
     # live webcam frames first: other threads' passes wait between small batches (emotion/priority.py)
-    turns: LiveFirst = field(default_factory=LiveFirst, repr=False, compare=False)
+    turns: LiveFirst = field(default=LIVE_FIRST, repr=False, compare=False)
 
     def describe(self) -> dict:
         """The model that answers, for the API's JSON: source (hf-hub:owner/name or a folder), the Hub's

@@ -72,3 +72,8 @@ class LiveFirst:
         for i in range(0, len(x), max(step, 1)):
             self.wait_turn()
             yield x[i:i + step]
+
+
+# One order for the whole process: the cores are shared by every model and every step, not only the network's
+# passes (the detector's run on a photo and the check's inpainting wait their turn too).
+LIVE_FIRST = LiveFirst()

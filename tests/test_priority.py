@@ -97,3 +97,25 @@ def test_no_photo_waits_for_ever_beside_a_stream_without_pause(model):
         t.join(60)
         assert not t.is_alive(), "a photo starved behind a live frame"
     assert out["value"].shape == (len(x), len(model.labels))
+
+
+def test_a_photos_face_detection_and_inpainting_wait_too(model):
+    """The order is the process's, not only the network's: the detector's run on a photo and the check's
+    inpainting (CPU work beside the passes) wait for a live frame as well."""
+    from emotion.faces import detect_faces
+    from emotion.faithfulness import InpaintDeletion
+
+    rgb = np.asarray(portrait())
+    x = _faces(model, 1)[0]
+    mask = torch.zeros(x.shape[1:])
+    mask[20:40, 20:40] = 1
+    inpaint = InpaintDeletion(model.prep.mean, model.prep.std)
+    with _max_wait(model, 60):
+        for fn in (lambda: detect_faces(rgb), lambda: inpaint(x, mask)):
+            with _frame_in_flight(model):
+                t, _ = _in_thread(fn)
+                t.join(1.5)
+                assert t.is_alive()
+            t.join(60)
+            assert not t.is_alive()
+    assert len(detect_faces(rgb)) == 1
