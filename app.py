@@ -106,7 +106,7 @@ class FrameOutput(gr.Image):
         if not isinstance(value, np.ndarray):
             return super().postprocess(value)
         # a plain dict, not FileData: Gradio then has no file to move into its cache
-        return {"url": view.data_url(value, quality=80), "path": None, "orig_name": "live.jpg", "is_stream": False}
+        return {"url": view.data_url(value, quality=view.LIVE_QUALITY), "path": None, "orig_name": "live.jpg", "is_stream": False}
 
 
 def prune_share_links(folder: Path, max_age_s: float) -> int:

@@ -57,6 +57,9 @@ CSS = """
 """
 
 
+LIVE_QUALITY = 80  # JPEG quality of the webcam's answered frames (app.py's FrameOutput)
+
+
 def data_url(rgb: np.ndarray, quality: int = 90) -> str:
     """An RGB uint8 picture as an inline JPEG (a data: URL): shown by the browser, never written to disk."""
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])

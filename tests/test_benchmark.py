@@ -30,7 +30,7 @@ def test_the_plain_pipeline_sees_and_classifies_what_the_live_path_does():
     try:
         benchmark.baseline_frame(model, frame, encode)
         plain, seen[:] = list(seen), []
-        _, state = benchmark.app_frame(model, frame, None, encode)
+        _, state = benchmark.app_frame(model, frame, None)
     finally:
         for hook in hooks:
             hook.remove()

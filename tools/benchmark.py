@@ -4,10 +4,12 @@
 
 Frames are 640x480, made from the project's own example photos: one face, and ten faces. Per frame:
 (a) baseline: detect, crop, predict, then pytorch-grad-cam's GradCAM for the predicted class (a second
-    pass with a backward through the whole network), overlay, JPEG encode as Gradio does. Like for like
+    pass with a backward through the whole network), overlay, JPEG encode as a plain gr.Image output does
+    (a file in Gradio's cache). Like for like
     with the app's webcam path: the detector sees the same 320 px frame and the prediction is one plain
     pass (no mirror averaging), so the two differ only in how the heatmap is made and drawn;
-(b) app: `emotion.service.live_frame` (what the webcam stream calls) and the same encode, in the precision
+(b) app: `emotion.service.live_frame` (what the webcam stream calls) and its encode as the app's live output
+    sends a frame (an inline JPEG, `emotion.view.data_url`, never written to disk), in the precision
     the app's webcam path takes (emotion/precision.py: float32 in ONNX Runtime, bf16 only where PyTorch runs
     it on AMX; `EMOTION_PRECISION` overrides it), and again in each number format the CPU has natively, so that
     "auto" is seen to be the faster one, and with the engine the app takes for the passes without gradient
@@ -103,14 +105,15 @@ def baseline_frame(model, frame, encode) -> dict:
     return ms
 
 
-def app_frame(model, frame, state, encode, precision: str | None = None) -> tuple[dict, object]:
-    """One webcam frame as the app serves it (`precision` None: as the app resolves it), and its encode."""
-    from emotion import service
+def app_frame(model, frame, state, precision: str | None = None) -> tuple[dict, object]:
+    """One webcam frame as the app serves it (`precision` None: as the app resolves it), and its encode as the
+    app's live output does it: an inline JPEG."""
+    from emotion import service, view
 
     t0 = time.perf_counter()
     img, _, state = service.live_frame(model, frame, state, precision=precision)
     t1 = time.perf_counter()
-    encode(img)
+    view.data_url(img, quality=view.LIVE_QUALITY)  # as the app's live output (app.FrameOutput) sends it, inline
     t2 = time.perf_counter()
     ms = dict(state.timings_ms)
     ms["encode"] = (t2 - t1) * 1000
@@ -151,7 +154,7 @@ def photo_per_face(model, runs: int) -> dict:
     return {"first": stats(first), "full": stats(full)}
 
 
-def frames_beside_photos(model, frame, encode, runs: int) -> dict:
+def frames_beside_photos(model, frame, runs: int) -> dict:
     """The one-face webcam path's frame times (ms p50/p95) while another thread analyses the two-face example
     photo with the defaults (emotion.service.photo, as an upload), over and over: does one user's photo
     stall another's webcam? Returns the frames' figures and how many photos were done meanwhile."""
@@ -175,7 +178,7 @@ def frames_beside_photos(model, frame, encode, runs: int) -> dict:
         time.sleep(0.5)  # the photo under way
         rows, state = [], None
         for i in range(runs + 5):
-            ms, state = app_frame(model, frame, state, encode)
+            ms, state = app_frame(model, frame, state)
             if i >= 5:
                 rows.append(ms["total"])
     finally:
@@ -301,7 +304,7 @@ def main(argv=None) -> dict:
 
     model = load_model(args.model)  # as the app loads it: $EMOTION_ENGINE, else ONNX Runtime where it runs
     plain = load_model(args.model, engine="torch")  # the plain pipeline runs PyTorch only
-    jpeg = gr.Image(format="jpeg", render=False)  # what the app's live output does with a frame
+    jpeg = gr.Image(format="jpeg", render=False)  # what a plain gr.Image output does with a frame
     encode = jpeg.postprocess
     one, ten = one_face_frame(), ten_face_frame()
 
@@ -309,7 +312,7 @@ def main(argv=None) -> dict:
         rows, state = [], None
         for i in range(n + 5):
             if fn is app_frame:
-                ms, state = app_frame(model, frame, state, encode, precision)
+                ms, state = app_frame(model, frame, state, precision)
             else:
                 ms = baseline_frame(plain, frame, encode)
             if i >= 5:
@@ -328,7 +331,7 @@ def main(argv=None) -> dict:
     app_ten = run(app_frame, ten, max(20, args.frames // 4))
     base_ten = run(baseline_frame, ten, max(10, args.frames // 10))
     photo = photo_per_face(model, max(10, args.frames // 5))
-    beside = frames_beside_photos(model, one, encode, max(20, args.frames // 2))
+    beside = frames_beside_photos(model, one, max(20, args.frames // 2))
     video_default = video_frames_per_second(model)
     video_every = video_frames_per_second(model, 0, seconds=1)  # (every frame checked: 1 s of the clip will do)
     # "auto" must never be the slower choice: the one-face webcam path in each number format this CPU computes
