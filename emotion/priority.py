@@ -6,8 +6,10 @@ concurrently, so without an order a photo's batches and a frame's passes share t
 takes about twice as long. `LiveFirst` gives the frame the machine: a thread analysing a live frame holds
 `live()`, and every other thread's passes go in batches of `CHUNK` faces (at 64 px, 8 faces a pass cost
 about 4% more a face than 64 did), each started only once no live frame is in flight (`wait_turn`). A frame
-then shares the cores with at most the one batch already running. No one waits for ever: a batch waits at
-most `max_wait_s`, so a photo still moves forward beside four webcams streaming without a pause.
+then shares the cores with at most the one batch already running. A photo's face detection and the
+faithfulness check's inpainting wait their turn the same way (`LIVE_FIRST`, the one order of the process,
+which every model's `turns` is). No one waits for ever: a batch waits at most `max_wait_s`, so a photo still
+moves forward beside four webcams streaming without a pause.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ MAX_WAIT_S = 0.25  # the longest one batch waits for live frames
 
 
 class LiveFirst:
-    """Who goes first among the threads that share a model: live frames, then the rest (see the module)."""
+    """Who goes first among the threads that share the cores: live frames, then the rest (see the module)."""
 
     def __init__(self, max_wait_s: float = MAX_WAIT_S, chunk: int = CHUNK):
         self.max_wait_s = max_wait_s
