@@ -21,10 +21,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 def tune_malloc() -> bool:
     """Set glibc's allocator for a long-lived server that decodes pictures of every size, before the threads
-    and big imports start: at most 2 arenas (M_ARENA_MAX), and every buffer over 4 MiB mapped on its own
-    (a fixed M_MMAP_THRESHOLD), so the memory of a big picture goes back to the system when it is freed.
-    With glibc's defaults, 400 damaged pictures left the server 170 MB larger; with these, 28 MB
-    (docs/reliability.md, "Hostile input and crowds"). Left alone where MALLOC_ARENA_MAX or MALLOC_MMAP_THRESHOLD_ is
+    and big imports start: one arena (M_ARENA_MAX), and every buffer over 4 MiB mapped on its own (a fixed
+    M_MMAP_THRESHOLD), so the memory of a big picture goes back to the system when it is freed.
+    With glibc's defaults, 400 damaged pictures left the server 170 MB larger; with 2 arenas, 28 MB
+    (docs/reliability.md, "Hostile input and crowds"). Two webcams streaming at once still grew it by about
+    10 KB a frame with 2 arenas (20 MB per 2,000 frames, without end), and not at all with one. Left alone where MALLOC_ARENA_MAX or MALLOC_MMAP_THRESHOLD_ is
     set, with EMOTION_MALLOC=default, and where there is no glibc. Returns whether it was set."""
     if os.environ.get("EMOTION_MALLOC") == "default" or {"MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_"} & {*os.environ}:
         return False
@@ -32,7 +33,7 @@ def tune_malloc() -> bool:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-8, 2) and libc.mallopt(-3, 4 * 2**20))  # M_ARENA_MAX, M_MMAP_THRESHOLD
+        return bool(libc.mallopt(-8, 1) and libc.mallopt(-3, 4 * 2**20))  # M_ARENA_MAX, M_MMAP_THRESHOLD
     except (OSError, AttributeError):  # not glibc
         return False
 
@@ -378,7 +379,7 @@ def main(argv=None):
         raise SystemExit(f"Could not start: {e}") from None
     log.info("model %s (%s px, %s); webcam path in %s; passes without gradient in %s; allocator %s", model.source,
              model.prep.size, ", ".join(model.labels), live_precision, engine,
-             "tuned (2 arenas, 4 MiB mmap threshold)" if MALLOC_TUNED else "as the environment set it")
+             "tuned (1 arena, 4 MiB mmap threshold)" if MALLOC_TUNED else "as the environment set it")
     threading.Thread(target=_keep_pruning, args=(Path(gradio_upload_folder()), CACHE_SECONDS,
                                                  max(1, CACHE_SECONDS // 4)), daemon=True).start()
     build_demo(model, live_precision).launch(server_name=args.host, server_port=args.port,

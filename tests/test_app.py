@@ -1,4 +1,5 @@
 """The real app: `python app.py` on a free port, called through gradio_client as the README shows."""
+import os
 import re
 
 import numpy as np
@@ -202,3 +203,33 @@ def test_two_webcam_users_each_get_their_own_frames_labelled(server, model):
     for s, want in zip(streams, expected):
         assert s.figures.errors == [] and len(s.figures.labels) >= 8
         assert set(s.figures.labels) == {want}, (want, s.figures.labels)
+
+
+def test_the_server_allocates_from_one_malloc_arena(tmp_path):
+    """app.py sets glibc to one arena: threads that allocate at once (OpenCV here, as two webcam frames do) then
+    share it, and the server does not grow by every frame of two concurrent streams (glibc's malloc_info counts
+    the heaps)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import ctypes, os, sys, tempfile, threading\n"
+        f"sys.path.insert(0, {str(fx.ROOT)!r})\n"
+        "import app  # noqa: F401 -- sets the allocator on import\n"
+        "import cv2, numpy as np\n"
+        "libc = ctypes.CDLL('libc.so.6')\n"
+        "img = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)\n"
+        "def work():\n"
+        "    for _ in range(200):\n"
+        "        cv2.imencode('.jpg', cv2.GaussianBlur(img, (0, 0), 3))\n"
+        "threads = [threading.Thread(target=work) for _ in range(4)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "libc.fdopen.restype = ctypes.c_void_p\n"
+        "with tempfile.TemporaryFile('w+') as f:\n"
+        "    fp = ctypes.c_void_p(libc.fdopen(os.dup(f.fileno()), b'w'))\n"
+        "    libc.malloc_info(0, fp); libc.fflush(fp)\n"
+        "    f.seek(0); print(f.read().count('<heap nr='))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "EMOTION_MALLOC")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "1"
