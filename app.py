@@ -57,6 +57,7 @@ log = logging.getLogger("app")
 # What a public server holds to (docs/reliability.md, "Limits and safety"); the environment may change the last two.
 WORKERS = 2  # photo analyses at once; requests beyond them wait their turn (webcam streams have their own 4)
 QUEUE_SIZE = int(os.environ.get("EMOTION_QUEUE_SIZE", "64"))  # more waiting than this: "busy, try again"
+BUSY = "Queue is full! Please try again."  # (Gradio's own words for a full queue)
 CACHE_SECONDS = int(os.environ.get("EMOTION_CACHE_SECONDS", str(24 * 3600)))  # uploads, results, share links
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 ABOUT = """# Explainable facial-emotion recognition
@@ -130,6 +131,8 @@ def _keep_pruning(folder: Path, max_age_s: float, every_s: float) -> None:
 
 
 def _user_error(e: Exception, what: str = "picture") -> gr.Error:
+    if isinstance(e, gr.Error):  # already a message for the user (the server is full)
+        return e
     if isinstance(e, (ImageError, ValueError)):  # VideoError is a ValueError
         return gr.Error(str(e), print_exception=False)
     log.exception("analysis failed")
@@ -197,6 +200,22 @@ def build_demo(model: EmotionModel, live_precision: str | None = None) -> gr.Blo
     # Photos are decoded (and refused, if they must be) as soon as they arrive; only the analysis waits its turn
     # for one of WORKERS, so a damaged file gets its message at once even behind a crowd of photos.
     analyses = threading.BoundedSemaphore(WORKERS)
+    # The events themselves run without a limit, so Gradio's own queue no longer bounds the photos waiting for
+    # a worker: past WORKERS + QUEUE_SIZE of them, a photo is turned away with the queue's plain message.
+    admitted, admitted_lock = [0], threading.Lock()
+
+    @contextlib.contextmanager
+    def turn():
+        with admitted_lock:
+            if admitted[0] >= WORKERS + QUEUE_SIZE:
+                raise gr.Error(BUSY)
+            admitted[0] += 1
+        try:
+            with analyses:
+                yield
+        finally:
+            with admitted_lock:
+                admitted[0] -= 1
 
     def on_photo(image, method, layer, explain_for, whole):
         """Two answers: the faces, labels and a quick Grad-CAM first, then the checked result."""
@@ -208,7 +227,7 @@ def build_demo(model: EmotionModel, live_precision: str | None = None) -> gr.Blo
         try:
             steps = service.photo_steps(model, load_image(image), method, layer, explain_for, whole)
             while True:
-                with analyses:
+                with turn():
                     v = next(steps, None)
                 if v is None:
                     return
@@ -225,7 +244,7 @@ def build_demo(model: EmotionModel, live_precision: str | None = None) -> gr.Blo
     def on_predict(image, method, layer, heatmap_for, whole_image):
         try:
             loaded = load_image(image)
-            with analyses:
+            with turn():
                 return service.predict(model, loaded, method, layer, heatmap_for, whole_image)
         except Exception as e:
             raise _user_error(e) from None

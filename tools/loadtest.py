@@ -50,6 +50,7 @@ MESSAGE_S = 5.0  # a refused file's plain message comes back within this, crowd 
 HTTP_TIMEOUT_S = 120.0  # each HTTP call of a client (upload, join the queue, the answer's stream between messages)
 RSS_GROWTH_LIMIT_MB = 100.0
 SOAK_CLIENTS = 2
+BUSY = "Queue is full! Please try again."  # what a full server says (Gradio's queue, or app.py past its workers)
 GENERIC_ERROR = "Something went wrong"  # the app's text for an unexpected exception (not a clear message)
 
 
@@ -379,7 +380,10 @@ def run_clients(url: str, pictures: dict[str, Path], refs: dict[str, dict], tall
             except QueueError:
                 busy = True  # the server's plain "queue is full, try again"
             except Exception as e:  # noqa: BLE001
-                error = f"{type(e).__name__}: {e}"[:200]
+                if BUSY in str(e):  # the same words from the app itself: photos past its waiting room
+                    busy = True
+                else:
+                    error = f"{type(e).__name__}: {e}"[:200]
             done = tally.record(name, (time.perf_counter() - t) * 1000, error, mismatch, busy)
             if after_each:
                 after_each(done)
