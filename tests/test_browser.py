@@ -345,14 +345,20 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.mean(-1).ravel(), b.mean(-1).ravel())[0, 1])
 
 
-def test_webcam_stream_is_labelled_live_the_right_way_round(page, served):
-    cached = {p for p in served[1].rglob("*") if p.is_file()}
+def start_webcam(page: Page) -> Locator:
+    """Open the Webcam tab, turn the (fake) camera on and start streaming; returns the camera's block."""
     page.get_by_role("tab", name="Webcam (live)").click()
     camera = block(page, "Camera")
     camera.get_by_text("Click to Access Webcam").click()
     video = camera.get_by_test_id("webcam-video")
     page.wait_for_function("v => v.readyState >= 2 && v.videoWidth > 0", arg=video.element_handle())
     camera.get_by_title("start recording").click()
+    return camera
+
+
+def test_webcam_stream_is_labelled_live_the_right_way_round(page, served):
+    cached = {p for p in served[1].rglob("*") if p.is_file()}
+    camera = start_webcam(page)
 
     live = block(page, "Live: heatmap and label").locator("img")
     expect(live).to_have_count(1)
@@ -387,12 +393,7 @@ def test_the_webcam_keeps_streaming_while_another_user_sends_photos(page, server
 
     from gradio_client import Client, handle_file
 
-    page.get_by_role("tab", name="Webcam (live)").click()
-    camera = block(page, "Camera")
-    camera.get_by_text("Click to Access Webcam").click()
-    video = camera.get_by_test_id("webcam-video")
-    page.wait_for_function("v => v.readyState >= 2 && v.videoWidth > 0", arg=video.element_handle())
-    camera.get_by_title("start recording").click()
+    camera = start_webcam(page)
     live = block(page, "Live: heatmap and label").locator("img")
     expect(live).to_have_count(1)
     wait_loaded(live)

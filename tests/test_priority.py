@@ -52,6 +52,17 @@ def _in_thread(fn):
     return t, out
 
 
+def _each_waits_for_a_frame(model, *fns) -> None:
+    """Each of `fns`, run in another thread, is still held back 1.5 s into a live frame, and ends after it."""
+    for fn in fns:
+        with _frame_in_flight(model):
+            t, _ = _in_thread(fn)
+            t.join(1.5)
+            assert t.is_alive()
+        t.join(60)
+        assert not t.is_alive()
+
+
 def test_a_photos_passes_wait_while_a_live_frame_is_analysed(model):
     assert model.engine == "onnx"
     x = _faces(model, 2 * model.turns.chunk + 3)
@@ -70,13 +81,8 @@ def test_a_photos_passes_wait_while_a_live_frame_is_analysed(model):
 def test_a_photos_probabilities_and_grad_cam_wait_too(model):
     x = _faces(model, 2)
     with _max_wait(model, 60):
-        for fn in (lambda: model.probabilities(x), lambda: model.gradcam_parts(x, "layer3", [None, None])):
-            with _frame_in_flight(model):
-                t, _ = _in_thread(fn)
-                t.join(1.5)
-                assert t.is_alive()
-            t.join(60)
-            assert not t.is_alive()
+        _each_waits_for_a_frame(model, lambda: model.probabilities(x),
+                                lambda: model.gradcam_parts(x, "layer3", [None, None]))
 
 
 def test_live_frames_do_not_wait_for_one_another(model):
@@ -111,11 +117,5 @@ def test_a_photos_face_detection_and_inpainting_wait_too(model):
     mask[20:40, 20:40] = 1
     inpaint = InpaintDeletion(model.prep.mean, model.prep.std)
     with _max_wait(model, 60):
-        for fn in (lambda: detect_faces(rgb), lambda: inpaint(x, mask)):
-            with _frame_in_flight(model):
-                t, _ = _in_thread(fn)
-                t.join(1.5)
-                assert t.is_alive()
-            t.join(60)
-            assert not t.is_alive()
+        _each_waits_for_a_frame(model, lambda: detect_faces(rgb), lambda: inpaint(x, mask))
     assert len(detect_faces(rgb)) == 1

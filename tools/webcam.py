@@ -113,5 +113,4 @@ class WebcamStream:
                         self.figures.rejoins += 1
                         return
         finally:
-            with httpx.Client(timeout=10) as closer:
-                closer.post(self.url + f"gradio_api/stream/{event_id}/close")
+            http.post(self.url + f"gradio_api/stream/{event_id}/close", timeout=10)
