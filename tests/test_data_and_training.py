@@ -112,6 +112,56 @@ def test_class_weights_keep_mean_one_and_favour_rare_classes():
     assert w[1] > w[0] > w[3]
 
 
+def _faces_and_votes(n: int = 6):
+    """n (even, at most 7) flat pictures, picture i all of value i + 1, and each one's target: class i."""
+    x = torch.arange(1, n + 1, dtype=torch.float).view(n, 1, 1, 1).expand(n, 1, 16, 16).contiguous()
+    return x, torch.nn.functional.one_hot(torch.arange(n), 7).float()
+
+
+def test_mixup_blends_each_face_with_its_partner_and_their_targets_alike():
+    import numpy as np
+
+    from train.augment import mix, mixer
+
+    assert mixer(0.0, 0.0, 1.0, 7) is None
+    x, t = _faces_and_votes()
+    before = np.random.get_state()[1].copy()
+    mixed, target = mix(mixer(0.4, 0.0, 1.0, 7), x.clone(), t, seed=3)
+    assert (np.random.get_state()[1] == before).all()  # numpy's own generator is left as it was
+    lam = (mixed[0, 0, 0, 0] - 6) / (1 - 6)  # picture 0 (value 1) with its partner, the last one (value 6)
+    assert 0 < lam < 1
+    assert torch.allclose(mixed, lam * x + (1 - lam) * x.flip(0))
+    assert torch.allclose(target, lam * t + (1 - lam) * t.flip(0))
+    again, _ = mix(mixer(0.4, 0.0, 1.0, 7), x.clone(), t, seed=3)
+    other, _ = mix(mixer(0.4, 0.0, 1.0, 7), x.clone(), t, seed=4)
+    assert torch.equal(again, mixed) and not torch.equal(other, mixed)
+
+
+def test_cutmix_pastes_a_box_of_the_partner_and_its_target_share_is_the_box_area():
+    from train.augment import mix, mixer
+
+    x, t = _faces_and_votes()
+    shares = []
+    for seed in range(5):
+        mixed, target = mix(mixer(0.0, 1.0, 1.0, 7), x.clone(), t, seed=seed)
+        for i in range(len(x)):
+            own, partner = i + 1, len(x) - i
+            pasted = (mixed[i] == partner).float().mean()
+            assert ((mixed[i] == own) | (mixed[i] == partner)).all()
+            assert target[i, i] == pytest.approx(1 - pasted.item())  # its own class keeps what is left
+            assert target[i, len(x) - 1 - i] == pytest.approx(pasted.item())
+        shares.append(pasted.item())
+    assert len({round(s, 4) for s in shares if 0 < s < 1}) >= 3  # boxes of several sizes (one may fall outside)
+
+
+def test_mixing_needs_an_even_batch(tmp_path):
+    root = fx.make_fer2013_folders(tmp_path / "fer", per_class=2)
+    with pytest.raises(SystemExit, match="even --batch-size"):
+        train.main(["--dataset", "fer2013", "--data", str(root), "--train-split", "train", "--size", "32",
+                    "--batch-size", "7", "--epochs", "1", "--cutmix", "1.0", "--run-dir", str(tmp_path / "r"),
+                    "--no-progress"])
+
+
 def test_no_answer_counts_as_wrong_everywhere():
     """A face not found or a file not read (-1) is a wrong answer in every figure, and in the matrix."""
     from train.metrics import scores

@@ -75,6 +75,22 @@ def test_two_processes_train_the_model_one_process_trains(tmp_path):
     assert (tmp_path / "model" / "model.safetensors").read_bytes() == (one / "best" / "model.safetensors").read_bytes()
 
 
+def test_two_processes_mix_each_batch_as_one_process_does(tmp_path):
+    """Mixup and cutmix pair a face with one in the other process's half of the batch: each process augments
+    and mixes the whole batch alike and trains on its half, so an epoch gives one process's weights."""
+    root = fx.make_fer2013_folders(tmp_path / "fer", per_class=8)
+    common = ["--dataset", "fer2013", "--data", str(root), "--train-split", "train", "--size", "32",
+              "--batch-size", "28", "--opt", "sgd", "--drop-rate", "0", "--drop-path", "0", "--bf16", "off",
+              "--mixup", "0.4", "--cutmix", "1.0", "--epochs", "1", "--no-progress"]
+    start, one, two = tmp_path / "start", tmp_path / "one", tmp_path / "two"
+    train.main([*common, "--lr", "1e-30", "--threads", "1", "--run-dir", str(start)])
+    train.main([*common, "--threads", "1", "--run-dir", str(one)])
+    torchrun("-m", "train", *common, "--run-dir", str(two))
+    assert gap(weights(one), weights(two), weights(start)) < 0.01
+    (a,), (b,) = log(one), log(two)
+    assert b["train_loss"] == pytest.approx(a["train_loss"], abs=2e-3)
+
+
 @pytest.fixture(scope="module")
 def rafdb(tmp_path_factory):
     """The RAF-DB fixture with manual annotations, and a model built to answer it as fx.rafdb_answers says."""

@@ -3,6 +3,7 @@
 Input: uint8 N x C x H x W. Output: float N x 3 x H x W, normalised. Random affine (flip, rotation,
 scale, shift: the face detector's jitter and head pose) in one grid_sample; lighting (contrast, brightness,
 gamma); image quality (blur, lower resolution, sensor noise; `jpeg` re-encodes on the CPU); random erasing.
+`mixer`/`mix`: timm's mixup and cutmix over an augmented batch and its target distributions.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.data import Mixup
 
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
@@ -147,3 +149,27 @@ def augment(x: torch.Tensor, mean, std, rotate: float = 15.0, scale: tuple = (0.
     box &= (rand() < erase_p).view(rows, 1, 1)
     x = x.masked_fill(box.unsqueeze(1), 0.0)
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def mixer(mixup: float, cutmix: float, prob: float, classes: int) -> Mixup | None:
+    """timm's batch mixing, or None when both alphas are 0: with probability `prob` a batch is blended with
+    itself reversed (mixup, lambda ~ Beta(mixup, mixup)) or has a box pasted from it (cutmix, Beta(cutmix,
+    cutmix), the box's area setting lambda); with both, each mixed batch takes one of the two at even odds.
+    Targets are distributions (FER+'s votes, or one-hot), mixed by the same lambda; smoothing and class
+    weights are left to the loss."""
+    if mixup <= 0 and cutmix <= 0:
+        return None
+    return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=prob, switch_prob=0.5, mode="batch",
+                 label_smoothing=0.0, num_classes=classes, multi_label=True)
+
+
+def mix(m: Mixup, x: torch.Tensor, targets: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`m` applied to a whole (even) batch, its random draws taken from `seed`: timm draws from numpy's global
+    generator, which is set for the call and put back after, so a run and its resume, and every process of
+    a distributed run, mix each batch alike. x is changed in place."""
+    state = np.random.get_state()
+    np.random.seed(seed % 2 ** 32)
+    try:
+        return m(x, targets.float())
+    finally:
+        np.random.set_state(state)

@@ -13,7 +13,8 @@ copies it there when training ends (e.g. `--out weights` to replace the shipped 
 
 Started by torchrun, N processes train one model (DistributedDataParallel, train/distributed.py): each
 holds the whole split, draws the same order and the same augmentation for every batch and trains on its
-1/N of it; the gradients are averaged, so a step is that of one process on the whole batch except that
+1/N of it (with --mixup or --cutmix, each mixes the whole batch, since a face is paired with one in
+another share, then keeps its 1/N); the gradients are averaged, so a step is that of one process on the whole batch except that
 batch norm measures each process's share (its running statistics are averaged after every epoch).
 `--batch-size` is the whole batch over all processes, so the schedule (steps, learning rates, images
 seen) does not depend on N; rank 0 alone prints, logs and writes checkpoints and model folders.
@@ -37,7 +38,7 @@ from emotion.framing import FER_FRAMING, measure_framing
 from emotion.model import CLASSES, Preprocess, create_net, mirror_average, mirrored
 from train import data as D
 from train import distributed
-from train.augment import augment, jpeg, normalize
+from train.augment import augment, jpeg, mix, mixer, normalize
 from train.export import load_results, save_model, write_card
 from train.metrics import scores
 
@@ -72,6 +73,10 @@ def parse_args(argv=None):
                    help="class weights in the loss: none, 1/sqrt(frequency), or 1/frequency "
                    "(default: sqrt; none for ferplus, whose metric is plain accuracy)")
     p.add_argument("--jpeg-p", type=float, default=0.25, help="share of training faces re-encoded as JPEG")
+    p.add_argument("--mixup", type=float, default=0.0, help="mixup's Beta alpha (0: off), e.g. 0.2")
+    p.add_argument("--cutmix", type=float, default=0.0, help="cutmix's Beta alpha (0: off), e.g. 1.0; with "
+                   "--mixup too, each mixed batch takes one of the two")
+    p.add_argument("--mix-prob", type=float, default=1.0, help="share of batches mixed when --mixup or --cutmix")
     p.add_argument("--drop-rate", type=float, default=0.3, help="dropout before the classifier")
     p.add_argument("--drop-path", type=float, default=0.05, help="stochastic depth")
     p.add_argument("--output-stride", type=int, choices=[8, 16, 32], default=32,
@@ -283,6 +288,9 @@ def main(argv=None):
         say(f"distributed: {world.size} processes ({torch.distributed.get_backend()}); of each batch of "
             f"{args.batch_size}, rank 0 trains on {len(share)} images")
     keep = None if world.size == 1 else torch.arange(share.start, share.stop, device=device)
+    mixing = mixer(args.mixup, args.cutmix, args.mix_prob, len(CLASSES))
+    if mixing is not None and args.batch_size % 2:
+        raise SystemExit("--mixup and --cutmix blend a batch with itself reversed: give an even --batch-size")
 
     # ---- training loop
     bf16 = use_bf16(args.bf16, device)
@@ -307,16 +315,22 @@ def main(argv=None):
         for i in bar:
             idx = order[i * args.batch_size:(i + 1) * args.batch_size]  # the whole batch, over all processes
             mine = idx if keep is None else idx[keep]
-            x = augment(jpeg(images[idx], args.jpeg_p, generator=draw_cpu, keep=keep), prep.mean, prep.std,
-                        generator=draw, keep=keep)
+            if mixing is None:
+                x = augment(jpeg(images[idx], args.jpeg_p, generator=draw_cpu, keep=keep), prep.mean, prep.std,
+                            generator=draw, keep=keep)
+                y, whole = targets[mine], None if keep is None else targets[idx]
+            else:  # rows are mixed with rows of other shares: every process augments and mixes the whole batch
+                x = augment(jpeg(images[idx], args.jpeg_p, generator=draw_cpu), prep.mean, prep.std, generator=draw)
+                x, whole = mix(mixing, x, targets[idx], seed * 100_003 + i)
+                x, y = (x, whole) if keep is None else (x[keep], whole[keep])
+                whole = None if keep is None else whole
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x)
             # this share's part of the whole batch's loss; DDP averages the gradients over the processes,
             # so each is scaled by their number to give the gradient of the whole batch's loss
-            loss = soft_cross_entropy(logits.float(), targets[mine], weights, args.label_smoothing,
-                                      whole=None if keep is None else targets[idx])
+            loss = soft_cross_entropy(logits.float(), y, weights, args.label_smoothing, whole=whole)
             opt.zero_grad(set_to_none=True)
             (loss * world.size).backward()
             opt.step()
@@ -439,7 +453,7 @@ def _framing(train_set: D.Split, dataset: str, seed: int, n: int = 300) -> dict:
 def _training_facts(args, train_set, val_split, best, history) -> dict:
     """What the model card says about how the model was made."""
     keep = ("dataset", "labels", "size", "color", "epochs", "batch_size", "opt", "lr", "weight_decay", "warmup_epochs",
-            "label_smoothing", "balance", "jpeg_p", "drop_rate", "drop_path", "pretrained", "init", "tta_flip", "limit", "bf16", "rule",
+            "label_smoothing", "balance", "mixup", "cutmix", "mix_prob", "jpeg_p", "drop_rate", "drop_path", "pretrained", "init", "tta_flip", "limit", "bf16", "rule",
             "seed")
     return {"recipe": {k: getattr(args, k) for k in keep}, "train_images": len(train_set),
             "class_counts": dict(zip(CLASSES, train_set.class_counts())), "val_split": val_split,
