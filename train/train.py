@@ -453,7 +453,8 @@ def _framing(train_set: D.Split, dataset: str, seed: int, n: int = 300) -> dict:
 def _training_facts(args, train_set, val_split, best, history) -> dict:
     """What the model card says about how the model was made."""
     keep = ("dataset", "labels", "size", "color", "epochs", "batch_size", "opt", "lr", "weight_decay", "warmup_epochs",
-            "label_smoothing", "balance", "mixup", "cutmix", "mix_prob", "jpeg_p", "drop_rate", "drop_path", "pretrained", "init", "tta_flip", "limit", "bf16", "rule",
+            "label_smoothing", "balance",
+            "mixup", "cutmix", "mix_prob", "jpeg_p", "drop_rate", "drop_path", "pretrained", "init", "tta_flip", "limit", "bf16", "rule",
             "seed")
     return {"recipe": {k: getattr(args, k) for k in keep}, "train_images": len(train_set),
             "class_counts": dict(zip(CLASSES, train_set.class_counts())), "val_split": val_split,
