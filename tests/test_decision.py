@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from emotion.decision import Decision, reread
 from emotion.model import CLASSES, Preprocess, create_net, load_model
 from emotion.pipeline import analyse
-from tests.fixtures import make_fer2013_folders
+from tests.fixtures import make_class_folders, make_fer2013_folders
 from train import decide, evaluate
 from train.export import save_model
 from train.train import _init_model
@@ -125,3 +125,20 @@ def test_decide_measures_both_rules_and_writes_the_prior(folder, tmp_path):
     assert cfg["decision"]["prior"] == pytest.approx({c: 1 / 7 for c in CLASSES}, abs=1e-6)
     assert load_model(copy, fallback=False).decision.rule == "prior"
     assert "Decision rule: **prior**" in (copy / "README.md").read_text()
+
+
+def test_decide_reads_a_second_set_beside_the_first(folder, tmp_path, capsys):
+    """--also: a class-folder set (here angry, neutral and sad, 2 pictures each) read at the same rules; the
+    model answers neutral by the prior, so a third of it is right, and only its classes get a column."""
+    root = make_fer2013_folders(tmp_path / "fer", per_class=3)
+    other = make_class_folders(tmp_path / "posed", per_class=2, names=["angry", "neutral", "sad"])
+    rows = decide.main(["--weights", str(folder), "--data", str(root), "--dataset", "fer2013", "--taus", "0.5", "1",
+                        "--also", str(other), "--no-progress"])
+    assert [r["rule"] for r in rows] == ["prior", "balanced", "balanced"]
+    for r in rows:
+        assert r["also"]["accuracy"] == pytest.approx(1 / 3)
+        assert r["also"]["per_class_accuracy"] == {c: {"neutral": 1.0, "angry": 0.0, "sad": 0.0}.get(c)
+                                                   for c in CLASSES}
+    table = capsys.readouterr().out.split("both sets")[1]
+    assert "| second angry | second neutral | second sad |" in table and "second fear" not in table
+    assert "| balanced | 0.5 | 14.3% | 14.3% | 33.3% | 33.3% | 0% | 100% | 0% |" in table

@@ -2,12 +2,15 @@
 
     python -m train.decide --weights weights --data ../shared/datasets/fer2013 --dataset ferplus \\
         --labels ../shared/datasets/ferplus/ferplus_labels.csv               # print the table
+    python -m train.decide ... --also ../shared/datasets/ckplus48           # and a second set's beside it
     python -m train.decide ... --write balanced --tau 1                     # and set the rule
 
 The class prior is each class's share of the training split's targets (FER+: the taggers' votes; other data
 sets: their labels). The validation split's faces go once through the app's pipeline (as train.evaluate
 reads them); the same probabilities are then read by the prior rule and by the balanced rule at each tau
-(emotion/decision.py), and accuracy and mean-class accuracy are printed for each. `--write` stores the
+(emotion/decision.py), and accuracy and mean-class accuracy are printed for each. `--also FOLDER` reads a
+second, cross-domain set (a `<class>/<image>` folder of face crops, such as CK+48) the same way and prints
+both sets side by side, so that tau is chosen with both in view. `--write` stores the
 prior, the rule and tau in config.json's `decision` block and renders the card again; evaluate the model
 again afterwards (`train.evaluate --card`), since its results were read by the old rule.
 """
@@ -39,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--split", default=None, help="the split to measure on (default: the validation split)")
     p.add_argument("--taus", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0])
     p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--also", default=None, help="a second set to read beside it: a <class>/<image> folder of "
+                   "face crops (e.g. CK+48), taken as given")
     p.add_argument("--write", choices=RULES, default=None, help="set this rule in the model folder")
     p.add_argument("--tau", type=float, default=1.0, help="with --write balanced: how much of the log prior")
     p.add_argument("--no-progress", action="store_true")
@@ -55,6 +60,35 @@ def prior_of(dataset: str, data: str, split: str, labels=None) -> dict[str, floa
     return training_prior(targets, CLASSES)
 
 
+def readings(model, items, prior: dict, taus, desc: str, quiet: bool) -> list[dict]:
+    """The pictures' probabilities, collected once through the app's pipeline, read by the prior rule and by
+    the balanced rule at each tau: a row of scores for each."""
+    y_true, probs = collect(model, items, False, not quiet, desc)
+    answered = [i for i, p in enumerate(probs) if isinstance(p, np.ndarray)]
+    plain = reread(np.stack([probs[i] for i in answered]), model.labels, model.decision, "prior")  # own scores
+    measured = Decision(prior=prior)
+    to_ours = class_indices(model.labels)
+    rows = []
+    for rule, tau in [("prior", 0.0)] + [("balanced", t) for t in taus]:
+        p = reread(plain, model.labels, measured, rule, tau)
+        y_pred = [NO_ANSWER] * len(probs)
+        for i, row in zip(answered, p):
+            y_pred[i] = to_ours[int(row.argmax())]
+        m = scores(y_true, y_pred, CLASSES)
+        rows.append({"rule": rule, "tau": tau, "accuracy": m["accuracy"], "mean_class_accuracy": m["mean_class_accuracy"],
+                     "per_class_accuracy": m["per_class_accuracy"]})
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    print("| rule | tau | accuracy | mean-class | " + " | ".join(CLASSES) + " |")
+    print("|---|---|---|---|" + "---|" * len(CLASSES))
+    for r in rows:
+        pc = r["per_class_accuracy"]
+        print(f"| {r['rule']} | {r['tau']:g} | {r['accuracy']:.1%} | {r['mean_class_accuracy']:.1%} | "
+              + " | ".join("n/a" if pc[c] is None else f"{pc[c]:.1%}" for c in CLASSES) + " |")
+
+
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     prior = prior_of(args.dataset, args.data, args.train_split, args.labels)
@@ -64,27 +98,24 @@ def main(argv=None) -> list[dict]:
     items = list_split(args.dataset, args.data, split, args.labels)
     if args.limit:
         items = items[:args.limit]
-    y_true, probs = collect(model, items, False, not args.no_progress, f"{args.dataset}/{split}")
-    answered = [i for i, p in enumerate(probs) if isinstance(p, np.ndarray)]
-    plain = reread(np.stack([probs[i] for i in answered]), model.labels, model.decision, "prior")  # own scores
-    measured = Decision(prior=prior)
-    to_ours = class_indices(model.labels)
-    rows = []
-    for rule, tau in [("prior", 0.0)] + [("balanced", t) for t in args.taus]:
-        p = reread(plain, model.labels, measured, rule, tau)
-        y_pred = [NO_ANSWER] * len(probs)
-        for i, row in zip(answered, p):
-            y_pred[i] = to_ours[int(row.argmax())]
-        m = scores(y_true, y_pred, CLASSES)
-        rows.append({"rule": rule, "tau": tau, "accuracy": m["accuracy"], "mean_class_accuracy": m["mean_class_accuracy"],
-                     "per_class_accuracy": m["per_class_accuracy"]})
-    print(f"\n{args.dataset} {split} (n={len(y_true)}), the model's probabilities read by each rule:\n")
-    print("| rule | tau | accuracy | mean-class | " + " | ".join(CLASSES) + " |")
-    print("|---|---|---|---|" + "---|" * len(CLASSES))
-    for r in rows:
-        pc = r["per_class_accuracy"]
-        print(f"| {r['rule']} | {r['tau']:g} | {r['accuracy']:.1%} | {r['mean_class_accuracy']:.1%} | "
-              + " | ".join("n/a" if pc[c] is None else f"{pc[c]:.1%}" for c in CLASSES) + " |")
+    rows = readings(model, items, prior, args.taus, f"{args.dataset}/{split}", args.no_progress)
+    print(f"\n{args.dataset} {split} (n={len(items)}), the model's probabilities read by each rule:\n")
+    print_table(rows)
+    if args.also:
+        also = list_split("folder", args.also, None)
+        other = readings(model, also, prior, args.taus, args.also, args.no_progress)
+        print(f"\n{args.also} (n={len(also)}), read by each rule:\n")
+        print_table(other)
+        present = [c for c in CLASSES if other[0]["per_class_accuracy"][c] is not None]
+        print(f"\nboth sets (first: {args.dataset} {split}; second: {Path(args.also).name}):\n")
+        print("| rule | tau | accuracy | mean-class | second accuracy | mean-class | "
+              + " | ".join(f"second {c}" for c in present) + " |")
+        print("|---|---|---|---|---|---|" + "---|" * len(present))
+        for r, o in zip(rows, other):
+            print(f"| {r['rule']} | {r['tau']:g} | {r['accuracy']:.1%} | {r['mean_class_accuracy']:.1%} | "
+                  f"{o['accuracy']:.1%} | {o['mean_class_accuracy']:.1%} | "
+                  + " | ".join(f"{o['per_class_accuracy'][c]:.0%}" for c in present) + " |")
+            r["also"] = o
     if args.write:
         folder = Path(model.source)
         cfg_file = folder / CONFIG_FILE
