@@ -379,3 +379,19 @@ def test_average_of_a_runs_checkpoints_with_batch_norm_measured_again(tmp_path):
     (other / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(SystemExit, match="normalisation"):
         average.main([str(run / "last.pt"), str(other), "--out", str(tmp_path / "no")])
+
+
+def test_erase_mouth_blanks_the_lower_face_of_the_share_asked():
+    """With every other change off, a flat face keeps its upper 60% and, where asked, loses the rows from
+    60-72% of the height down (set to the mean, 0 once normalised)."""
+    from train.augment import augment
+
+    x = torch.full((64, 1, 50, 50), 230, dtype=torch.uint8)
+    still = dict(rotate=0.0, scale=(1.0, 1.0), shift=0.0, jitter=0.0, erase_p=0.0, quality_p=0.0, yaw=0.0,
+                 squeeze=0.0)
+    out = augment(x, (0.5,) * 3, (0.25,) * 3, mouth_p=0.5, generator=torch.Generator().manual_seed(0), **still)
+    assert (out[:, :, :30] != 0).all()  # brows and eyes untouched
+    blanked = (out[:, 0, 36:] == 0).all(-1).all(-1)  # from 72% down: blank or not, whole rows
+    kept = (out[:, 0, 36:] != 0).all(-1).all(-1)
+    assert (blanked | kept).all() and 16 <= int(blanked.sum()) <= 48  # about half of the 64
+    assert not (augment(x, (0.5,) * 3, (0.25,) * 3, generator=torch.Generator().manual_seed(0), **still) == 0).any()

@@ -66,7 +66,7 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 
 def augment(x: torch.Tensor, mean, std, rotate: float = 15.0, scale: tuple = (0.85, 1.3),
             shift: float = 0.1, jitter: float = 0.3, erase_p: float = 0.5, quality_p: float = 0.3,
-            yaw: float = 0.3, squeeze: float = 0.25,
+            yaw: float = 0.3, squeeze: float = 0.25, mouth_p: float = 0.0,
             generator: torch.Generator | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
     """The augmented, normalised batch; `generator` (on x's device) draws every random choice.
 
@@ -74,7 +74,11 @@ def augment(x: torch.Tensor, mean, std, rotate: float = 15.0, scale: tuple = (0.
     framing), shift, mirror, and a head turned away (horizontal perspective and a narrower face).
 
     With `keep` (row indices), every draw is made for the whole batch and only those rows are augmented and
-    returned: a process that trains on its share of a batch sees the pictures a single process would."""
+    returned: a process that trains on its share of a batch sees the pictures a single process would.
+
+    `mouth_p`: the share of faces whose lower part (from 60-72% of the height down: the mouth and chin in the
+    app's framing, eyes at about 38%) is blanked, so that brows and eyes must carry the expression, as in a
+    posed, closed-mouth anger. At 0 nothing is drawn for it, and the other draws are those of earlier runs."""
     dev = x.device
     n = x.shape[0]
     if keep is not None:
@@ -148,6 +152,10 @@ def augment(x: torch.Tensor, mean, std, rotate: float = 15.0, scale: tuple = (0.
            (xs >= x0.view(rows, 1, 1)) & (xs < (x0 + ew).view(rows, 1, 1)))
     box &= (rand() < erase_p).view(rows, 1, 1)
     x = x.masked_fill(box.unsqueeze(1), 0.0)
+    if mouth_p > 0:
+        top = uniform(0.6, 0.72) * h
+        band = (ys >= top.view(rows, 1, 1)) & (rand() < mouth_p).view(rows, 1, 1)
+        x = x.masked_fill(band.unsqueeze(1), 0.0)
     return x.contiguous(memory_format=torch.channels_last)
 
 

@@ -77,6 +77,8 @@ def parse_args(argv=None):
     p.add_argument("--cutmix", type=float, default=0.0, help="cutmix's Beta alpha (0: off), e.g. 1.0; with "
                    "--mixup too, each mixed batch takes one of the two")
     p.add_argument("--mix-prob", type=float, default=1.0, help="share of batches mixed when --mixup or --cutmix")
+    p.add_argument("--erase-mouth", type=float, default=0.0, help="share of training faces whose mouth and chin "
+                   "are blanked (brows and eyes must then carry the expression)")
     p.add_argument("--drop-rate", type=float, default=0.3, help="dropout before the classifier")
     p.add_argument("--drop-path", type=float, default=0.05, help="stochastic depth")
     p.add_argument("--output-stride", type=int, choices=[8, 16, 32], default=32,
@@ -317,10 +319,11 @@ def main(argv=None):
             mine = idx if keep is None else idx[keep]
             if mixing is None:
                 x = augment(jpeg(images[idx], args.jpeg_p, generator=draw_cpu, keep=keep), prep.mean, prep.std,
-                            generator=draw, keep=keep)
+                            mouth_p=args.erase_mouth, generator=draw, keep=keep)
                 y, whole = targets[mine], None if keep is None else targets[idx]
             else:  # rows are mixed with rows of other shares: every process augments and mixes the whole batch
-                x = augment(jpeg(images[idx], args.jpeg_p, generator=draw_cpu), prep.mean, prep.std, generator=draw)
+                x = augment(jpeg(images[idx], args.jpeg_p, generator=draw_cpu), prep.mean, prep.std,
+                            mouth_p=args.erase_mouth, generator=draw)
                 x, whole = mix(mixing, x, targets[idx], seed * 100_003 + i)
                 x, y = (x, whole) if keep is None else (x[keep], whole[keep])
                 whole = None if keep is None else whole
@@ -454,7 +457,7 @@ def _training_facts(args, train_set, val_split, best, history) -> dict:
     """What the model card says about how the model was made."""
     keep = ("dataset", "labels", "size", "color", "epochs", "batch_size", "opt", "lr", "weight_decay", "warmup_epochs",
             "label_smoothing", "balance",
-            "mixup", "cutmix", "mix_prob", "jpeg_p", "drop_rate", "drop_path", "pretrained", "init", "tta_flip", "limit", "bf16", "rule",
+            "mixup", "cutmix", "mix_prob", "erase_mouth", "jpeg_p", "drop_rate", "drop_path", "pretrained", "init", "tta_flip", "limit", "bf16", "rule",
             "seed")
     return {"recipe": {k: getattr(args, k) for k in keep}, "train_images": len(train_set),
             "class_counts": dict(zip(CLASSES, train_set.class_counts())), "val_split": val_split,
