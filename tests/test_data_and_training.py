@@ -101,7 +101,9 @@ def test_train_then_evaluate(tmp_path, layout):
     assert (ev / "confusion_matrix.png").stat().st_size > 1000
     card = (out / "README.md").read_text()
     assert "## Results" in card
-    picture = f"confusion_matrix_{dataset}_{metrics['split']}.png"  # the card shows the matrix beside it
+    # the card shows the matrix beside it; a class-folder set's row goes by the folder's name
+    picture = f"confusion_matrix_{root.name if dataset == 'folder' else dataset + '_' + metrics['split']}.png"
+    assert f"| {root.name if dataset == 'folder' else dataset + ' ' + metrics['split']} | {metrics['n']} |" in card
     assert (out / picture).read_bytes() == (ev / "confusion_matrix.png").read_bytes() and f"]({picture})" in card
 
 

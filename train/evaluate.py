@@ -84,6 +84,18 @@ def plot_confusion(cm: np.ndarray, labels, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def card_names(dataset: str, data: str, split: str | None, detect_faces: bool) -> tuple[str, str]:
+    """The model card's row name and confusion-matrix file for an evaluation: "ferplus private_test", or for
+    a class-folder set the folder's own name ("ckplus48"), so that sets from other collections stay apart."""
+    if dataset == "folder":
+        base = Path(data).resolve().name + (f" {split}" if split else "")
+    else:
+        base = f"{dataset} {split}"
+    slug = base.replace(" ", "_")
+    return (base + (" (faces detected)" if detect_faces else ""),
+            f"confusion_matrix_{slug}{'_detected' if detect_faces else ''}.png")
+
+
 def answer(model, source, detect_faces: bool):
     """The probabilities the app gives the picture's face (`model.labels` order, read by the model's decision
     rule), None where no face was found, or UNREADABLE."""
@@ -148,7 +160,7 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
-    title = f"{args.dataset} {split}: accuracy {m['accuracy']:.1%}, mean-class {m['mean_class_accuracy']:.1%}"
+    title = f"{card_names(args.dataset, args.data, split, False)[0]}: accuracy {m['accuracy']:.1%}, mean-class {m['mean_class_accuracy']:.1%}"
     plot_confusion(np.array(m["confusion_matrix"]), CLASSES, out / "confusion_matrix.png", title)
     lo, hi = m["accuracy_ci95"]
     print(title + f" (95% interval {lo:.1%} to {hi:.1%}; n={m['n']}{', no face: %d' % no_face if args.detect_faces else ''}; "
@@ -163,8 +175,7 @@ def main(argv=None) -> dict:
     for (c, v), n, none in zip(m["per_class_accuracy"].items(), cm.sum(1), cm[:, -1]):
         print(f"| {c} | {'n/a' if v is None else f'{v:.1%}'} | {n} | {none} |")
     if args.card:
-        name = f"{args.dataset} {split}" + (" (faces detected)" if args.detect_faces else "")
-        picture = f"confusion_matrix_{args.dataset}_{split}{'_detected' if args.detect_faces else ''}.png"
+        name, picture = card_names(args.dataset, args.data, split, args.detect_faces)
         shutil.copy2(out / "confusion_matrix.png", Path(model.source) / picture)
         write_card(model.source, evaluation=(name, {**{k: m[k] for k in (
             "accuracy", "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "n", "no_face",

@@ -255,7 +255,9 @@ def render_card(results: dict, config: dict) -> str:
         lines += ["", "Reproduce each row with `python -m train.evaluate --weights weights --data FER2013_FOLDER "
                   "--dataset DATASET --split SPLIT --out DIR` (FER+ also `--labels ferplus_labels.csv`; "
                   "\"faces detected\" rows `--detect-faces`: the app's own face detector and crop run on each "
-                  "test picture, a face not found counts as wrong); see docs/training.md in the project.", ""]
+                  "test picture, a face not found counts as wrong); a row named after a folder is a `<class>/<image>` set "
+                  "of face crops from another collection, `--data FOLDER --dataset folder` (CK+48: posed faces, "
+                  "six classes, no neutral); see docs/training.md in the project.", ""]
     if tr:
         lines += ["## Training", ""] + _training_lines(tr)
     pictures = [(name, m["picture"]) for name, m in evals.items() if m.get("picture")]
