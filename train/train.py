@@ -14,10 +14,11 @@ copies it there when training ends (e.g. `--out weights` to replace the shipped 
 Started by torchrun, N processes train one model (DistributedDataParallel, train/distributed.py): each
 holds the whole split, draws the same order and the same augmentation for every batch and trains on its
 1/N of it (with --mixup or --cutmix, each mixes the whole batch, since a face is paired with one in
-another share, then keeps its 1/N); the gradients are averaged, so a step is that of one process on the whole batch except that
-batch norm measures each process's share (its running statistics are averaged after every epoch).
-`--batch-size` is the whole batch over all processes, so the schedule (steps, learning rates, images
-seen) does not depend on N; rank 0 alone prints, logs and writes checkpoints and model folders.
+another share, then keeps its 1/N); the gradients are averaged, so a step is that of one process on the
+whole batch except that batch norm measures each process's share (its running statistics are averaged
+after every epoch). `--batch-size` is the whole batch over all processes, so the schedule (steps, learning
+rates, images seen) does not depend on N; rank 0 alone prints, logs and writes checkpoints and model
+folders.
 """
 from __future__ import annotations
 
@@ -324,9 +325,8 @@ def main(argv=None):
             else:  # rows are mixed with rows of other shares: every process augments and mixes the whole batch
                 x = augment(jpeg(images[idx], args.jpeg_p, generator=draw_cpu), prep.mean, prep.std,
                             mouth_p=args.erase_mouth, generator=draw)
-                x, whole = mix(mixing, x, targets[idx], seed * 100_003 + i)
-                x, y = (x, whole) if keep is None else (x[keep], whole[keep])
-                whole = None if keep is None else whole
+                x, mixed = mix(mixing, x, targets[idx], seed * 100_003 + i)
+                x, y, whole = (x, mixed, None) if keep is None else (x[keep], mixed[keep], mixed)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -456,9 +456,8 @@ def _framing(train_set: D.Split, dataset: str, seed: int, n: int = 300) -> dict:
 def _training_facts(args, train_set, val_split, best, history) -> dict:
     """What the model card says about how the model was made."""
     keep = ("dataset", "labels", "size", "color", "epochs", "batch_size", "opt", "lr", "weight_decay", "warmup_epochs",
-            "label_smoothing", "balance",
-            "mixup", "cutmix", "mix_prob", "erase_mouth", "jpeg_p", "drop_rate", "drop_path", "pretrained", "init", "tta_flip", "limit", "bf16", "rule",
-            "seed")
+            "label_smoothing", "balance", "mixup", "cutmix", "mix_prob", "erase_mouth", "jpeg_p", "drop_rate",
+            "drop_path", "pretrained", "init", "tta_flip", "limit", "bf16", "rule", "seed")
     return {"recipe": {k: getattr(args, k) for k in keep}, "train_images": len(train_set),
             "class_counts": dict(zip(CLASSES, train_set.class_counts())), "val_split": val_split,
             **({"started_from": args.started_from} if getattr(args, "started_from", None) else {}),
