@@ -318,15 +318,15 @@ def main(argv=None):
         for i in bar:
             idx = order[i * args.batch_size:(i + 1) * args.batch_size]  # the whole batch, over all processes
             mine = idx if keep is None else idx[keep]
-            if mixing is None:
-                x = augment(jpeg(images[idx], args.jpeg_p, generator=draw_cpu, keep=keep), prep.mean, prep.std,
-                            mouth_p=args.erase_mouth, generator=draw, keep=keep)
-                y, whole = targets[mine], None if keep is None else targets[idx]
-            else:  # rows are mixed with rows of other shares: every process augments and mixes the whole batch
-                x = augment(jpeg(images[idx], args.jpeg_p, generator=draw_cpu), prep.mean, prep.std,
-                            mouth_p=args.erase_mouth, generator=draw)
-                x, mixed = mix(mixing, x, targets[idx], seed * 100_003 + i)
-                x, y, whole = (x, mixed, None) if keep is None else (x[keep], mixed[keep], mixed)
+            # mixing pairs a face with one in another share: then every process augments the whole batch
+            rows = keep if mixing is None else None
+            x = augment(jpeg(images[idx], args.jpeg_p, generator=draw_cpu, keep=rows), prep.mean, prep.std,
+                        mouth_p=args.erase_mouth, generator=draw, keep=rows)
+            whole = targets[idx]
+            if mixing is not None:
+                x, whole = mix(mixing, x, whole, seed * 100_003 + i)
+                x = x if keep is None else x[keep]
+            y, whole = (whole, None) if keep is None else (whole[keep], whole)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
