@@ -173,6 +173,31 @@ def solved_model(pictures: list, answers: list[int], folder: Path, size: int = 3
     return save_model(net, folder, prep, training={})
 
 
+def constant_teacher(folder: Path, answer: str, size: int = 32, mean: float = 0.4, std: float = 0.3) -> Path:
+    """A grey, mirror-averaging model folder whose network answers `answer` for every face (logit 10, the rest
+    0), with its classes listed backwards in config.json, so the answer sits in another column than in CLASSES."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from emotion.model import Preprocess, create_net
+    from train.export import save_model
+
+    torch.manual_seed(0)
+    save_model(create_net(), folder, Preprocess(size=size, mean=(mean,) * 3, std=(std,) * 3, tta_flip=True),
+               training={})
+    w = load_file(folder / "model.safetensors")
+    backwards = list(CLASSES)[::-1]
+    w["fc.weight"], w["fc.bias"] = torch.zeros_like(w["fc.weight"]), torch.zeros_like(w["fc.bias"])
+    w["fc.bias"][backwards.index(answer)] = 10.0
+    save_file(w, folder / "model.safetensors")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["label_names"] = backwards
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder
+
+
 # ---------------------------------------------------------------- awkward pictures
 def portrait() -> Image.Image:
     return Image.open(PORTRAIT).convert("RGB")

@@ -75,15 +75,18 @@ def test_two_processes_train_the_model_one_process_trains(tmp_path):
     assert (tmp_path / "model" / "model.safetensors").read_bytes() == (one / "best" / "model.safetensors").read_bytes()
 
 
-def test_two_processes_mix_each_batch_as_one_process_does(tmp_path):
+def test_two_processes_mix_and_distil_each_batch_as_one_process_does(tmp_path):
     """Mixup and cutmix pair a face with one in the other process's half of the batch: each process augments
-    and mixes the whole batch alike and trains on its half, so an epoch gives one process's weights."""
+    and mixes the whole batch alike and trains on its half, so an epoch gives one process's weights. The
+    teacher (a 24 px one: the student's faces are resized for it) answers each process's half, and each half's
+    distillation term counts as its share of the whole batch's."""
     root = fx.make_fer2013_folders(tmp_path / "fer", per_class=8)
     common = ["--dataset", "fer2013", "--data", str(root), "--train-split", "train", "--size", "32",
               "--batch-size", "28", "--opt", "sgd", "--drop-rate", "0", "--drop-path", "0", "--bf16", "off",
               "--mixup", "0.4", "--cutmix", "1.0", "--epochs", "1", "--no-progress"]
     start, one, two = tmp_path / "start", tmp_path / "one", tmp_path / "two"
     train.main([*common, "--lr", "1e-30", "--threads", "1", "--run-dir", str(start)])
+    common += ["--teacher", str(fx.constant_teacher(tmp_path / "teacher", "sad", size=24)), "--kd-alpha", "0.5"]
     train.main([*common, "--threads", "1", "--run-dir", str(one)])
     torchrun("-m", "train", *common, "--run-dir", str(two))
     assert gap(weights(one), weights(two), weights(start)) < 0.01

@@ -191,6 +191,10 @@ def _training_lines(tr: dict, stage: str = "") -> list[str]:
     out = [f"{stage}Trained {origin} on {tr.get('train_images')} images of {recipe.get('dataset', 'unknown')} "
            f"({tr.get('val_split')} used to pick the epoch: best epoch {tr.get('best_epoch')}, accuracy "
            f"{_pct(tr.get('val_metrics', {}).get('accuracy'))}).", "",
+           *([f"Distilled from `{recipe['teacher']}` as it trained: the loss is {1 - recipe['kd_alpha']:g} x the "
+              f"targets' cross-entropy + {recipe['kd_alpha']:g} x the teacher's answers' (KL at temperature "
+              f"{recipe['kd_temp']:g}, times its square) on the same augmented faces.", ""]
+             if recipe.get("teacher") else []),
            "Recipe: " + ", ".join(f"`{k}={v}`" for k, v in recipe.items()) + ".", "",
            "Class counts in training: " + ", ".join(f"{k} {v}" for k, v in tr.get("class_counts", {}).items())
            + ". " + weighting, ""]

@@ -40,6 +40,7 @@ from emotion.model import CLASSES, Preprocess, create_net, mirror_average, mirro
 from train import data as D
 from train import distributed
 from train.augment import augment, jpeg, mix, mixer, normalize
+from train.distill import Teacher, distill_loss
 from train.export import load_results, save_model, write_card
 from train.metrics import scores
 
@@ -80,6 +81,12 @@ def parse_args(argv=None):
     p.add_argument("--mix-prob", type=float, default=1.0, help="share of batches mixed when --mixup or --cutmix")
     p.add_argument("--erase-mouth", type=float, default=0.0, help="share of training faces whose mouth and chin "
                    "are blanked (brows and eyes must then carry the expression)")
+    p.add_argument("--teacher", default=None, help="distil from this model (a model folder or local-dir:PATH; "
+                   "any side, see train/distill.py): its answers on each augmented batch are a second target")
+    p.add_argument("--kd-alpha", type=float, default=0.5, help="with --teacher: the distillation term's share of "
+                   "the loss (the targets' cross-entropy has the rest)")
+    p.add_argument("--kd-temp", type=float, default=2.0, help="with --teacher: the softmax temperature of both "
+                   "teacher and student in the distillation term")
     p.add_argument("--drop-rate", type=float, default=0.3, help="dropout before the classifier")
     p.add_argument("--drop-path", type=float, default=0.05, help="stochastic depth")
     p.add_argument("--output-stride", type=int, choices=[8, 16, 32], default=32,
@@ -298,6 +305,13 @@ def main(argv=None):
     # ---- training loop
     bf16 = use_bf16(args.bf16, device)
     say(f"bf16 autocast for training passes: {'on' if bf16 else 'off'} ({args.bf16})")
+    teacher = None
+    if args.teacher:
+        if not 0 <= args.kd_alpha <= 1 or args.kd_temp <= 0:
+            raise SystemExit("--kd-alpha is a share (0 to 1) and --kd-temp a temperature above 0")
+        teacher = Teacher(args.teacher, prep.mean, prep.std, gray, device, bf16)
+        say(f"distillation: teacher {args.teacher} ({teacher.prep.size}px{', mirror-averaged' if teacher.prep.tta_flip else ''}), "
+            f"alpha {args.kd_alpha}, temperature {args.kd_temp}")
     deadline = time.time() + args.time_limit * 60 if args.time_limit else None
     asked_epochs = args.epochs
     log_file = run_dir / "log.jsonl"
@@ -334,6 +348,9 @@ def main(argv=None):
             # this share's part of the whole batch's loss; DDP averages the gradients over the processes,
             # so each is scaled by their number to give the gradient of the whole batch's loss
             loss = soft_cross_entropy(logits.float(), y, weights, args.label_smoothing, whole=whole)
+            if teacher is not None:  # the same faces through the teacher; its part is also the whole batch's share
+                kd = distill_loss(logits, teacher.logits(x), args.kd_temp, rows=len(idx))
+                loss = (1 - args.kd_alpha) * loss + args.kd_alpha * kd
             opt.zero_grad(set_to_none=True)
             (loss * world.size).backward()
             opt.step()
@@ -457,8 +474,10 @@ def _training_facts(args, train_set, val_split, best, history) -> dict:
     """What the model card says about how the model was made."""
     keep = ("dataset", "labels", "size", "color", "epochs", "batch_size", "opt", "lr", "weight_decay", "warmup_epochs",
             "label_smoothing", "balance", "mixup", "cutmix", "mix_prob", "erase_mouth", "jpeg_p", "drop_rate",
-            "drop_path", "pretrained", "init", "tta_flip", "limit", "bf16", "rule", "seed")
-    return {"recipe": {k: getattr(args, k) for k in keep}, "train_images": len(train_set),
+            "drop_path", "pretrained", "init", "teacher", "kd_alpha", "kd_temp", "tta_flip", "limit", "bf16", "rule",
+            "seed")
+    recipe = {k: getattr(args, k) for k in keep if k not in ("kd_alpha", "kd_temp") or args.teacher}
+    return {"recipe": recipe, "train_images": len(train_set),
             "class_counts": dict(zip(CLASSES, train_set.class_counts())), "val_split": val_split,
             **({"started_from": args.started_from} if getattr(args, "started_from", None) else {}),
             "best_epoch": best.get("epoch"), "val_metrics": {k: v for k, v in best.items() if k != "epoch"},

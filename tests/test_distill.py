@@ -1,0 +1,85 @@
+"""Distillation (train/distill.py, `python -m train --teacher`): the loss, what the teacher sees, and a real
+training run in which the teacher's answers, not the labels, decide what the student learns."""
+import json
+import math
+
+import pytest
+import torch
+
+from emotion.images import load_image
+from emotion.model import CLASSES, load_model
+from tests import fixtures as fx
+from train import train
+from train.distill import Teacher, distill_loss
+
+FEAR = CLASSES.index("fear")
+
+
+def test_the_loss_is_the_softened_kl_times_t_squared_and_process_shares_add_up():
+    p, q = torch.tensor([0.5, 0.25, 0.25]), torch.tensor([1 / 3] * 3)
+    kl = 0.5 * math.log(1.5) + 2 * 0.25 * math.log(0.75)  # KL(p || q) by hand: 0.0589
+    for t in (1.0, 2.0, 4.0):  # logits t * log(p): softened by t they are p again
+        teacher, student = (t * p.log()).repeat(4, 1), (t * q.log()).repeat(4, 1)
+        assert distill_loss(student, teacher, t).item() == pytest.approx(t * t * kl, rel=1e-5)
+        # two halves of the batch, each divided by the whole batch's rows, add up to the whole
+        halves = [distill_loss(student[s], teacher[s], t, rows=4) for s in (slice(0, 2), slice(2, 4))]
+        assert sum(halves).item() == pytest.approx(t * t * kl, rel=1e-5)
+    same = torch.randn(5, 7)
+    assert distill_loss(same + 3.0, same, 2.0).item() == pytest.approx(0.0, abs=1e-6)  # a shift changes no softmax
+
+
+def test_the_teacher_sees_the_students_faces_at_its_own_side_colour_and_normalisation(tmp_path):
+    teacher = Teacher(str(fx.constant_teacher(tmp_path / "t", "fear", size=32, mean=0.4, std=0.3)),
+                      student_mean=(0.5, 0.5, 0.5), student_std=(0.25, 0.25, 0.25), student_grey=False,
+                      device=torch.device("cpu"), bf16=False)
+    rgb = torch.tensor([0.2, 0.6, 0.9]).view(1, 3, 1, 1).expand(2, 3, 48, 48)  # one colour, as pixels
+    seen = teacher.inputs((rgb - 0.5) / 0.25)  # the student's normalised 48 px batch
+    luma = 0.299 * 0.2 + 0.587 * 0.6 + 0.114 * 0.9  # a grey teacher sees the colour as OpenCV's grey
+    assert seen.shape == (2, 3, 32, 32)
+    assert torch.allclose(seen, torch.full_like(seen, (luma - 0.4) / 0.3), atol=1e-5)
+    # its answer lands in our fear column although its config lists the classes backwards
+    logits = teacher.logits(torch.randn(3, 3, 48, 48))
+    assert logits.argmax(1).tolist() == [FEAR] * 3 and logits[0, FEAR].item() == pytest.approx(10.0, abs=1e-4)
+
+
+def test_a_student_taught_with_alpha_one_learns_the_teachers_answer_and_with_zero_the_labels_alone(tmp_path):
+    """Seven balanced classes and a teacher that calls every face fear, or one that calls every face happy:
+    with the whole loss on the teacher, the student calls every training face what its teacher does. With
+    none on it (alpha 0), the run is the run without a teacher, weight for weight. The card says how it was taught."""
+    root = fx.make_fer2013_folders(tmp_path / "fer", per_class=4)
+    common = ["--dataset", "fer2013", "--data", str(root), "--train-split", "train", "--size", "48",
+              "--epochs", "1", "--batch-size", "4", "--opt", "sgd", "--lr", "2", "--warmup-epochs", "0",
+              "--drop-rate", "0", "--drop-path", "0", "--rule", "prior", "--threads", "2", "--no-progress"]
+    pictures = [p for c in CLASSES for p in sorted((root / "train" / c).iterdir())]
+    for answer in ("fear", "happy"):
+        teacher = fx.constant_teacher(tmp_path / answer, answer, size=32)
+        run = tmp_path / f"taught-{answer}"
+        train.main([*common, "--teacher", str(teacher), "--kd-alpha", "1", "--run-dir", str(run)])
+        student = load_model(run / "best", fallback=False, engine="torch")
+        with torch.no_grad():
+            said = student.net.eval()(student.prep.to_input([load_image(p).rgb for p in pictures])).argmax(1)
+        assert said.tolist() == [CLASSES.index(answer)] * len(pictures), answer
+    card = (run / "best" / "README.md").read_text()
+    assert f"Distilled from `{teacher}` as it trained: the loss is 0 x the targets' cross-entropy + 1 x" in card
+    recipe = json.loads((run / "best" / "results.json").read_text())["training"]["recipe"]
+    assert (recipe["teacher"], recipe["kd_alpha"], recipe["kd_temp"]) == (str(teacher), 1.0, 2.0)
+
+    train.main([*common, "--teacher", str(teacher), "--kd-alpha", "0", "--run-dir", str(tmp_path / "alpha0")])
+    train.main([*common, "--run-dir", str(tmp_path / "plain")])
+    a, b = (torch.load(tmp_path / r / "last.pt", weights_only=True)["model"] for r in ("alpha0", "plain"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "kd_alpha" not in json.loads((tmp_path / "plain" / "best" / "results.json").read_text())["training"]["recipe"]
+
+
+def test_a_teacher_with_other_classes_or_a_bad_share_is_refused(tmp_path):
+    root = fx.make_fer2013_folders(tmp_path / "fer", per_class=2)
+    teacher = fx.constant_teacher(tmp_path / "teacher", "fear")
+    common = ["--dataset", "fer2013", "--data", str(root), "--train-split", "train", "--size", "32",
+              "--epochs", "1", "--batch-size", "7", "--threads", "2", "--no-progress", "--run-dir", str(tmp_path / "r")]
+    with pytest.raises(SystemExit, match="--kd-alpha is a share"):
+        train.main([*common, "--teacher", str(teacher), "--kd-alpha", "1.5"])
+    cfg = json.loads((teacher / "config.json").read_text())
+    cfg["label_names"][0] = "contempt"
+    (teacher / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(SystemExit, match="--teacher .* are not"):
+        train.main([*common, "--teacher", str(teacher)])
