@@ -11,6 +11,7 @@ from emotion.model import CLASSES, load_model
 from tests import fixtures as fx
 from train import train
 from train.distill import Teacher, distill_loss
+from train.train import _init_model
 
 FEAR = CLASSES.index("fear")
 
@@ -29,7 +30,8 @@ def test_the_loss_is_the_softened_kl_times_t_squared_and_process_shares_add_up()
 
 
 def test_the_teacher_sees_the_students_faces_at_its_own_side_colour_and_normalisation(tmp_path):
-    teacher = Teacher(str(fx.constant_teacher(tmp_path / "t", "fear", size=32, mean=0.4, std=0.3)),
+    folder = fx.constant_teacher(tmp_path / "t", "fear", size=32, mean=0.4, std=0.3)
+    teacher = Teacher(_init_model(str(folder), "--teacher"),
                       student_mean=(0.5, 0.5, 0.5), student_std=(0.25, 0.25, 0.25), student_grey=False,
                       device=torch.device("cpu"), bf16=False)
     rgb = torch.tensor([0.2, 0.6, 0.9]).view(1, 3, 1, 1).expand(2, 3, 48, 48)  # one colour, as pixels

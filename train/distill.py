@@ -3,9 +3,10 @@
     python -m train ... --size 128 --teacher weights --kd-alpha 0.7 --kd-temp 2
 
 The teacher is any model folder the app loads (its own side, normalisation, colour mode and mirror
-averaging). It sees exactly the faces the student sees: the augmented (and mixed) batch is brought back to
-pixels, resized to the teacher's side and normalised as the teacher was trained. Its classes are matched
-to ours by name. The loss is `(1 - alpha) * targets' cross-entropy + alpha * T^2 * KL(teacher || student)`
+averaging), loaded by train.py as `--init` loads a start model: its classifier rows matched to our classes
+by name. It sees exactly the faces the student sees: the augmented (and mixed) batch is brought back to
+pixels, resized to the teacher's side and normalised as the teacher was trained.
+The loss is `(1 - alpha) * targets' cross-entropy + alpha * T^2 * KL(teacher || student)`
 with both distributions softened by the temperature T (Hinton et al., 2015): T^2 keeps the gradient's scale
 as T changes.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from emotion.model import CLASSES, mirror_average, mirrored
+from emotion.model import EmotionModel, mirror_average, mirrored
 
 LUMA = (0.299, 0.587, 0.114)  # colour to grey as OpenCV (and so the app) makes it
 
@@ -22,31 +23,23 @@ LUMA = (0.299, 0.587, 0.114)  # colour to grey as OpenCV (and so the app) makes 
 class Teacher:
     """A frozen model that answers the student's training batches."""
 
-    def __init__(self, source: str, student_mean, student_std, student_grey: bool, device: torch.device,
+    def __init__(self, model: EmotionModel, student_mean, student_std, student_grey: bool, device: torch.device,
                  bf16: bool):
-        from emotion.model import ModelLoadError, load_model
-        try:
-            # the network's own scores (no decision rule), float32 passes in torch (no ONNX engine)
-            model = load_model(source, fallback=False, rule="prior", engine="torch")
-        except ModelLoadError as e:
-            raise SystemExit(f"--teacher {source}: {e}") from None
-        if sorted(model.labels) != sorted(CLASSES):
-            raise SystemExit(f"--teacher {source}: its classes {list(model.labels)} are not {list(CLASSES)}")
-        self.source, self.prep, self.bf16 = source, model.prep, bf16
-        self.order = torch.tensor([model.labels.index(c) for c in CLASSES], device=device)
+        """`model`: its network's own scores (no decision rule), classifier rows in CLASSES order."""
+        self.prep, self.bf16 = model.prep, bf16
         self.net = model.net.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
         self.s_mean = torch.tensor(student_mean, device=device).view(1, 3, 1, 1)
         self.s_std = torch.tensor(student_std, device=device).view(1, 3, 1, 1)
         self.t_mean = torch.tensor(self.prep.mean, device=device).view(1, 3, 1, 1)
         self.t_std = torch.tensor(self.prep.std, device=device).view(1, 3, 1, 1)
-        self.to_grey = self.prep.grayscale and not student_grey
+        self.luma = torch.tensor(LUMA, device=device).view(1, 3, 1, 1) if self.prep.grayscale and not student_grey \
+            else None
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """The student's normalised batch as the teacher's input: pixels, its side, its colour, its normalisation."""
         pix = x.float() * self.s_std + self.s_mean
-        if self.to_grey:
-            luma = torch.tensor(LUMA, device=pix.device).view(1, 3, 1, 1)
-            pix = (pix * luma).sum(1, keepdim=True).expand(-1, 3, -1, -1)
+        if self.luma is not None:  # a grey teacher, a colour student
+            pix = (pix * self.luma).sum(1, keepdim=True).expand(-1, 3, -1, -1)
         side = self.prep.size
         if pix.shape[-1] != side or pix.shape[-2] != side:
             pix = F.interpolate(pix, size=(side, side), mode="bilinear", align_corners=False,
@@ -55,13 +48,13 @@ class Teacher:
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The teacher's logits for a student batch, columns in CLASSES order (mirror-averaged if it was built so)."""
+        """The teacher's logits for a student batch (mirror-averaged if it was built so)."""
         t = self.inputs(x)
         with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = self.net(t).float()
             if self.prep.tta_flip:
                 out = mirror_average(out, self.net(mirrored(t)).float())
-        return out.index_select(1, self.order)
+        return out
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float, rows: int | None = None):

@@ -309,7 +309,7 @@ def main(argv=None):
     if args.teacher:
         if not 0 <= args.kd_alpha <= 1 or args.kd_temp <= 0:
             raise SystemExit("--kd-alpha is a share (0 to 1) and --kd-temp a temperature above 0")
-        teacher = Teacher(args.teacher, prep.mean, prep.std, gray, device, bf16)
+        teacher = Teacher(_init_model(args.teacher, "--teacher"), prep.mean, prep.std, gray, device, bf16)
         say(f"distillation: teacher {args.teacher} ({teacher.prep.size}px{', mirror-averaged' if teacher.prep.tta_flip else ''}), "
             f"alpha {args.kd_alpha}, temperature {args.kd_temp}")
     deadline = time.time() + args.time_limit * 60 if args.time_limit else None
@@ -428,15 +428,16 @@ def load_checkpoint(path) -> dict:
                          f"only): {why}") from None
 
 
-def _init_model(source: str):
-    """The model to start from, its classifier rows in our class order (matched by name)."""
+def _init_model(source: str, flag: str = "--init"):
+    """The model to start from (or, `flag` "--teacher", to distil from), its classifier rows in our class order
+    (matched by name). Only its network and preprocessing are used: no ONNX engine is made for it."""
     from emotion.model import ModelLoadError, load_model
-    try:
-        start = load_model(source, fallback=False, rule="prior")  # safetensors only; the network's own scores
+    try:  # safetensors only; the network's own scores
+        start = load_model(source, fallback=False, rule="prior", engine="torch")
     except ModelLoadError as e:
-        raise SystemExit(f"--init {source}: {e}") from None
+        raise SystemExit(f"{flag} {source}: {e}") from None
     if sorted(start.labels) != sorted(CLASSES):
-        raise SystemExit(f"--init {source}: its classes {list(start.labels)} are not {list(CLASSES)}")
+        raise SystemExit(f"{flag} {source}: its classes {list(start.labels)} are not {list(CLASSES)}")
     order = [start.labels.index(c) for c in CLASSES]
     fc = start.net.get_classifier()
     with torch.no_grad():
