@@ -10,10 +10,10 @@ from emotion.images import load_image
 from emotion.model import CLASSES, load_model
 from tests import fixtures as fx
 from train import train
-from train.distill import Teacher, distill_loss
+from train.distill import Teacher, distill_loss, ensemble_logits
 from train.train import _init_model
 
-FEAR = CLASSES.index("fear")
+FEAR, HAPPY = CLASSES.index("fear"), CLASSES.index("happy")
 
 
 def test_the_loss_is_the_softened_kl_times_t_squared_and_process_shares_add_up():
@@ -64,13 +64,41 @@ def test_a_student_taught_with_alpha_one_learns_the_teachers_answer_and_with_zer
     card = (run / "best" / "README.md").read_text()
     assert f"Distilled from `{teacher}` as it trained: the loss is 0 x the targets' cross-entropy + 1 x" in card
     recipe = json.loads((run / "best" / "results.json").read_text())["training"]["recipe"]
-    assert (recipe["teacher"], recipe["kd_alpha"], recipe["kd_temp"]) == (str(teacher), 1.0, 2.0)
+    assert (recipe["teacher"], recipe["kd_alpha"], recipe["kd_temp"]) == ([str(teacher)], 1.0, 2.0)
 
     train.main([*common, "--teacher", str(teacher), "--kd-alpha", "0", "--run-dir", str(tmp_path / "alpha0")])
     train.main([*common, "--run-dir", str(tmp_path / "plain")])
     a, b = (torch.load(tmp_path / r / "last.pt", weights_only=True)["model"] for r in ("alpha0", "plain"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert "kd_alpha" not in json.loads((tmp_path / "plain" / "best" / "results.json").read_text())["training"]["recipe"]
+
+
+def test_two_teachers_answer_as_one_and_the_student_learns_their_mean(tmp_path):
+    """A teacher that says fear (logit 10) and one that says happy, averaged: fear 5, happy 5, every other class 0.
+    A student taught by the pair alone (alpha 1) ranks fear and happy, and nothing else, first and second on
+    every training face, each with a fair share (taught by the fear teacher alone, happy gets under 1e-5);
+    its card names both teachers."""
+    fear, happy = (fx.constant_teacher(tmp_path / a, a, size=32) for a in ("fear", "happy"))
+    pair = [Teacher(_init_model(str(f), "--teacher"), (0.5,) * 3, (0.25,) * 3, True, torch.device("cpu"), False)
+            for f in (fear, happy)]
+    expected = torch.zeros(3, len(CLASSES))
+    expected[:, [FEAR, HAPPY]] = 5.0
+    assert torch.allclose(ensemble_logits(pair, torch.randn(3, 3, 48, 48)), expected, atol=1e-4)
+
+    root = fx.make_fer2013_folders(tmp_path / "fer", per_class=4)
+    run = tmp_path / "taught-by-two"
+    train.main(["--dataset", "fer2013", "--data", str(root), "--train-split", "train", "--size", "48",
+                "--epochs", "1", "--batch-size", "4", "--opt", "sgd", "--lr", "2", "--warmup-epochs", "0",
+                "--drop-rate", "0", "--drop-path", "0", "--rule", "prior", "--threads", "2", "--no-progress",
+                "--teacher", str(fear), str(happy), "--kd-alpha", "1", "--run-dir", str(run)])
+    student = load_model(run / "best", fallback=False, engine="torch")
+    pictures = [p for c in CLASSES for p in sorted((root / "train" / c).iterdir())]
+    with torch.no_grad():
+        said = student.net.eval()(student.prep.to_input([load_image(p).rgb for p in pictures])).softmax(1)
+    assert all(set(row.topk(2).indices.tolist()) == {FEAR, HAPPY} for row in said)
+    assert said[:, FEAR].min() > 0.2 and said[:, HAPPY].min() > 0.2
+    card = (run / "best" / "README.md").read_text()
+    assert f"Distilled from `{fear}`, `{happy}` (their logits averaged) as it trained" in card
 
 
 def test_a_teacher_with_other_classes_or_a_bad_share_is_refused(tmp_path):

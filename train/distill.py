@@ -1,6 +1,7 @@
 """Knowledge distillation: a trained model's answers on each augmented batch as a second training target.
 
     python -m train ... --size 128 --teacher weights --kd-alpha 0.7 --kd-temp 2
+    python -m train ... --size 128 --teacher weights runs/other/best     # two teachers answering as one
 
 The teacher is any model folder the app loads (its own side, normalisation, colour mode and mirror
 averaging), loaded by train.py as `--init` loads a start model: its classifier rows matched to our classes
@@ -8,7 +9,8 @@ by name. It sees exactly the faces the student sees: the augmented (and mixed) b
 pixels, resized to the teacher's side and normalised as the teacher was trained.
 The loss is `(1 - alpha) * targets' cross-entropy + alpha * T^2 * KL(teacher || student)`
 with both distributions softened by the temperature T (Hinton et al., 2015): T^2 keeps the gradient's scale
-as T changes.
+as T changes. Several teachers answer as one (`ensemble_logits`): the mean of their logits, whose softmax is
+the normalised geometric mean of their probabilities.
 """
 from __future__ import annotations
 
@@ -18,6 +20,14 @@ import torch.nn.functional as F
 from emotion.model import EmotionModel, mirror_average, mirrored
 
 LUMA = (0.299, 0.587, 0.114)  # colour to grey as OpenCV (and so the app) makes it
+
+
+def teacher_sources(value) -> list[str]:
+    """The models `--teacher` names: a list, or one name (as checkpoints and cards written before a run could
+    have several keep it); none for None."""
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)
 
 
 class Teacher:
@@ -55,6 +65,11 @@ class Teacher:
             if self.prep.tta_flip:
                 out = mirror_average(out, self.net(mirrored(t)).float())
         return out
+
+
+def ensemble_logits(teachers: list[Teacher], x: torch.Tensor) -> torch.Tensor:
+    """The teachers' logits for a student batch, averaged: one teacher's own, or an ensemble's."""
+    return torch.stack([t.logits(x) for t in teachers]).mean(0)
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float, rows: int | None = None):

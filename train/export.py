@@ -17,6 +17,7 @@ from timm.models._hub import save_config_for_hf
 
 from emotion.decision import DESCRIPTIONS, Decision
 from emotion.model import CLASSES, CONFIG_FILE, WEIGHTS_FILE, Preprocess
+from train.distill import teacher_sources
 
 RESULTS_FILE = "results.json"
 
@@ -191,7 +192,7 @@ def _training_lines(tr: dict, stage: str = "") -> list[str]:
     out = [f"{stage}Trained {origin} on {tr.get('train_images')} images of {recipe.get('dataset', 'unknown')} "
            f"({tr.get('val_split')} used to pick the epoch: best epoch {tr.get('best_epoch')}, accuracy "
            f"{_pct(tr.get('val_metrics', {}).get('accuracy'))}).", "",
-           *([f"Distilled from `{recipe['teacher']}` as it trained: the loss is {1 - recipe['kd_alpha']:g} x the "
+           *([f"Distilled from {_teachers(recipe['teacher'])} as it trained: the loss is {1 - recipe['kd_alpha']:g} x the "
               f"targets' cross-entropy + {recipe['kd_alpha']:g} x the teacher's answers' (KL at temperature "
               f"{recipe['kd_temp']:g}, times its square) on the same augmented faces.", ""]
              if recipe.get("teacher") else []),
@@ -204,6 +205,12 @@ def _training_lines(tr: dict, stage: str = "") -> list[str]:
                 f"{_pct(h['val_mean_class_accuracy'])} | {h.get('images_per_s', 'n/a')} |" for h in tr["history"]]
         out.append("")
     return out + before  # the last training first, then the model it started from
+
+
+def _teachers(value) -> str:
+    """The card's name for a run's teacher, or for several answering as one."""
+    names = teacher_sources(value)
+    return ", ".join(f"`{n}`" for n in names) + (" (their logits averaged)" if len(names) > 1 else "")
 
 
 def _pct(v) -> str:

@@ -40,7 +40,7 @@ from emotion.model import CLASSES, Preprocess, create_net, mirror_average, mirro
 from train import data as D
 from train import distributed
 from train.augment import augment, jpeg, mix, mixer, normalize
-from train.distill import Teacher, distill_loss
+from train.distill import Teacher, distill_loss, ensemble_logits, teacher_sources
 from train.export import load_results, save_model, write_card
 from train.metrics import scores
 
@@ -81,8 +81,9 @@ def parse_args(argv=None):
     p.add_argument("--mix-prob", type=float, default=1.0, help="share of batches mixed when --mixup or --cutmix")
     p.add_argument("--erase-mouth", type=float, default=0.0, help="share of training faces whose mouth and chin "
                    "are blanked (brows and eyes must then carry the expression)")
-    p.add_argument("--teacher", default=None, help="distil from this model (a model folder or local-dir:PATH; "
-                   "any side, see train/distill.py): its answers on each augmented batch are a second target")
+    p.add_argument("--teacher", nargs="+", default=None, help="distil from this model (a model folder or "
+                   "local-dir:PATH; any side, see train/distill.py), or from several answering as one (their "
+                   "logits averaged): the answers on each augmented batch are a second target")
     p.add_argument("--kd-alpha", type=float, default=0.5, help="with --teacher: the distillation term's share of "
                    "the loss (the targets' cross-entropy has the rest)")
     p.add_argument("--kd-temp", type=float, default=2.0, help="with --teacher: the softmax temperature of both "
@@ -305,13 +306,16 @@ def main(argv=None):
     # ---- training loop
     bf16 = use_bf16(args.bf16, device)
     say(f"bf16 autocast for training passes: {'on' if bf16 else 'off'} ({args.bf16})")
-    teacher = None
+    teachers = []
     if args.teacher:
         if not 0 <= args.kd_alpha <= 1 or args.kd_temp <= 0:
             raise SystemExit("--kd-alpha is a share (0 to 1) and --kd-temp a temperature above 0")
-        teacher = Teacher(_init_model(args.teacher, "--teacher"), prep.mean, prep.std, gray, device, bf16)
-        say(f"distillation: teacher {args.teacher} ({teacher.prep.size}px{', mirror-averaged' if teacher.prep.tta_flip else ''}), "
-            f"alpha {args.kd_alpha}, temperature {args.kd_temp}")
+        for source in teacher_sources(args.teacher):
+            t = Teacher(_init_model(source, "--teacher"), prep.mean, prep.std, gray, device, bf16)
+            teachers.append(t)
+            say(f"distillation: teacher {source} ({t.prep.size}px{', mirror-averaged' if t.prep.tta_flip else ''})")
+        say(f"distillation: alpha {args.kd_alpha}, temperature {args.kd_temp}"
+            + (f", the {len(teachers)} teachers' logits averaged" if len(teachers) > 1 else ""))
     deadline = time.time() + args.time_limit * 60 if args.time_limit else None
     asked_epochs = args.epochs
     log_file = run_dir / "log.jsonl"
@@ -348,8 +352,8 @@ def main(argv=None):
             # this share's part of the whole batch's loss; DDP averages the gradients over the processes,
             # so each is scaled by their number to give the gradient of the whole batch's loss
             loss = soft_cross_entropy(logits.float(), y, weights, args.label_smoothing, whole=whole)
-            if teacher is not None:  # the same faces through the teacher; its part is also the whole batch's share
-                kd = distill_loss(logits, teacher.logits(x), args.kd_temp, rows=len(idx))
+            if teachers:  # the same faces through the teachers; their part is also the whole batch's share
+                kd = distill_loss(logits, ensemble_logits(teachers, x), args.kd_temp, rows=len(idx))
                 loss = (1 - args.kd_alpha) * loss + args.kd_alpha * kd
             opt.zero_grad(set_to_none=True)
             (loss * world.size).backward()
