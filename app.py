@@ -45,6 +45,7 @@ import numpy as np  # noqa: E402
 from gradio.utils import get_upload_folder as gradio_upload_folder  # noqa: E402
 
 from emotion import service, timeline, view  # noqa: E402
+from emotion.clip import CHECK_EVERY_S  # noqa: E402
 from emotion.engine import EngineError  # noqa: E402
 from emotion.explain import (CLASS_AGNOSTIC, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, LIVE_LAYER, LIVE_METHOD,  # noqa: E402
                              METHODS, grid_side)
@@ -259,10 +260,11 @@ def build_demo(model: EmotionModel, live_precision: str | None = None) -> gr.Blo
             return None, "", None, f"**Could not analyse this video:** {_user_error(e, 'video').message}"
         return v.clip, v.timeline, v.csv, v.status
 
-    def on_predict_video(video, frames_per_second, method, layer, progress=gr.Progress()):
+    def on_predict_video(video, frames_per_second, method, layer, check_every, progress=gr.Progress()):
         try:
             return service.predict_video(model, video, frames_per_second, method, layer,
-                                         progress=lambda f, d: progress(f, desc=d))
+                                         progress=lambda f, d: progress(f, desc=d),
+                                         check_every=CHECK_EVERY_S if check_every is None else check_every)
         except Exception as e:
             raise _user_error(e, "video") from None
 
@@ -355,9 +357,11 @@ def build_demo(model: EmotionModel, live_precision: str | None = None) -> gr.Blo
             api_rate = gr.Number(DEFAULT_RATE, visible=False, label="frames_per_second")
             api_video_method = gr.Textbox(DEFAULT_METHOD, visible=False, label="method")
             api_video_layer = gr.Textbox(DEFAULT_LAYER.split()[0], visible=False, label="layer")
+            api_check_every = gr.Number(CHECK_EVERY_S, visible=False, label="check_every")
             api_video_out = gr.JSON(visible=False, label="result")
             api_video_btn = gr.Button(visible=False)
-            api_video_btn.click(on_predict_video, [api_video, api_rate, api_video_method, api_video_layer],
+            api_video_btn.click(on_predict_video,
+                                [api_video, api_rate, api_video_method, api_video_layer, api_check_every],
                                 api_video_out, api_name="predict_video", concurrency_id="video",
                                 concurrency_limit=1, api_description="Per analysed frame and person: box, label, "
                                 "probabilities and the heatmap's verdict, for one video file.")

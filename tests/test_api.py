@@ -92,7 +92,7 @@ def test_a_client_lays_the_heatmap_where_the_app_does(server, model, tmp_path):
     assert off(face["box"]) > 5  # the detector's box is not what the heatmap covers (13)
 
 
-VIDEO_NAMES = ["video", "frames_per_second", "method", "layer"]
+VIDEO_NAMES = ["video", "frames_per_second", "method", "layer", "check_every"]
 
 
 def test_predict_video_through_the_client(server, tmp_path):
@@ -117,6 +117,14 @@ def test_predict_video_through_the_client(server, tmp_path):
         c.predict(video=handle_file(str(notes)), api_name="/predict_video")
     r = c.predict(video=handle_file(str(clip)), frames_per_second=0.5, api_name="/predict_video")
     assert r["frames_analysed"] == 1 and r["rows"][0]["label"] == "happy"
+    # each person's heatmap checked once a second unless told: every frame with check_every 0, and a bad
+    # value is refused in words
+    assert r["check_every"] == 1 and r["frames_checked"] == 1
+    r = c.predict(video=handle_file(str(clip)), frames_per_second=4, check_every=0, api_name="/predict_video")
+    assert r["check_every"] == 0 and r["frames_analysed"] == 8 and r["frames_checked"] == 8
+    assert all(row["checked"] and row["level"] for row in r["rows"])
+    with pytest.raises(Exception, match="check_every must be 0"):
+        c.predict(video=handle_file(str(clip)), check_every=-1, api_name="/predict_video")
 
 
 def test_readme_names_every_video_argument():
