@@ -44,23 +44,33 @@ def test_the_teacher_sees_the_students_faces_at_its_own_side_colour_and_normalis
     assert logits.argmax(1).tolist() == [FEAR] * 3 and logits[0, FEAR].item() == pytest.approx(10.0, abs=1e-4)
 
 
+def tiny_run(root) -> list[str]:
+    """A one-epoch run on the generated faces at `root`, big enough steps for a teacher to decide the answers."""
+    return ["--dataset", "fer2013", "--data", str(root), "--train-split", "train", "--size", "48",
+            "--epochs", "1", "--batch-size", "4", "--opt", "sgd", "--lr", "2", "--warmup-epochs", "0",
+            "--drop-rate", "0", "--drop-path", "0", "--rule", "prior", "--threads", "2", "--no-progress"]
+
+
+def student_probabilities(run, root) -> torch.Tensor:
+    """The probabilities the run's best model gives each training face at `root` (rows class by class)."""
+    student = load_model(run / "best", fallback=False, engine="torch")
+    pictures = [p for c in CLASSES for p in sorted((root / "train" / c).iterdir())]
+    with torch.no_grad():
+        return student.net.eval()(student.prep.to_input([load_image(p).rgb for p in pictures])).softmax(1)
+
+
 def test_a_student_taught_with_alpha_one_learns_the_teachers_answer_and_with_zero_the_labels_alone(tmp_path):
     """Seven balanced classes and a teacher that calls every face fear, or one that calls every face happy:
     with the whole loss on the teacher, the student calls every training face what its teacher does. With
     none on it (alpha 0), the run is the run without a teacher, weight for weight. The card says how it was taught."""
     root = fx.make_fer2013_folders(tmp_path / "fer", per_class=4)
-    common = ["--dataset", "fer2013", "--data", str(root), "--train-split", "train", "--size", "48",
-              "--epochs", "1", "--batch-size", "4", "--opt", "sgd", "--lr", "2", "--warmup-epochs", "0",
-              "--drop-rate", "0", "--drop-path", "0", "--rule", "prior", "--threads", "2", "--no-progress"]
-    pictures = [p for c in CLASSES for p in sorted((root / "train" / c).iterdir())]
+    common = tiny_run(root)
     for answer in ("fear", "happy"):
         teacher = fx.constant_teacher(tmp_path / answer, answer, size=32)
         run = tmp_path / f"taught-{answer}"
         train.main([*common, "--teacher", str(teacher), "--kd-alpha", "1", "--run-dir", str(run)])
-        student = load_model(run / "best", fallback=False, engine="torch")
-        with torch.no_grad():
-            said = student.net.eval()(student.prep.to_input([load_image(p).rgb for p in pictures])).argmax(1)
-        assert said.tolist() == [CLASSES.index(answer)] * len(pictures), answer
+        said = student_probabilities(run, root).argmax(1)
+        assert said.tolist() == [CLASSES.index(answer)] * len(CLASSES) * 4, answer
     card = (run / "best" / "README.md").read_text()
     assert f"Distilled from `{teacher}` as it trained: the loss is 0 x the targets' cross-entropy + 1 x" in card
     recipe = json.loads((run / "best" / "results.json").read_text())["training"]["recipe"]
@@ -87,14 +97,9 @@ def test_two_teachers_answer_as_one_and_the_student_learns_their_mean(tmp_path):
 
     root = fx.make_fer2013_folders(tmp_path / "fer", per_class=4)
     run = tmp_path / "taught-by-two"
-    train.main(["--dataset", "fer2013", "--data", str(root), "--train-split", "train", "--size", "48",
-                "--epochs", "1", "--batch-size", "4", "--opt", "sgd", "--lr", "2", "--warmup-epochs", "0",
-                "--drop-rate", "0", "--drop-path", "0", "--rule", "prior", "--threads", "2", "--no-progress",
-                "--teacher", str(fear), str(happy), "--kd-alpha", "1", "--run-dir", str(run)])
-    student = load_model(run / "best", fallback=False, engine="torch")
-    pictures = [p for c in CLASSES for p in sorted((root / "train" / c).iterdir())]
-    with torch.no_grad():
-        said = student.net.eval()(student.prep.to_input([load_image(p).rgb for p in pictures])).softmax(1)
+    train.main([*tiny_run(root), "--teacher", str(fear), str(happy), "--kd-alpha", "1", "--run-dir", str(run)])
+    said = student_probabilities(run, root)
+    assert len(said) == len(CLASSES) * 4
     assert all(set(row.topk(2).indices.tolist()) == {FEAR, HAPPY} for row in said)
     assert said[:, FEAR].min() > 0.2 and said[:, HAPPY].min() > 0.2
     card = (run / "best" / "README.md").read_text()
