@@ -118,3 +118,47 @@ def test_a_teacher_with_other_classes_or_a_bad_share_is_refused(tmp_path):
     (teacher / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(SystemExit, match="--teacher .* are not"):
         train.main([*common, "--teacher", str(teacher)])
+
+
+def test_with_kd_whole_face_the_teacher_answers_on_the_students_faces_before_the_mouth_is_blanked(tmp_path, monkeypatch):
+    """--erase-mouth 1 blanks every training face from 72% of its height down at the latest. With
+    --kd-whole-face the teacher is shown the very faces the student saw, mouth and chin still there; without it,
+    the blanked ones. The card says which; the flag without a blanked mouth to show is refused."""
+    root = fx.make_fer2013_folders(tmp_path / "fer", per_class=2)
+    teacher = fx.constant_teacher(tmp_path / "t", "fear", size=32)
+    real_augment, real_ensemble = train.augment, train.ensemble_logits
+
+    def run(name, *extra):
+        seen = {"student": [], "whole": [], "teacher": []}
+
+        def augment(*a, **k):
+            out = real_augment(*a, **k)
+            seen["student"].append(out[0].clone())
+            seen["whole"].append(out[1].clone())
+            return out
+
+        def ensemble(teachers, x):
+            seen["teacher"].append(x.clone())
+            return real_ensemble(teachers, x)
+
+        monkeypatch.setattr(train, "augment", augment)
+        monkeypatch.setattr(train, "ensemble_logits", ensemble)
+        train.main([*tiny_run(root), "--teacher", str(teacher), "--erase-mouth", "1", *extra,
+                    "--run-dir", str(tmp_path / name)])
+        assert len(seen["teacher"]) == len(seen["student"]) == 3  # 14 faces: three whole batches of 4
+        return seen, (tmp_path / name / "best" / "README.md").read_text()
+
+    low = slice(35, None)  # rows from 72% of 48 down
+    whole, card = run("whole", "--kd-whole-face")
+    for student, shown, face in zip(whole["student"], whole["teacher"], whole["whole"]):
+        assert (student[:, :, low] == 0).all()  # the student never sees a mouth
+        assert (shown[:, :, low] != 0).any(-1).any(-1).all()  # every face the teacher sees has one
+        assert torch.equal(shown, face) and torch.equal(shown[:, :, :28], student[:, :, :28])  # same face above
+    assert "on the same augmented faces (shown whole to the teacher where the student's had the mouth and chin " \
+           "blanked)." in card
+    blanked, card = run("blanked")
+    assert all(torch.equal(shown, student) for shown, student in zip(blanked["teacher"], blanked["student"]))
+    assert "on the same augmented faces." in card
+
+    with pytest.raises(SystemExit, match="--kd-whole-face shows the teachers"):
+        train.main([*tiny_run(root), "--teacher", str(teacher), "--kd-whole-face", "--run-dir", str(tmp_path / "no")])

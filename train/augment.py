@@ -67,7 +67,8 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 def augment(x: torch.Tensor, mean, std, rotate: float = 15.0, scale: tuple = (0.85, 1.3),
             shift: float = 0.1, jitter: float = 0.3, erase_p: float = 0.5, quality_p: float = 0.3,
             yaw: float = 0.3, squeeze: float = 0.25, mouth_p: float = 0.0,
-            generator: torch.Generator | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
+            generator: torch.Generator | None = None, keep: torch.Tensor | None = None,
+            with_whole: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The augmented, normalised batch; `generator` (on x's device) draws every random choice.
 
     Geometry covers faces unlike FER2013's: rotation, zoom (up to 1.3, for crops tighter than the app's
@@ -78,7 +79,9 @@ def augment(x: torch.Tensor, mean, std, rotate: float = 15.0, scale: tuple = (0.
 
     `mouth_p`: the share of faces whose lower part (from 60-72% of the height down: the mouth and chin in the
     app's framing, eyes at about 38%) is blanked, so that brows and eyes must carry the expression, as in a
-    posed, closed-mouth anger. At 0 nothing is drawn for it, and the other draws are those of earlier runs."""
+    posed, closed-mouth anger. At 0 nothing is drawn for it, and the other draws are those of earlier runs.
+    With `with_whole`, the pair (batch, the same batch before any mouth was blanked) is returned: a teacher
+    can then answer on the whole face while the student sees only its upper part."""
     dev = x.device
     n = x.shape[0]
     if keep is not None:
@@ -151,12 +154,13 @@ def augment(x: torch.Tensor, mean, std, rotate: float = 15.0, scale: tuple = (0.
     box = ((ys >= y0.view(rows, 1, 1)) & (ys < (y0 + eh).view(rows, 1, 1)) &
            (xs >= x0.view(rows, 1, 1)) & (xs < (x0 + ew).view(rows, 1, 1)))
     box &= (rand() < erase_p).view(rows, 1, 1)
-    x = x.masked_fill(box.unsqueeze(1), 0.0)
+    x = x.masked_fill(box.unsqueeze(1), 0.0).contiguous(memory_format=torch.channels_last)
+    whole = x
     if mouth_p > 0:
         top = uniform(0.6, 0.72) * h
         band = (ys >= top.view(rows, 1, 1)) & (rand() < mouth_p).view(rows, 1, 1)
-        x = x.masked_fill(band.unsqueeze(1), 0.0)
-    return x.contiguous(memory_format=torch.channels_last)
+        x = x.masked_fill(band.unsqueeze(1), 0.0).contiguous(memory_format=torch.channels_last)
+    return (x, whole) if with_whole else x
 
 
 def mixer(mixup: float, cutmix: float, prob: float, classes: int) -> Mixup | None:

@@ -192,10 +192,7 @@ def _training_lines(tr: dict, stage: str = "") -> list[str]:
     out = [f"{stage}Trained {origin} on {tr.get('train_images')} images of {recipe.get('dataset', 'unknown')} "
            f"({tr.get('val_split')} used to pick the epoch: best epoch {tr.get('best_epoch')}, accuracy "
            f"{_pct(tr.get('val_metrics', {}).get('accuracy'))}).", "",
-           *([f"Distilled from {_teachers(recipe['teacher'])} as it trained: the loss is {1 - recipe['kd_alpha']:g} x the "
-              f"targets' cross-entropy + {recipe['kd_alpha']:g} x the teacher's answers' (KL at temperature "
-              f"{recipe['kd_temp']:g}, times its square) on the same augmented faces.", ""]
-             if recipe.get("teacher") else []),
+           *([_distillation(recipe), ""] if recipe.get("teacher") else []),
            "Recipe: " + ", ".join(f"`{k}={v}`" for k, v in recipe.items()) + ".", "",
            "Class counts in training: " + ", ".join(f"{k} {v}" for k, v in tr.get("class_counts", {}).items())
            + ". " + weighting, ""]
@@ -205,6 +202,26 @@ def _training_lines(tr: dict, stage: str = "") -> list[str]:
                 f"{_pct(h['val_mean_class_accuracy'])} | {h.get('images_per_s', 'n/a')} |" for h in tr["history"]]
         out.append("")
     return out + before  # the last training first, then the model it started from
+
+
+def _distillation(recipe: dict) -> str:
+    """The card's sentence on how a run was distilled."""
+    t = recipe["teacher"]
+    whole = f" (shown whole to the {_who(t)} where the student's had the mouth and chin blanked)" \
+        if recipe.get("kd_whole_face") else ""
+    return (f"Distilled from {_teachers(t)} as it trained: the loss is {1 - recipe['kd_alpha']:g} x the targets' "
+            f"cross-entropy + {recipe['kd_alpha']:g} x the KL divergence from the {_whose(t)} answers (at temperature "
+            f"{recipe['kd_temp']:g}, times its square) on the same augmented faces{whole}.")
+
+
+def _who(value) -> str:
+    """"teacher", or "teachers" for several answering as one."""
+    return "teachers" if len(teacher_sources(value)) > 1 else "teacher"
+
+
+def _whose(value) -> str:
+    """The possessive of `_who`: "teacher's" or "teachers'"."""
+    return "teachers'" if len(teacher_sources(value)) > 1 else "teacher's"
 
 
 def _teachers(value) -> str:

@@ -86,6 +86,9 @@ def parse_args(argv=None):
                    "logits averaged): the answers on each augmented batch are a second target")
     p.add_argument("--kd-alpha", type=float, default=0.5, help="with --teacher: the distillation term's share of "
                    "the loss (the targets' cross-entropy has the rest)")
+    p.add_argument("--kd-whole-face", action="store_true", help="with --teacher and --erase-mouth: the teachers "
+                   "answer on each face before its mouth is blanked, so the student learns to read from brows and "
+                   "eyes what the whole face shows")
     p.add_argument("--kd-temp", type=float, default=2.0, help="with --teacher: the softmax temperature of both "
                    "teacher and student in the distillation term")
     p.add_argument("--drop-rate", type=float, default=0.3, help="dropout before the classifier")
@@ -306,6 +309,9 @@ def main(argv=None):
     # ---- training loop
     bf16 = use_bf16(args.bf16, device)
     say(f"bf16 autocast for training passes: {'on' if bf16 else 'off'} ({args.bf16})")
+    if args.kd_whole_face and not (args.teacher and args.erase_mouth > 0):
+        raise SystemExit("--kd-whole-face shows the teachers the faces whose mouths --erase-mouth blanks: give both "
+                         "--teacher and --erase-mouth")
     teachers = []
     if args.teacher:
         if not 0 <= args.kd_alpha <= 1 or args.kd_temp <= 0:
@@ -338,10 +344,13 @@ def main(argv=None):
             mine = idx if keep is None else idx[keep]
             # mixing pairs a face with one in another share: then every process augments the whole batch
             rows = keep if mixing is None else None
-            x = augment(jpeg(images[idx], args.jpeg_p, generator=draw_cpu, keep=rows), prep.mean, prep.std,
-                        mouth_p=args.erase_mouth, generator=draw, keep=rows)
+            x, seen_whole = augment(jpeg(images[idx], args.jpeg_p, generator=draw_cpu, keep=rows), prep.mean,
+                                    prep.std, mouth_p=args.erase_mouth, generator=draw, keep=rows, with_whole=True)
             whole = targets[idx]
             if mixing is not None:
+                if args.kd_whole_face and teachers:  # the same pairs and lambda (drawn from the seed) as x's
+                    seen_whole = mix(mixing, seen_whole, whole, seed * 100_003 + i)[0]
+                    seen_whole = seen_whole if keep is None else seen_whole[keep]
                 x, whole = mix(mixing, x, whole, seed * 100_003 + i)
                 x = x if keep is None else x[keep]
             y, whole = (whole, None) if keep is None else (whole[keep], whole)
@@ -353,7 +362,8 @@ def main(argv=None):
             # so each is scaled by their number to give the gradient of the whole batch's loss
             loss = soft_cross_entropy(logits.float(), y, weights, args.label_smoothing, whole=whole)
             if teachers:  # the same faces through the teachers; their part is also the whole batch's share
-                kd = distill_loss(logits, ensemble_logits(teachers, x), args.kd_temp, rows=len(idx))
+                shown = seen_whole if args.kd_whole_face else x
+                kd = distill_loss(logits, ensemble_logits(teachers, shown), args.kd_temp, rows=len(idx))
                 loss = (1 - args.kd_alpha) * loss + args.kd_alpha * kd
             opt.zero_grad(set_to_none=True)
             (loss * world.size).backward()
@@ -479,9 +489,9 @@ def _training_facts(args, train_set, val_split, best, history) -> dict:
     """What the model card says about how the model was made."""
     keep = ("dataset", "labels", "size", "color", "epochs", "batch_size", "opt", "lr", "weight_decay", "warmup_epochs",
             "label_smoothing", "balance", "mixup", "cutmix", "mix_prob", "erase_mouth", "jpeg_p", "drop_rate",
-            "drop_path", "pretrained", "init", "teacher", "kd_alpha", "kd_temp", "tta_flip", "limit", "bf16", "rule",
+            "drop_path", "pretrained", "init", "teacher", "kd_alpha", "kd_temp", "kd_whole_face", "tta_flip", "limit", "bf16", "rule",
             "seed")
-    recipe = {k: getattr(args, k) for k in keep if k not in ("kd_alpha", "kd_temp") or args.teacher}
+    recipe = {k: getattr(args, k) for k in keep if k not in ("kd_alpha", "kd_temp", "kd_whole_face") or args.teacher}
     return {"recipe": recipe, "train_images": len(train_set),
             "class_counts": dict(zip(CLASSES, train_set.class_counts())), "val_split": val_split,
             **({"started_from": args.started_from} if getattr(args, "started_from", None) else {}),
