@@ -188,7 +188,8 @@ def _accuracies(correct: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[np.
 
 def group_gap(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, n_classes: int, n_boot: int,
               min_size: int, seed: int) -> dict:
-    """Largest gap between groups (accuracy and mean-class accuracy) with bootstrap CI and permutation p."""
+    """Largest gap between groups (accuracy and mean-class accuracy) with bootstrap CI and permutation p
+    (`largest_gap`)."""
     names = [g for g in sorted(set(groups.tolist())) if (groups == g).sum() >= min_size]
     if len(names) < 2:
         return {"compared_groups": names, "note": f"fewer than two groups with at least {min_size} images"}
@@ -216,17 +217,21 @@ def group_gap(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, n_clas
         perm_acc.append(np.ptp(a))
         perm_mca.append(np.nanmax(m) - np.nanmin(m))
 
-    def summarise(obs, boot, perm):
-        obs = obs[0]
-        hi, lo = int(np.nanargmax(obs)), int(np.nanargmin(obs))
-        gap = float(obs[hi] - obs[lo])
-        b = np.nanmax(boot, 1) - np.nanmin(boot, 1)
-        return {"gap": gap, "best": names[hi], "worst": names[lo],
-                "ci95": [float(np.nanpercentile(b, 2.5)), float(np.nanpercentile(b, 97.5))],
-                "p_value": float((np.sum(np.asarray(perm) >= gap - 1e-12) + 1) / (len(perm) + 1))}
+    return {"compared_groups": names, "accuracy_gap": largest_gap(names, acc[0], boot_acc, perm_acc),
+            "mean_class_accuracy_gap": largest_gap(names, mca[0], boot_mca, perm_mca)}
 
-    return {"compared_groups": names, "accuracy_gap": summarise(acc, boot_acc, perm_acc),
-            "mean_class_accuracy_gap": summarise(mca, boot_mca, perm_mca)}
+
+def largest_gap(names: list[str], observed: np.ndarray, boot: np.ndarray, perm, ends=("best", "worst")) -> dict:
+    """The largest gap between the groups `names` in a figure: `observed` (one per group), its bootstrap 95%
+    interval from `boot` (resamples x groups; the spread of each resample) and the permutation p-value from
+    `perm` (the spread under shuffled group labels): how often is a gap as large when groups mean nothing?
+    `ends` names the two groups at the gap's ends. NaN (a group without the figure) is left out."""
+    hi, lo = int(np.nanargmax(observed)), int(np.nanargmin(observed))
+    gap = float(observed[hi] - observed[lo])
+    b = np.nanmax(boot, 1) - np.nanmin(boot, 1)
+    return {"gap": gap, ends[0]: names[hi], ends[1]: names[lo],
+            "ci95": [float(np.nanpercentile(b, 2.5)), float(np.nanpercentile(b, 97.5))],
+            "p_value": float((np.sum(np.asarray(perm) >= gap - 1e-12) + 1) / (len(perm) + 1))}
 
 
 def whatif_figures(hidden: list[dict | None]) -> dict | None:
@@ -240,8 +245,8 @@ def whatif_figures(hidden: list[dict | None]) -> dict | None:
 
 
 def rate_gap(values: np.ndarray, groups: np.ndarray, n_boot: int, min_size: int, seed: int) -> dict:
-    """Largest gap between groups in the rate of `values` (0/1, NaN: not measured), with a bootstrap 95 %
-    interval (each group resampled, as `group_gap` does) and a permutation p-value."""
+    """Largest gap between groups in the rate of `values` (0/1, NaN: not measured), with a bootstrap 95%
+    interval (each group resampled, as `group_gap` does) and a permutation p-value (`largest_gap`)."""
     keep = ~np.isnan(values)
     v, g = values[keep], groups[keep]
     names = [n for n in sorted(set(g.tolist())) if (g == n).sum() >= min_size]
@@ -257,13 +262,8 @@ def rate_gap(values: np.ndarray, groups: np.ndarray, n_boot: int, min_size: int,
         shuffled = g.copy()
         shuffled[inside] = rng.permutation(g[inside])
         perm.append(np.ptp([v[shuffled == n].mean() for n in names]))
-    hi, lo = int(obs.argmax()), int(obs.argmin())
-    gap = float(obs[hi] - obs[lo])
-    b = boot.max(1) - boot.min(1)
-    return {"compared_groups": names, "rates": {n: float(r) for n, r in zip(names, obs)}, "gap": gap,
-            "highest": names[hi], "lowest": names[lo],
-            "ci95": [float(np.percentile(b, 2.5)), float(np.percentile(b, 97.5))],
-            "p_value": float((np.sum(np.asarray(perm) >= gap - 1e-12) + 1) / (len(perm) + 1))}
+    return {"compared_groups": names, "rates": {n: float(r) for n, r in zip(names, obs)},
+            **largest_gap(names, obs, boot, perm, ends=("highest", "lowest"))}
 
 
 # ---------------------------------------------------------------- sanity check
