@@ -58,7 +58,6 @@ log = logging.getLogger("app")
 # What a public server holds to (docs/reliability.md, "Limits and safety"); the environment may change the last two.
 WORKERS = 2  # photo analyses at once; requests beyond them wait their turn (webcam streams have their own 4)
 QUEUE_SIZE = int(os.environ.get("EMOTION_QUEUE_SIZE", "64"))  # more waiting than this: "busy, try again"
-BUSY = "Queue is full! Please try again."  # (Gradio's own words for a full queue)
 CACHE_SECONDS = int(os.environ.get("EMOTION_CACHE_SECONDS", str(24 * 3600)))  # uploads, results, share links
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 ABOUT = """# Explainable facial-emotion recognition
@@ -209,7 +208,7 @@ def build_demo(model: EmotionModel, live_precision: str | None = None) -> gr.Blo
     def turn():
         with admitted_lock:
             if admitted[0] >= WORKERS + QUEUE_SIZE:
-                raise gr.Error(BUSY)
+                raise gr.Error(service.BUSY)
             admitted[0] += 1
         try:
             with analyses:

@@ -106,6 +106,9 @@ def photo(model: EmotionModel, image, method: str = DEFAULT_METHOD, layer: str =
 
 # The first answer's map: one forward and one partial backward pass a face, as on the webcam
 FIRST_METHOD, FIRST_LAYER = LIVE_METHOD, LIVE_LAYER
+# What a client is told when the server is too busy to take its photo: Gradio's own words for a full queue, which
+# app.py also says past its workers' waiting room, so that a client meets one message either way.
+BUSY = "Queue is full! Please try again."
 PENDING = "Checking this heatmap: the chosen map, its verdict and the what-if follow in a moment."
 
 

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from emotion.explain import DEFAULT_LAYER, DEFAULT_METHOD
+from emotion.service import BUSY
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -50,7 +51,6 @@ MESSAGE_S = 5.0  # a refused file's plain message comes back within this, crowd 
 HTTP_TIMEOUT_S = 120.0  # each HTTP call of a client (upload, join the queue, the answer's stream between messages)
 RSS_GROWTH_LIMIT_MB = 100.0
 SOAK_CLIENTS = 2
-BUSY = "Queue is full! Please try again."  # what a full server says (Gradio's queue, or app.py past its workers)
 GENERIC_ERROR = "Something went wrong"  # the app's text for an unexpected exception (not a clear message)
 
 
