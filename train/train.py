@@ -489,8 +489,8 @@ def _training_facts(args, train_set, val_split, best, history) -> dict:
     """What the model card says about how the model was made."""
     keep = ("dataset", "labels", "size", "color", "epochs", "batch_size", "opt", "lr", "weight_decay", "warmup_epochs",
             "label_smoothing", "balance", "mixup", "cutmix", "mix_prob", "erase_mouth", "jpeg_p", "drop_rate",
-            "drop_path", "pretrained", "init", "teacher", "kd_alpha", "kd_temp", "kd_whole_face", "tta_flip", "limit", "bf16", "rule",
-            "seed")
+            "drop_path", "pretrained", "init", "teacher", "kd_alpha", "kd_temp", "kd_whole_face", "tta_flip", "limit",
+            "bf16", "rule", "seed")
     recipe = {k: getattr(args, k) for k in keep if k not in ("kd_alpha", "kd_temp", "kd_whole_face") or args.teacher}
     return {"recipe": recipe, "train_images": len(train_set),
             "class_counts": dict(zip(CLASSES, train_set.class_counts())), "val_split": val_split,
