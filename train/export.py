@@ -205,29 +205,16 @@ def _training_lines(tr: dict, stage: str = "") -> list[str]:
 
 
 def _distillation(recipe: dict) -> str:
-    """The card's sentence on how a run was distilled."""
-    t = recipe["teacher"]
-    whole = f" (shown whole to the {_who(t)} where the student's had the mouth and chin blanked)" \
+    """The card's sentence on how a run was distilled, from one teacher or several answering as one."""
+    names = teacher_sources(recipe["teacher"])
+    several = len(names) > 1
+    who, whose = ("teachers", "teachers'") if several else ("teacher", "teacher's")
+    named = ", ".join(f"`{n}`" for n in names) + (" (their logits averaged)" if several else "")
+    whole = f" (shown whole to the {who} where the student's had the mouth and chin blanked)" \
         if recipe.get("kd_whole_face") else ""
-    return (f"Distilled from {_teachers(t)} as it trained: the loss is {1 - recipe['kd_alpha']:g} x the targets' "
-            f"cross-entropy + {recipe['kd_alpha']:g} x the KL divergence from the {_whose(t)} answers (at temperature "
+    return (f"Distilled from {named} as it trained: the loss is {1 - recipe['kd_alpha']:g} x the targets' "
+            f"cross-entropy + {recipe['kd_alpha']:g} x the KL divergence from the {whose} answers (at temperature "
             f"{recipe['kd_temp']:g}, times its square) on the same augmented faces{whole}.")
-
-
-def _who(value) -> str:
-    """"teacher", or "teachers" for several answering as one."""
-    return "teachers" if len(teacher_sources(value)) > 1 else "teacher"
-
-
-def _whose(value) -> str:
-    """The possessive of `_who`: "teacher's" or "teachers'"."""
-    return "teachers'" if len(teacher_sources(value)) > 1 else "teacher's"
-
-
-def _teachers(value) -> str:
-    """The card's name for a run's teacher, or for several answering as one."""
-    names = teacher_sources(value)
-    return ", ".join(f"`{n}`" for n in names) + (" (their logits averaged)" if len(names) > 1 else "")
 
 
 def _pct(v) -> str:

@@ -348,7 +348,7 @@ def main(argv=None):
                                     prep.std, mouth_p=args.erase_mouth, generator=draw, keep=rows, with_whole=True)
             whole = targets[idx]
             if mixing is not None:
-                if args.kd_whole_face and teachers:  # the same pairs and lambda (drawn from the seed) as x's
+                if args.kd_whole_face:  # the same pairs and lambda as x's (drawn from the seed)
                     seen_whole = mix(mixing, seen_whole, whole, seed * 100_003 + i)[0]
                     seen_whole = seen_whole if keep is None else seen_whole[keep]
                 x, whole = mix(mixing, x, whole, seed * 100_003 + i)
