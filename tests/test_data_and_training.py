@@ -248,14 +248,16 @@ def test_validation_pictures_are_read_as_the_app_reads_faces(tmp_path):
     assert m["confusion_matrix"] == best["confusion_matrix"]
 
 
-def test_fit_schedule_shortens_the_run_to_the_time_and_a_resume_ends_there(tmp_path):
+@pytest.mark.parametrize("warmup", ["1", "0.5"])
+def test_fit_schedule_shortens_the_run_to_the_time_and_a_resume_ends_there(tmp_path, warmup):
     """--fit-schedule: with too little time for the epochs asked, the schedule is cut to what fits (never
-    below two epochs) while it is still warming up, so the cosine ends on time; the checkpoint keeps it."""
+    below two epochs) while it is still warming up, or after the first epoch for a warm-up shorter than one, so
+    the cosine ends on time; the checkpoint keeps it."""
     root = fx.make_fer2013_folders(tmp_path / "fer", per_class=4)
     out, run = tmp_path / "model", tmp_path / "run"
     train.main(["--dataset", "fer2013", "--data", str(root), "--train-split", "train", "--out", str(out),
                 "--run-dir", str(run), "--size", "32", "--epochs", "50", "--batch-size", "8", "--threads", "2",
-                "--warmup-epochs", "1", "--no-progress", "--time-limit", "0.0001", "--fit-schedule"])
+                "--warmup-epochs", warmup, "--no-progress", "--time-limit", "0.0001", "--fit-schedule"])
     assert torch.load(run / "last.pt", weights_only=True)["args"]["epochs"] == 2
     train.main(["--resume", str(run / "last.pt"), "--no-progress"])
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]

@@ -110,7 +110,8 @@ def parse_args(argv=None):
     p.add_argument("--val-limit", type=int, default=None)
     p.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes, keeping the best")
     p.add_argument("--fit-schedule", action="store_true",
-                   help="with --time-limit: after each warm-up epoch, cut --epochs to what fits in the time left, "
+                   help="with --time-limit: after each warm-up epoch (or the first, for a shorter warm-up), cut --epochs "
+                   "to what fits in the time left, "
                    "so the cosine schedule ends on time instead of being cut off at a high learning rate")
     p.add_argument("--resume", default=None, help="checkpoint (last.pt) to continue from")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -390,8 +391,9 @@ def main(argv=None):
             with log_file.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
-        if args.fit_schedule and deadline and epoch + 1 <= args.warmup_epochs and not ckpt and world.main:
-            # Still warming up: the cosine has not begun, so its length can change without a jump. The first
+        if args.fit_schedule and deadline and epoch + 1 <= max(1.0, args.warmup_epochs) and not ckpt and world.main:
+            # Still warming up: the cosine has not begun, so its length can change without a jump (a warm-up shorter
+            # than an epoch is fitted after the first epoch all the same, the cosine barely begun). The first
             # epoch pays for warm-up (cuDNN's search), so the second may lengthen it again. 15% to spare: epoch
             # times wandered by that much on a GPU machine, and an overrun is cut off above a learning rate of zero.
             left = (deadline - time.time()) / (1.15 * row["epoch_s"])
