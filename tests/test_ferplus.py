@@ -160,3 +160,43 @@ def test_train_and_evaluate_on_ferplus(tmp_path, layout):
     m = evaluate.main(["--weights", str(run / "best"), "--data", str(root), "--dataset", "ferplus", *labels,
                        "--split", "private_test", "--out", str(tmp_path / "eval"), "--no-progress"])
     assert m["n"] == len(expected("private_test")) and m["dataset"] == "ferplus"
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_each_face_keeps_fer2013s_own_label_beside_its_votes(tmp_path, layout):
+    """The fixture files every picture under its FER2013 class (folder, table column or csv `emotion`) while
+    FER+ votes it the next class: the split must carry the folder's class as the face's own label."""
+    root, table = LAYOUTS[layout](tmp_path / layout)
+    for split, _, _ in SPLITS:
+        s = D.load_split("ferplus", root, split, size=32, labels=table)
+        folder_class = ((s.images.float().mean((1, 2, 3)) - 20) / 30).round().long()
+        assert s.originals.tolist() == folder_class.tolist()
+        assert sorted(s.originals.tolist()) == sorted(c for c, _ in expected(split))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_fer2013_blend_moves_that_share_of_each_target_to_the_faces_own_label(tmp_path, layout):
+    """With --fer2013-blend 0.25 a clear face of folder class c (FER+: 6 votes for the next class, 3 for c,
+    a single dropped) trains on 0.75 x (2/3, 1/3) + 0.25 on c, and the tied face (5 and 5) on 0.75 x (1/2, 1/2)
+    + 0.25 on c; the class prior the model keeps is their mean, so it says the targets the loss saw."""
+    root, table = LAYOUTS[layout](tmp_path / layout)
+    labels = [] if table is None else ["--labels", str(table)]
+    run = tmp_path / "run"
+    train.main(["--dataset", "ferplus", "--data", str(root), *labels, "--run-dir", str(run), "--epochs", "1",
+                "--batch-size", "8", "--size", "32", "--threads", "1", "--no-progress", "--fer2013-blend", "0.25"])
+    want = torch.zeros(len(CLASSES), dtype=torch.float64)
+    kept = expected("train")
+    for c, kind in kept:
+        nxt = (c + 1) % len(CLASSES)
+        own, other = (0.5, 0.5) if kind == "tie" else (1 / 3, 2 / 3)
+        want[c] += 0.75 * own + 0.25
+        want[nxt] += 0.75 * other
+    want /= len(kept)
+    cfg = json.loads((run / "best" / "config.json").read_text())
+    got = [cfg["decision"]["prior"][name] for name in CLASSES]
+    assert got == pytest.approx(want.tolist(), abs=1e-6)
+    recipe = json.loads((run / "best" / "results.json").read_text())["training"]["recipe"]
+    assert recipe["fer2013_blend"] == 0.25
+    with pytest.raises(SystemExit, match="needs --dataset ferplus"):
+        train.main(["--dataset", "fer2013", "--data", str(root), "--run-dir", str(tmp_path / "no"), "--epochs", "1",
+                    "--size", "32", "--threads", "1", "--no-progress", "--fer2013-blend", "0.25"])

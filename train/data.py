@@ -57,6 +57,7 @@ class Split:
     labels: torch.Tensor
     sources: list[str]
     targets: torch.Tensor | None = None  # N x 7 soft targets (FER+ vote shares), None for hard labels
+    originals: torch.Tensor | None = None  # FER+ only: FER2013's own label of each face (-1 where unknown)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -183,8 +184,10 @@ def rafdb_attributes(root: str | Path) -> tuple[str, dict[str, dict[str, str]]]:
     return str(origin), rows
 
 
-def ferplus_rows(root: Path, split: str, labels: str | Path | None = None) -> list[tuple[object, list[int]]]:
-    """(source, ten votes in CLASSES + FERPLUS_EXTRA order) for every image of a FER2013 split."""
+def ferplus_rows(root: Path, split: str, labels: str | Path | None = None) -> list[tuple[object, list[int], int | None]]:
+    """(source, ten votes in CLASSES + FERPLUS_EXTRA order, FER2013's own label as a class index or None) for
+    every image of a FER2013 split. The table's own label is its `fer2013_label` column, else the class folder
+    of its `file` (`train/<class>/...`); the csv's is its `emotion` column."""
     if split not in FER_SPLITS:
         raise DatasetError(f"FER+ split must be one of {', '.join(FER_SPLITS)}, not {split!r}.")
     order = CLASSES + FERPLUS_EXTRA
@@ -197,13 +200,17 @@ def ferplus_rows(root: Path, split: str, labels: str | Path | None = None) -> li
         missing = [c for c in ("file",) + order if rows and c not in rows[0]]
         if missing:
             raise DatasetError(f"{table} lacks the columns {', '.join(missing)}.")
-        return [(root / r["file"], [int(float(r[c])) for c in order]) for r in rows]
+        def original(r):
+            parts = Path(r["file"]).parts
+            return class_index(r.get("fer2013_label") or (parts[-2] if len(parts) > 1 else ""))
+
+        return [(root / r["file"], [int(float(r[c])) for c in order], original(r)) for r in rows]
     base = root.parent if root.suffix == ".csv" else root
     fer_csv, new_csv = (root if root.suffix == ".csv" else base / "fer2013.csv"), base / "fer2013new.csv"
     if not (fer_csv.is_file() and new_csv.is_file()):
         raise DatasetError(f"FER+ needs fer2013.csv and fer2013new.csv in {base}, or a label table (--labels) "
                            "for the folder layout.")
-    pixels = {i: (row["pixels"], row["Usage"].strip()) for i, row in
+    pixels = {i: (row["pixels"], row["Usage"].strip(), row.get("emotion")) for i, row in
               enumerate(csv.DictReader(fer_csv.open(newline="")))}
     out = []
     with new_csv.open(newline="") as f:
@@ -215,7 +222,9 @@ def ferplus_rows(root: Path, split: str, labels: str | Path | None = None) -> li
                 raise DatasetError(f"{new_csv} row {i} is {usage} but {fer_csv} says {pixels[i][1]}: "
                                    "the two files are not row-aligned.")
             votes = [int(float(row[FERPLUS_CSV_COLUMNS[c]] or 0)) for c in order]
-            out.append((np.array(pixels[i][0].split(), dtype=np.uint8).reshape(48, 48), votes))
+            own = pixels[i][2]
+            out.append((np.array(pixels[i][0].split(), dtype=np.uint8).reshape(48, 48), votes,
+                        class_index(FER_CSV_LABELS[int(own)]) if own not in (None, "") else None))
     return out
 
 
@@ -243,14 +252,15 @@ def ferplus_target(votes: list[int]) -> list[float]:
     return [v / total for v in ours]
 
 
-def list_ferplus(root: Path, split: str, labels=None) -> list[tuple[object, int, list[float]]]:
-    """(source, top-vote class, soft target) for the faces FER+ labels with one of our classes."""
+def list_ferplus(root: Path, split: str, labels=None) -> list[tuple[object, int, list[float], int | None]]:
+    """(source, top-vote class, soft target, FER2013's own label) for the faces FER+ labels with one of our
+    classes."""
     strict = split != "train"
     items = []
-    for source, votes in ferplus_rows(root, split, labels):
+    for source, votes, own in ferplus_rows(root, split, labels):
         label = ferplus_label(votes, strict)
         if label is not None:
-            items.append((source, label, ferplus_target(votes)))
+            items.append((source, label, ferplus_target(votes), own))
     return items
 
 
@@ -321,7 +331,8 @@ def load_split(dataset: str, root: str | Path, split: str | None, size: int, gra
     sources = [str(it[0]) if not isinstance(it[0], np.ndarray) else f"{dataset}.csv:{split}:{i}"
                for i, it in enumerate(items)]
     targets = torch.tensor([it[2] for it in items], dtype=torch.float32) if len(items[0]) > 2 else None
-    return Split(images, classes, sources, targets)
+    originals = torch.tensor([-1 if it[3] is None else it[3] for it in items]) if len(items[0]) > 3 else None
+    return Split(images, classes, sources, targets, originals)
 
 
 def native_size(dataset: str, root: str | Path, split: str | None, labels=None) -> int | None:
@@ -355,6 +366,7 @@ def split_off(split: Split, fraction: float, seed: int = 0) -> tuple[Split, Spli
 
     def take(idx):
         targets = None if split.targets is None else split.targets[idx]
-        return Split(split.images[idx], split.labels[idx], [split.sources[i] for i in idx.tolist()], targets)
+        originals = split.originals[idx] if split.originals is not None else None
+        return Split(split.images[idx], split.labels[idx], [split.sources[i] for i in idx.tolist()], targets, originals)
 
     return take(keep), take(held)
