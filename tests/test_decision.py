@@ -142,3 +142,14 @@ def test_decide_reads_a_second_set_beside_the_first(folder, tmp_path, capsys):
     table = capsys.readouterr().out.split("both sets")[1]
     assert "| second angry | second neutral | second sad |" in table and "second fear" not in table
     assert "| balanced | 0.5 | 14.3% | 14.3% | 33.3% | 33.3% | 0% | 100% | 0% |" in table
+
+
+def test_decide_can_read_a_model_by_the_prior_it_keeps(folder, tmp_path):
+    """--own-prior: the fixture keeps PRIOR, the prior its bias was built from, so dividing it out leaves sad's
+    lead on every face; the training split's prior (uniform here) leaves every face neutral."""
+    root = make_fer2013_folders(tmp_path / "fer", per_class=3)
+    common = ["--weights", str(folder), "--data", str(root), "--dataset", "fer2013", "--taus", "1", "--no-progress"]
+    own = decide.main(common + ["--own-prior"])
+    assert own[1]["per_class_accuracy"] == {c: float(c == "sad") for c in CLASSES}
+    split = decide.main(common)
+    assert split[1]["per_class_accuracy"] == {c: float(c == "neutral") for c in CLASSES}

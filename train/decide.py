@@ -5,14 +5,17 @@
     python -m train.decide ... --also ../shared/datasets/ckplus48           # and a second set's beside it
     python -m train.decide ... --write balanced --tau 1                     # and set the rule
 
-The class prior is each class's share of the training split's targets (FER+: the taggers' votes; other data
-sets: their labels). The validation split's faces go once through the app's pipeline (as train.evaluate
-reads them); the same probabilities are then read by the prior rule and by the balanced rule at each tau
-(emotion/decision.py), and accuracy and mean-class accuracy are printed for each. `--also FOLDER` reads a
-second, cross-domain set (a `<class>/<image>` folder of face crops, such as CK+48) the same way and prints
-both sets side by side, so that tau is chosen with both in view. `--write` stores the
-prior, the rule and tau in config.json's `decision` block and renders the card again; evaluate the model
-again afterwards (`train.evaluate --card`), since its results were read by the old rule.
+The class prior is each class's share of the training split's labels (FER+: each face's top vote), the same
+for every model read, so that models compare at equal tau; `--own-prior` reads a model by the prior it keeps
+instead (config.json's `decision` block: training writes there the share of the targets it trained on, which
+differ from the labels' when FER2013's own labels were blended in, `--fer2013-blend`). The validation split's
+faces go once through the app's pipeline (as train.evaluate reads them); the same probabilities are then read
+by the prior rule and by the balanced rule at each tau (emotion/decision.py), and accuracy and mean-class
+accuracy are printed for each. `--also FOLDER` reads a second, cross-domain set (a `<class>/<image>` folder of
+face crops, such as CK+48) the same way and prints both sets side by side, so that tau is chosen with both in
+view. `--write` stores the prior, the rule and tau in config.json's `decision` block and renders the card
+again; evaluate the model again afterwards (`train.evaluate --card`), since its results were read by the old
+rule.
 """
 from __future__ import annotations
 
@@ -44,6 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--also", default=None, help="a second set to read beside it: a <class>/<image> folder of "
                    "face crops (e.g. CK+48), taken as given")
+    p.add_argument("--own-prior", action="store_true", help="divide out the prior the model keeps (its config's "
+                   "decision block) instead of the training split's")
     p.add_argument("--write", choices=RULES, default=None, help="set this rule in the model folder")
     p.add_argument("--tau", type=float, default=1.0, help="with --write balanced: how much of the log prior")
     p.add_argument("--no-progress", action="store_true")
@@ -51,13 +56,9 @@ def parse_args(argv=None):
 
 
 def prior_of(dataset: str, data: str, split: str, labels=None) -> dict[str, float]:
-    """Each class's share of a split's targets: vote distributions where the data set has them, else labels."""
+    """Each class's share of a split's labels (FER+: each face's top vote)."""
     items = list_split(dataset, data, split, labels)
-    if items and len(items[0]) > 2:
-        targets = np.array([it[2] for it in items], np.float64)
-    else:
-        targets = np.eye(len(CLASSES))[[it[1] for it in items]]
-    return training_prior(targets, CLASSES)
+    return training_prior(np.eye(len(CLASSES))[[it[1] for it in items]], CLASSES)
 
 
 def readings(model, items, prior: dict, taus, desc: str, quiet: bool) -> list[dict]:
@@ -91,9 +92,15 @@ def print_table(rows: list[dict]) -> None:
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
-    prior = prior_of(args.dataset, args.data, args.train_split, args.labels)
-    print("training prior: " + ", ".join(f"{c} {v:.1%}" for c, v in prior.items()))
     model = load_model(args.weights, fallback=False)
+    if args.own_prior:
+        if not model.decision.prior:
+            raise SystemExit(f"{model.source} keeps no class prior (config.json has no decision block)")
+        prior = {c: model.decision.prior[c] for c in CLASSES}
+    else:
+        prior = prior_of(args.dataset, args.data, args.train_split, args.labels)
+    print(("the model's own prior: " if args.own_prior else "training prior: ")
+          + ", ".join(f"{c} {v:.1%}" for c, v in prior.items()))
     split = args.split or VAL_SPLIT[args.dataset]
     items = list_split(args.dataset, args.data, split, args.labels)
     if args.limit:
