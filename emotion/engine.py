@@ -30,6 +30,7 @@ model's lock.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io
 import logging
@@ -205,6 +206,18 @@ def _fingerprint(net: torch.nn.Module) -> tuple[tuple[int, int], ...]:
     return tuple((t.data_ptr(), t._version) for t in weights)
 
 
+def _detached_copy(net: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `net` for the exporter, without the hooks an explanation may have on it at this moment (they
+    belong to that request) and without gradients."""
+    hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    empty = {id(getattr(m, h)): type(getattr(m, h))() for m in net.modules() for h in hooks}  # not copied
+    clone = copy.deepcopy(net, empty)
+    for p in clone.parameters():
+        p.grad = None
+        p.requires_grad_(False)
+    return clone.eval()
+
+
 def _weights_hash(net: torch.nn.Module, side: int) -> str:
     """The cache key of a network's exports: its weights, its layout (the modules' repr, which holds every
     convolution's stride, padding and dilation: the same weights at another output stride are another
@@ -230,8 +243,13 @@ class OnnxNet:
     the export (its weights' fingerprint) is left to PyTorch.
     """
 
-    def __init__(self, net: torch.nn.Module, side: int, required: bool = False):
+    def __init__(self, net: torch.nn.Module, side: int, required: bool = False,
+                 guard: threading.RLock | None = None):
         self.net, self.side, self.required = net, side, required
+        # The exporter hooks every module's forward pass in the process while it runs, so PyTorch passes made
+        # meanwhile fail: a graph is exported (or read) holding `guard`, the lock the model's PyTorch passes
+        # hold (EmotionModel.lock), always taken before this object's own.
+        self._guard = guard or threading.RLock()
         self.gradcam_ok = supports_gradcam(net)
         self._sessions: dict[str, object] = {}
         self._failed: dict[str, str] = {}  # graph -> why ONNX Runtime cannot run it (PyTorch does)
@@ -260,7 +278,7 @@ class OnnxNet:
     def _session(self, part: str):
         """The graph's session; None where it cannot be had (EngineError instead when ONNX Runtime is required)."""
         if part not in self._sessions and part not in self._failed:
-            with self._lock:
+            with self._guard, self._lock:
                 if part not in self._sessions and part not in self._failed:
                     self._open(part)
         if part in self._failed and self.required:
@@ -292,14 +310,17 @@ class OnnxNet:
                 log.warning("ONNX Runtime unavailable for %s (%s); %s in PyTorch.", part, self._failed[part], what)
 
     def _export(self, part: str, path: Path) -> None:
+        """Export `part` of a copy of the network: the exporter swaps a traced module's weights for stand-ins
+        while it runs (seconds), and the app's own network must go on answering requests meanwhile."""
         path.parent.mkdir(parents=True, exist_ok=True)
         n = torch.export.Dim("batch")
         x = torch.zeros(2, 3, self.side, self.side)
+        net = _detached_copy(self.net)
         if part == "logits":
-            module, args, inputs, outputs = self.net, (x,), ["x"], ["logits"]
+            module, args, inputs, outputs = net, (x,), ["x"], ["logits"]
         else:
-            module = _GradCamGraph(self.net, part.split("-")[1])
-            args = (x, torch.full((2,), -1, dtype=torch.int64), torch.zeros(2, self.net.num_classes))
+            module = _GradCamGraph(net, part.split("-")[1])
+            args = (x, torch.full((2,), -1, dtype=torch.int64), torch.zeros(2, net.num_classes))
             inputs, outputs = ["x", "classes", "mirror"], ["logits", "activations", "gradients"]
         with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")  # the exporter's notes on axis names and its progress lines

@@ -450,8 +450,9 @@ def load_model(source: str | os.PathLike | None = None, fallback: bool = True,
             fc.bias.add_(offset.to(fc.bias.dtype))
     net = net.eval().to(memory_format=torch.channels_last)
     engine = resolve_engine(engine)
-    onnx = None if engine == "torch" else OnnxNet(net, prep.size, required=engine == "onnx")
+    lock = threading.RLock()  # the model's (EmotionModel.lock), also held while a graph is exported
+    onnx = None if engine == "torch" else OnnxNet(net, prep.size, required=engine == "onnx", guard=lock)
     if engine == "onnx":
         onnx.available()  # export (or read the cached export) now, and fail here if it cannot be had
     return EmotionModel(net=net, labels=labels, prep=prep, source=str(folder), config=config, origin=origin,
-                        decision=decision, onnx=onnx)
+                        decision=decision, onnx=onnx, lock=lock)

@@ -209,3 +209,41 @@ def test_grad_cams_graph_is_used_only_where_its_backward_pass_is_right():
         assert supports_gradcam(net) == right, pool
         if not right:
             assert OnnxNet(net, 64).gradcam(x, "layer3", [None, None]) is None  # left to PyTorch
+
+
+def test_the_network_answers_while_its_graph_is_exported(model, crops, tmp_path, monkeypatch):
+    """The app exports Grad-CAM's graphs in the background on a fresh machine while requests arrive. The
+    exporter traces a copy (tracing the app's network failed a request with "Cannot access data pointer of
+    Tensor") under the model's lock (its hooks on every module's forward failed PyTorch passes made meanwhile in
+    other threads): every pass gives the network's own answer and the export is still made."""
+    real = cache_dir()
+    monkeypatch.setenv("EMOTION_ONNX_CACHE", str(tmp_path))  # the forward pass's graph only: Grad-CAM's is made now
+    key = model.onnx._hash
+    shutil.copy(real / f"logits-{key}.onnx", tmp_path / f"logits-{key}.onnx")
+    x = model.prep.to_input(crops)
+    with torch.no_grad():
+        want = model.net(x)
+    assert model.onnx._guard is model.lock  # as load_model wires it
+    fresh = OnnxNet(model.net, model.prep.size, guard=model.lock)
+    assert fresh.usable(model.net)
+    exporting = threading.Thread(target=fresh._session, args=("gradcam-layer3",))
+    exporting.start()
+    passes, errors = 0, []
+    while exporting.is_alive():
+        try:
+            # ONNX Runtime's passes take no lock: they, and the check of the live weights' fingerprint before
+            # each, run all through the export
+            for _ in range(20):
+                assert fresh.usable(model.net)
+                assert torch.allclose(fresh.logits(x), want, atol=1e-4)
+            with model.lock, torch.no_grad():  # PyTorch's wait for the export
+                got = model.net(x)
+            assert torch.allclose(got, want, atol=1e-4)
+            passes += 1
+        except Exception as e:  # noqa: BLE001 - collected, asserted below
+            errors.append(f"{type(e).__name__}: {e}")
+    exporting.join()
+    assert errors == [] and passes > 0
+    assert fresh.failures() == {} and (tmp_path / f"gradcam-layer3-{key}.onnx").is_file()
+    logits, _, _ = fresh.gradcam(x, "layer3", [None] * len(x))
+    assert torch.allclose(logits, want, atol=1e-4)
