@@ -200,3 +200,35 @@ def test_fer2013_blend_moves_that_share_of_each_target_to_the_faces_own_label(tm
     with pytest.raises(SystemExit, match="needs --dataset ferplus"):
         train.main(["--dataset", "fer2013", "--data", str(root), "--run-dir", str(tmp_path / "no"), "--epochs", "1",
                     "--size", "32", "--threads", "1", "--no-progress", "--fer2013-blend", "0.25"])
+
+
+def test_fer2013_blend_only_blends_the_faces_filed_under_those_classes(tmp_path):
+    """--fer2013-blend 0.5 --fer2013-blend-only angry sad: only faces the folders file as angry or sad get half
+    their target on that class; every other face keeps its FER+ votes, so the prior the model keeps is the mean
+    of those targets. A refused option leaves no run folder behind."""
+    root, table = LAYOUTS["folders_and_table"](tmp_path / "folders")
+    run = tmp_path / "run"
+    train.main(["--dataset", "ferplus", "--data", str(root), "--labels", str(table), "--run-dir", str(run),
+                "--epochs", "1", "--batch-size", "8", "--size", "32", "--threads", "1", "--no-progress",
+                "--fer2013-blend", "0.5",
+                "--fer2013-blend-only", "angry", "sad"])
+    chosen = {CLASSES.index("angry"), CLASSES.index("sad")}
+    want = torch.zeros(len(CLASSES), dtype=torch.float64)
+    kept = expected("train")
+    assert {c for c, _ in kept} & chosen and {c for c, _ in kept} - chosen  # the fixture has both kinds
+    for c, kind in kept:
+        nxt = (c + 1) % len(CLASSES)
+        own, other = (0.5, 0.5) if kind == "tie" else (1 / 3, 2 / 3)
+        share = 0.5 if c in chosen else 0.0
+        want[c] += (1 - share) * own + share
+        want[nxt] += (1 - share) * other
+    want /= len(kept)
+    cfg = json.loads((run / "best" / "config.json").read_text())
+    assert [cfg["decision"]["prior"][name] for name in CLASSES] == pytest.approx(want.tolist(), abs=1e-6)
+    recipe = json.loads((run / "best" / "results.json").read_text())["training"]["recipe"]
+    assert recipe["fer2013_blend_only"] == ["angry", "sad"]
+    refused = tmp_path / "refused"
+    with pytest.raises(SystemExit, match="give --fer2013-blend too"):
+        train.main(["--dataset", "ferplus", "--data", str(root), "--labels", str(table), "--run-dir", str(refused),
+                    "--epochs", "1", "--size", "32", "--threads", "1", "--no-progress", "--fer2013-blend-only", "angry"])
+    assert not refused.exists()

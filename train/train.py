@@ -84,6 +84,9 @@ def parse_args(argv=None):
     p.add_argument("--fer2013-blend", type=float, default=0.0, help="ferplus: the share of each training "
                    "target given to FER2013's own label of the face (0: the FER+ votes alone). FER+'s taggers "
                    "read many faces FER2013 files as angry, fearful or sad as neutral; this keeps some of that")
+    p.add_argument("--fer2013-blend-only", nargs="+", default=None, choices=CLASSES, metavar="CLASS",
+                   help="with --fer2013-blend: blend only the faces FER2013 files under these classes (e.g. angry); "
+                   "the others keep their FER+ votes")
     p.add_argument("--teacher", nargs="+", default=None, help="distil from this model (a model folder or "
                    "local-dir:PATH; any side, see train/distill.py), or from several answering as one (their "
                    "logits averaged): the answers on each augmented batch are a second target")
@@ -145,13 +148,17 @@ def class_weights(counts: list[int], mode: str) -> torch.Tensor:
     return w / (w * counts).sum() * counts.sum()  # mean weight per sample stays 1
 
 
-def blend_originals(targets: torch.Tensor, originals: torch.Tensor | None, share: float) -> torch.Tensor:
+def blend_originals(targets: torch.Tensor, originals: torch.Tensor | None, share: float,
+                    only: list[int] | None = None) -> torch.Tensor:
     """FER+ targets with `share` of each row moved to FER2013's own label of the face (rows whose own label is
-    not one of our classes keep their votes)."""
-    if originals is None or not (originals >= 0).any():
+    not one of our classes, or with `only`, not one of those class indices, keep their votes)."""
+    known = None if originals is None else originals >= 0
+    if known is None or not known.any():
         raise SystemExit("--fer2013-blend needs FER2013's own label of each face: the table's fer2013_label "
                          "column or class folders, or fer2013.csv's emotion column")
-    known = (originals >= 0).to(targets.device)
+    if only is not None:
+        known &= torch.isin(originals, torch.tensor(only, dtype=originals.dtype))
+    known = known.to(targets.device)
     own = F.one_hot(originals.clamp(min=0).to(targets.device), targets.shape[1]).float()
     return torch.where(known[:, None], (1 - share) * targets + share * own, targets)
 
@@ -237,14 +244,16 @@ def main(argv=None):
     if args.batch_size < world.size:
         raise SystemExit(f"--batch-size {args.batch_size} is the batch over all {world.size} processes: "
                          "give each at least one image")
-    run_dir = Path(args.run_dir or f"runs/{args.dataset}")
-    if world.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    best_dir = run_dir / "best"
     soft = args.dataset == "ferplus"
     if args.fer2013_blend and not (soft and 0 < args.fer2013_blend <= 1):
         raise SystemExit(f"--fer2013-blend is a share of each FER+ target, in (0, 1], and needs --dataset ferplus "
                          f"(not {args.fer2013_blend} with {args.dataset})")
+    if args.fer2013_blend_only and not args.fer2013_blend:
+        raise SystemExit("--fer2013-blend-only names the classes --fer2013-blend applies to: give --fer2013-blend too")
+    run_dir = Path(args.run_dir or f"runs/{args.dataset}")
+    if world.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    best_dir = run_dir / "best"
     if args.label_smoothing is None:
         args.label_smoothing = 0.0 if soft else 0.1
     if args.balance is None:
@@ -273,7 +282,8 @@ def main(argv=None):
     images, labels = train_set.images.to(device), train_set.labels.to(device)
     targets = train_set.targets.to(device) if soft else F.one_hot(labels, len(CLASSES)).float()
     if args.fer2013_blend:
-        targets = blend_originals(targets, train_set.originals, args.fer2013_blend)
+        only = [CLASSES.index(c) for c in args.fer2013_blend_only] if args.fer2013_blend_only else None
+        targets = blend_originals(targets, train_set.originals, args.fer2013_blend, only)
     decision = Decision(rule=args.rule, prior=training_prior(targets.cpu().numpy(), CLASSES))
     say(f"data: {len(train_set)} train / {len(val)} val ({val_split}) images at {args.size}px in "
           f"{time.time() - t0:.0f}s; classes {dict(zip(CLASSES, train_set.class_counts()))}")
@@ -509,11 +519,11 @@ def _framing(train_set: D.Split, dataset: str, seed: int, n: int = 300) -> dict:
 def _training_facts(args, train_set, val_split, best, history) -> dict:
     """What the model card says about how the model was made."""
     keep = ("dataset", "labels", "size", "color", "epochs", "batch_size", "opt", "lr", "weight_decay", "warmup_epochs",
-            "label_smoothing", "fer2013_blend", "balance", "mixup", "cutmix", "mix_prob", "erase_mouth", "jpeg_p",
+            "label_smoothing", "fer2013_blend", "fer2013_blend_only", "balance", "mixup", "cutmix", "mix_prob", "erase_mouth", "jpeg_p",
             "drop_rate", "drop_path", "pretrained", "init", "teacher", "kd_alpha", "kd_temp", "kd_whole_face", "tta_flip",
             "limit", "bf16", "rule", "seed")
     recipe = {k: getattr(args, k) for k in keep if (k not in ("kd_alpha", "kd_temp", "kd_whole_face") or args.teacher)
-              and (k != "fer2013_blend" or args.fer2013_blend)}
+              and (k not in ("fer2013_blend", "fer2013_blend_only") or getattr(args, k))}
     return {"recipe": recipe, "train_images": len(train_set),
             "class_counts": dict(zip(CLASSES, train_set.class_counts())), "val_split": val_split,
             **({"started_from": args.started_from} if getattr(args, "started_from", None) else {}),
