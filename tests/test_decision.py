@@ -20,7 +20,7 @@ from emotion.decision import Decision, reread
 from emotion.model import CLASSES, Preprocess, create_net, load_model
 from emotion.pipeline import analyse
 from tests.fixtures import make_class_folders, make_fer2013_folders
-from train import decide, evaluate
+from train import decide, evaluate, paired
 from train.export import save_model
 from train.train import _init_model
 
@@ -153,3 +153,42 @@ def test_decide_can_read_a_model_by_the_prior_it_keeps(folder, tmp_path):
     assert own[1]["per_class_accuracy"] == {c: float(c == "sad") for c in CLASSES}
     split = decide.main(common)
     assert split[1]["per_class_accuracy"] == {c: float(c == "neutral") for c in CLASSES}
+
+
+def test_mcnemar_p_is_the_two_sided_binomial_tail_of_the_disagreements():
+    """Exact McNemar: with k faces only one model reads right out of n disagreements, p = 2 P(X <= min) for
+    X ~ Binomial(n, 1/2), capped at 1."""
+    def two_sided(a, b):
+        n, k = a + b, min(a, b)
+        return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+    for a, b in [(0, 6), (1, 3), (13, 28), (61, 50), (7, 26)]:
+        assert paired.mcnemar_p(a, b) == pytest.approx(two_sided(a, b), rel=1e-9)
+        assert paired.mcnemar_p(b, a) == pytest.approx(two_sided(a, b), rel=1e-9)
+    assert paired.mcnemar_p(0, 6) == pytest.approx(2 / 64)
+    assert paired.mcnemar_p(0, 0) == 1.0
+
+
+def test_paired_counts_the_faces_each_model_alone_reads_right(folder, tmp_path):
+    """A (the fixture) answers neutral on every face, B (its bias on happy) happy on every face. On PublicTest
+    (2 faces of each class) each alone reads 2 right; on a second set of 3 happy faces and 1 neutral, B alone 3
+    and A alone 1, a split whose exact McNemar p is 2 x (1 + 4) / 16."""
+    torch.manual_seed(0)
+    net = create_net().eval()
+    with torch.no_grad():
+        net.fc.weight.zero_()
+        net.fc.bias.copy_(torch.tensor([1.0 if c == "happy" else 0.0 for c in CLASSES]))
+    happy = save_model(net, tmp_path / "happy", Preprocess(size=48), training={}, fp16=False,
+                       decision=Decision(rule="balanced", prior=PRIOR))
+    root = make_fer2013_folders(tmp_path / "fer", per_class=3)
+    other = make_class_folders(tmp_path / "posed", per_class=3, names=["happy"])
+    make_class_folders(other, per_class=1, names=["neutral"])
+    out = paired.main([str(folder), str(happy), "--data", str(root), "--dataset", "fer2013", "--taus", "0.5", "1",
+                       "--also", str(other), "--no-progress"])
+    first, second = out["fer2013 public_test"], out["posed"]
+    assert [r["rule"] for r in first] == ["prior", "balanced", "balanced"]
+    for r in first:
+        assert (r["n"], r["both"], r["only_a"], r["only_b"], r["neither"]) == (14, 0, 2, 2, 10)
+        assert r["p"] == 1.0 and r["accuracy_a"] == r["accuracy_b"] == pytest.approx(2 / 14)
+    for r in second:
+        assert (r["n"], r["only_a"], r["only_b"]) == (4, 1, 3)
+        assert r["p"] == pytest.approx(2 * 5 / 16)

@@ -61,23 +61,34 @@ def prior_of(dataset: str, data: str, split: str, labels=None) -> dict[str, floa
     return training_prior(np.eye(len(CLASSES))[[it[1] for it in items]], CLASSES)
 
 
-def readings(model, items, prior: dict, taus, desc: str, quiet: bool) -> list[dict]:
-    """The pictures' probabilities, collected once through the app's pipeline, read by the prior rule and by
-    the balanced rule at each tau: a row of scores for each."""
+def predictions(model, items, prior: dict, taus, desc: str, quiet: bool) -> tuple[list[int], list[dict]]:
+    """The pictures' true classes, and their probabilities, collected once through the app's pipeline, read by
+    the prior rule and by the balanced rule at each tau: {"rule", "tau", "y_pred"} for each (classes as indices
+    of CLASSES, NO_ANSWER for a picture that could not be read)."""
     y_true, probs = collect(model, items, False, not quiet, desc)
     answered = [i for i, p in enumerate(probs) if isinstance(p, np.ndarray)]
-    plain = reread(np.stack([probs[i] for i in answered]), model.labels, model.decision, "prior")  # own scores
+    plain = (reread(np.stack([probs[i] for i in answered]), model.labels, model.decision, "prior")  # own scores
+             if answered else np.zeros((0, len(model.labels)), np.float32))
     measured = Decision(prior=prior)
     to_ours = class_indices(model.labels)
-    rows = []
+    out = []
     for rule, tau in [("prior", 0.0)] + [("balanced", t) for t in taus]:
         p = reread(plain, model.labels, measured, rule, tau)
         y_pred = [NO_ANSWER] * len(probs)
         for i, row in zip(answered, p):
             y_pred[i] = to_ours[int(row.argmax())]
-        m = scores(y_true, y_pred, CLASSES)
-        rows.append({"rule": rule, "tau": tau, "accuracy": m["accuracy"], "mean_class_accuracy": m["mean_class_accuracy"],
-                     "per_class_accuracy": m["per_class_accuracy"]})
+        out.append({"rule": rule, "tau": tau, "y_pred": y_pred})
+    return y_true, out
+
+
+def readings(model, items, prior: dict, taus, desc: str, quiet: bool) -> list[dict]:
+    """`predictions` scored: a row of scores for the prior rule and for the balanced rule at each tau."""
+    y_true, read = predictions(model, items, prior, taus, desc, quiet)
+    rows = []
+    for r in read:
+        m = scores(y_true, r["y_pred"], CLASSES)
+        rows.append({"rule": r["rule"], "tau": r["tau"], "accuracy": m["accuracy"],
+                     "mean_class_accuracy": m["mean_class_accuracy"], "per_class_accuracy": m["per_class_accuracy"]})
     return rows
 
 

@@ -1,0 +1,106 @@
+"""Compare two models on the same faces: which faces each reads right that the other does not, and whether the
+difference is more than chance (an exact McNemar test).
+
+    python -m train.paired weights runs/candidate/best --data ../shared/datasets/fer2013 --dataset ferplus \\
+        --labels ../shared/datasets/ferplus/ferplus_labels.csv --taus 0.6 0.75 --also ../shared/datasets/ckplus48
+
+Accuracies of two models on one validation split differ by sampling alone; since both read the same faces,
+only the faces where they disagree on right and wrong say which is better. Each model is read as
+`train.decide` reads it (the training split's prior divided out by the balanced rule at each tau, and the
+prior rule), and for every reading this prints both accuracies, the faces only the first model (A) reads
+right, those only the second (B) reads right, and the two-sided exact McNemar p-value: the chance of a split
+of the disagreements at least that uneven if both models were equally good. `--also FOLDER` does the same on a
+`<class>/<image>` folder of crops (e.g. CK+48). Faces of the same person are not independent draws, so on a
+set of few people (CK+48: about 120) the p-values are optimistic.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from scipy.stats import binomtest
+
+from emotion.model import load_model
+from train.data import list_split
+from train.decide import predictions, prior_of
+from train.train import VAL_SPLIT
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m train.paired", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("a", help="the first model (e.g. the shipped one): a folder or local-dir:PATH")
+    p.add_argument("b", help="the second model (the candidate)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--dataset", choices=["fer2013", "ferplus", "rafdb", "folder"], default="ferplus")
+    p.add_argument("--labels", default=None, help="ferplus: the per-file vote table")
+    p.add_argument("--train-split", default="train", help="the split whose labels give the class prior")
+    p.add_argument("--split", default=None, help="the split to compare on (default: the validation split)")
+    p.add_argument("--taus", type=float, nargs="+", default=[0.6])
+    p.add_argument("--also", default=None, help="a second set: a <class>/<image> folder of face crops")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value: how likely a split of the only_a + only_b disagreements at least this
+    uneven is when each falls to either model with chance one half (1.0 when they never disagree)."""
+    n = only_a + only_b
+    return 1.0 if n == 0 else float(binomtest(only_b, n, 0.5).pvalue)
+
+
+def compare(y_true, pred_a, pred_b) -> dict:
+    """Counts of the faces both, only A, only B and neither read right, both accuracies and the McNemar p."""
+    right_a = [p == y for p, y in zip(pred_a, y_true)]
+    right_b = [p == y for p, y in zip(pred_b, y_true)]
+    n = len(y_true)
+    c = {"n": n,
+         "both": sum(a and b for a, b in zip(right_a, right_b)),
+         "only_a": sum(a and not b for a, b in zip(right_a, right_b)),
+         "only_b": sum(b and not a for a, b in zip(right_a, right_b)),
+         "neither": sum(not a and not b for a, b in zip(right_a, right_b))}
+    c["accuracy_a"] = (c["both"] + c["only_a"]) / n if n else 0.0
+    c["accuracy_b"] = (c["both"] + c["only_b"]) / n if n else 0.0
+    c["p"] = mcnemar_p(c["only_a"], c["only_b"])
+    return c
+
+
+def compare_on(model_a, model_b, items, prior: dict, taus, desc: str, quiet: bool) -> list[dict]:
+    """`compare` at the prior rule and at the balanced rule at each tau, both models read alike."""
+    y_true, read_a = predictions(model_a, items, prior, taus, f"{desc} (A)", quiet)
+    _, read_b = predictions(model_b, items, prior, taus, f"{desc} (B)", quiet)
+    return [{"rule": ra["rule"], "tau": ra["tau"], **compare(y_true, ra["y_pred"], rb["y_pred"])}
+            for ra, rb in zip(read_a, read_b)]
+
+
+def print_table(name: str, rows: list[dict]) -> None:
+    print(f"\n{name} (n={rows[0]['n'] if rows else 0}):\n")
+    print("| rule | tau | A | B | only A right | only B right | McNemar p |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['rule']} | {r['tau']:g} | {r['accuracy_a']:.1%} | {r['accuracy_b']:.1%} | {r['only_a']} | "
+              f"{r['only_b']} | {r['p']:.3f} |")
+
+
+def main(argv=None) -> dict[str, list[dict]]:
+    args = parse_args(argv)
+    model_a, model_b = load_model(args.a, fallback=False), load_model(args.b, fallback=False)
+    prior = prior_of(args.dataset, args.data, args.train_split, args.labels)
+    print(f"A: {model_a.source}\nB: {model_b.source}\ntraining prior: "
+          + ", ".join(f"{c} {v:.1%}" for c, v in prior.items()))
+    split = args.split or VAL_SPLIT[args.dataset]
+    items = list_split(args.dataset, args.data, split, args.labels)
+    if args.limit:
+        items = items[:args.limit]
+    out = {f"{args.dataset} {split}": compare_on(model_a, model_b, items, prior, args.taus, split, args.no_progress)}
+    if args.also:
+        also = list_split("folder", args.also, None)
+        out[Path(args.also).name] = compare_on(model_a, model_b, also, prior, args.taus, args.also, args.no_progress)
+    for name, rows in out.items():
+        print_table(name, rows)
+    return out
+
+
+if __name__ == "__main__":
+    main()
