@@ -34,24 +34,36 @@ from train.metrics import NO_ANSWER, class_indices, scores
 from train.train import VAL_SPLIT
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m train.decide", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default="weights")
+def add_set_options(p: argparse.ArgumentParser, taus: list[float]) -> None:
+    """The options that say which faces are read, at which taus (shared with train.paired)."""
     p.add_argument("--data", required=True)
     p.add_argument("--dataset", choices=["fer2013", "ferplus", "rafdb", "folder"], default="ferplus")
     p.add_argument("--labels", default=None, help="ferplus: the per-file vote table")
     p.add_argument("--train-split", default="train", help="the split whose targets give the class prior")
     p.add_argument("--split", default=None, help="the split to measure on (default: the validation split)")
-    p.add_argument("--taus", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0])
+    p.add_argument("--taus", type=float, nargs="+", default=taus)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--also", default=None, help="a second set to read beside it: a <class>/<image> folder of "
                    "face crops (e.g. CK+48), taken as given")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def measured_items(args) -> tuple[str, list]:
+    """The split `add_set_options` names (default: the validation split) and its pictures, the first --limit."""
+    split = args.split or VAL_SPLIT[args.dataset]
+    items = list_split(args.dataset, args.data, split, args.labels)
+    return split, items[:args.limit] if args.limit else items
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m train.decide", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default="weights")
+    add_set_options(p, [0.25, 0.5, 0.75, 1.0])
     p.add_argument("--own-prior", action="store_true", help="divide out the prior the model keeps (its config's "
                    "decision block) instead of the training split's")
     p.add_argument("--write", choices=RULES, default=None, help="set this rule in the model folder")
     p.add_argument("--tau", type=float, default=1.0, help="with --write balanced: how much of the log prior")
-    p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
 
@@ -112,10 +124,7 @@ def main(argv=None) -> list[dict]:
         prior = prior_of(args.dataset, args.data, args.train_split, args.labels)
     print(("the model's own prior: " if args.own_prior else "training prior: ")
           + ", ".join(f"{c} {v:.1%}" for c, v in prior.items()))
-    split = args.split or VAL_SPLIT[args.dataset]
-    items = list_split(args.dataset, args.data, split, args.labels)
-    if args.limit:
-        items = items[:args.limit]
+    split, items = measured_items(args)
     rows = readings(model, items, prior, args.taus, f"{args.dataset}/{split}", args.no_progress)
     print(f"\n{args.dataset} {split} (n={len(items)}), the model's probabilities read by each rule:\n")
     print_table(rows)

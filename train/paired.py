@@ -22,8 +22,7 @@ from scipy.stats import binomtest
 
 from emotion.model import load_model
 from train.data import list_split
-from train.decide import predictions, prior_of
-from train.train import VAL_SPLIT
+from train.decide import add_set_options, measured_items, predictions, prior_of
 
 
 def parse_args(argv=None):
@@ -31,15 +30,7 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("a", help="the first model (e.g. the shipped one): a folder or local-dir:PATH")
     p.add_argument("b", help="the second model (the candidate)")
-    p.add_argument("--data", required=True)
-    p.add_argument("--dataset", choices=["fer2013", "ferplus", "rafdb", "folder"], default="ferplus")
-    p.add_argument("--labels", default=None, help="ferplus: the per-file vote table")
-    p.add_argument("--train-split", default="train", help="the split whose labels give the class prior")
-    p.add_argument("--split", default=None, help="the split to compare on (default: the validation split)")
-    p.add_argument("--taus", type=float, nargs="+", default=[0.6])
-    p.add_argument("--also", default=None, help="a second set: a <class>/<image> folder of face crops")
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--no-progress", action="store_true")
+    add_set_options(p, [0.6])
     return p.parse_args(argv)
 
 
@@ -89,10 +80,7 @@ def main(argv=None) -> dict[str, list[dict]]:
     prior = prior_of(args.dataset, args.data, args.train_split, args.labels)
     print(f"A: {model_a.source}\nB: {model_b.source}\ntraining prior: "
           + ", ".join(f"{c} {v:.1%}" for c, v in prior.items()))
-    split = args.split or VAL_SPLIT[args.dataset]
-    items = list_split(args.dataset, args.data, split, args.labels)
-    if args.limit:
-        items = items[:args.limit]
+    split, items = measured_items(args)
     out = {f"{args.dataset} {split}": compare_on(model_a, model_b, items, prior, args.taus, split, args.no_progress)}
     if args.also:
         also = list_split("folder", args.also, None)
