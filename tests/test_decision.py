@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from safetensors.torch import load_file
 from emotion.decision import Decision, reread
 from emotion.model import CLASSES, Preprocess, create_net, load_model
 from emotion.pipeline import analyse
-from tests.fixtures import make_class_folders, make_fer2013_folders
+from tests.fixtures import NO_FACE, PORTRAIT, make_class_folders, make_fer2013_folders
 from train import decide, evaluate, paired
 from train.export import save_model
 from train.train import _init_model
@@ -168,17 +169,22 @@ def test_mcnemar_p_is_the_two_sided_binomial_tail_of_the_disagreements():
     assert paired.mcnemar_p(0, 0) == 1.0
 
 
-def test_paired_counts_the_faces_each_model_alone_reads_right(folder, tmp_path):
-    """A (the fixture) answers neutral on every face, B (its bias on happy) happy on every face. On PublicTest
-    (2 faces of each class) each alone reads 2 right; on a second set of 3 happy faces and 1 neutral, B alone 3
-    and A alone 1, a split whose exact McNemar p is 2 x (1 + 4) / 16."""
+def always_happy(folder: Path) -> Path:
+    """A model that ignores the face (weights zero) and answers happy by its bias, whatever the rule."""
     torch.manual_seed(0)
     net = create_net().eval()
     with torch.no_grad():
         net.fc.weight.zero_()
         net.fc.bias.copy_(torch.tensor([1.0 if c == "happy" else 0.0 for c in CLASSES]))
-    happy = save_model(net, tmp_path / "happy", Preprocess(size=48), training={}, fp16=False,
-                       decision=Decision(rule="balanced", prior=PRIOR))
+    return save_model(net, folder, Preprocess(size=48), training={}, fp16=False,
+                      decision=Decision(rule="balanced", prior=PRIOR))
+
+
+def test_paired_counts_the_faces_each_model_alone_reads_right(folder, tmp_path):
+    """A (the fixture) answers neutral on every face, B (its bias on happy) happy on every face. On PublicTest
+    (2 faces of each class) each alone reads 2 right; on a second set of 3 happy faces and 1 neutral, B alone 3
+    and A alone 1, a split whose exact McNemar p is 2 x (1 + 4) / 16."""
+    happy = always_happy(tmp_path / "happy")
     root = make_fer2013_folders(tmp_path / "fer", per_class=3)
     other = make_class_folders(tmp_path / "posed", per_class=3, names=["happy"])
     make_class_folders(other, per_class=1, names=["neutral"])
@@ -192,3 +198,24 @@ def test_paired_counts_the_faces_each_model_alone_reads_right(folder, tmp_path):
     for r in second:
         assert (r["n"], r["only_a"], r["only_b"]) == (4, 1, 3)
         assert r["p"] == pytest.approx(2 * 5 / 16)
+
+
+def test_paired_through_the_detector_counts_a_picture_without_a_face_as_wrong_for_both(folder, tmp_path):
+    """--detect-faces reads each picture as the app does. PublicTest here is the generated faces plus a real
+    portrait filed under happy and a cat photo filed under neutral. Read as given, the happy model alone reads
+    the portrait right and the neutral one alone the cat. Through the detector the generated pictures and the
+    cat hold no face, so neither model answers them; the portrait's face is found and only the happy model reads
+    it right."""
+    happy = always_happy(tmp_path / "happy")
+    root = make_fer2013_folders(tmp_path / "fer", per_class=1)
+    shutil.copy(PORTRAIT, root / "test" / "happy" / "PublicTest_900.jpg")
+    shutil.copy(NO_FACE, root / "test" / "neutral" / "PublicTest_901.jpg")
+    common = [str(folder), str(happy), "--data", str(root), "--dataset", "fer2013", "--taus", "0.5",
+              "--no-progress"]
+    given = paired.main(common)["fer2013 public_test"]
+    seen = paired.main(common + ["--detect-faces"])["fer2013 public_test through the detector"]
+    for r in given:
+        assert (r["n"], r["both"], r["only_a"], r["only_b"], r["neither"]) == (16, 0, 3, 3, 10)
+    for r in seen:
+        assert (r["n"], r["both"], r["only_a"], r["only_b"], r["neither"]) == (16, 0, 0, 1, 15)
+        assert r["p"] == 1.0

@@ -45,6 +45,9 @@ def add_set_options(p: argparse.ArgumentParser, taus: list[float]) -> None:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--also", default=None, help="a second set to read beside it: a <class>/<image> folder of "
                    "face crops (e.g. CK+48), taken as given")
+    p.add_argument("--detect-faces", action="store_true", help="find the face in each picture of the measured "
+                   "split with the app's detector and read what it frames, as the app does (a picture where none "
+                   "is found counts as wrong); --also's crops are still taken as given")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -73,11 +76,13 @@ def prior_of(dataset: str, data: str, split: str, labels=None) -> dict[str, floa
     return training_prior(np.eye(len(CLASSES))[[it[1] for it in items]], CLASSES)
 
 
-def predictions(model, items, prior: dict, taus, desc: str, quiet: bool) -> tuple[list[int], list[dict]]:
-    """The pictures' true classes, and their probabilities, collected once through the app's pipeline, read by
-    the prior rule and by the balanced rule at each tau: {"rule", "tau", "y_pred"} for each (classes as indices
-    of CLASSES, NO_ANSWER for a picture that could not be read)."""
-    y_true, probs = collect(model, items, False, not quiet, desc)
+def predictions(model, items, prior: dict, taus, desc: str, quiet: bool,
+                detect_faces: bool = False) -> tuple[list[int], list[dict]]:
+    """The pictures' true classes, and their probabilities, collected once through the app's pipeline (with
+    detect_faces, on the face its detector finds), read by the prior rule and by the balanced rule at each tau:
+    {"rule", "tau", "y_pred"} for each (classes as indices of CLASSES, NO_ANSWER for a picture that could not be
+    read or where no face was found)."""
+    y_true, probs = collect(model, items, detect_faces, not quiet, desc)
     answered = [i for i, p in enumerate(probs) if isinstance(p, np.ndarray)]
     plain = (reread(np.stack([probs[i] for i in answered]), model.labels, model.decision, "prior")  # own scores
              if answered else np.zeros((0, len(model.labels)), np.float32))
@@ -93,9 +98,9 @@ def predictions(model, items, prior: dict, taus, desc: str, quiet: bool) -> tupl
     return y_true, out
 
 
-def readings(model, items, prior: dict, taus, desc: str, quiet: bool) -> list[dict]:
+def readings(model, items, prior: dict, taus, desc: str, quiet: bool, detect_faces: bool = False) -> list[dict]:
     """`predictions` scored: a row of scores for the prior rule and for the balanced rule at each tau."""
-    y_true, read = predictions(model, items, prior, taus, desc, quiet)
+    y_true, read = predictions(model, items, prior, taus, desc, quiet, detect_faces)
     rows = []
     for r in read:
         m = scores(y_true, r["y_pred"], CLASSES)
@@ -125,8 +130,9 @@ def main(argv=None) -> list[dict]:
     print(("the model's own prior: " if args.own_prior else "training prior: ")
           + ", ".join(f"{c} {v:.1%}" for c, v in prior.items()))
     split, items = measured_items(args)
-    rows = readings(model, items, prior, args.taus, f"{args.dataset}/{split}", args.no_progress)
-    print(f"\n{args.dataset} {split} (n={len(items)}), the model's probabilities read by each rule:\n")
+    rows = readings(model, items, prior, args.taus, f"{args.dataset}/{split}", args.no_progress, args.detect_faces)
+    seen = " through the detector" if args.detect_faces else ""
+    print(f"\n{args.dataset} {split}{seen} (n={len(items)}), the model's probabilities read by each rule:\n")
     print_table(rows)
     if args.also:
         also = list_split("folder", args.also, None)

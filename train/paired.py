@@ -10,8 +10,9 @@ only the faces where they disagree on right and wrong say which is better. Each 
 prior rule), and for every reading this prints both accuracies, the faces only the first model (A) reads
 right, those only the second (B) reads right, and the two-sided exact McNemar p-value: the chance of a split
 of the disagreements at least that uneven if both models were equally good. `--also FOLDER` does the same on a
-`<class>/<image>` folder of crops (e.g. CK+48). Faces of the same person are not independent draws, so on a
-set of few people (CK+48: about 120) the p-values are optimistic.
+`<class>/<image>` folder of crops (e.g. CK+48). `--detect-faces` reads the split's pictures as the app does,
+on the face its detector finds (a picture where it finds none counts as wrong for both). Faces of the same
+person are not independent draws, so on a set of few people (CK+48: about 120) the p-values are optimistic.
 """
 from __future__ import annotations
 
@@ -57,10 +58,12 @@ def compare(y_true, pred_a, pred_b) -> dict:
     return c
 
 
-def compare_on(model_a, model_b, items, prior: dict, taus, desc: str, quiet: bool) -> list[dict]:
-    """`compare` at the prior rule and at the balanced rule at each tau, both models read alike."""
-    y_true, read_a = predictions(model_a, items, prior, taus, f"{desc} (A)", quiet)
-    _, read_b = predictions(model_b, items, prior, taus, f"{desc} (B)", quiet)
+def compare_on(model_a, model_b, items, prior: dict, taus, desc: str, quiet: bool,
+               detect_faces: bool = False) -> list[dict]:
+    """`compare` at the prior rule and at the balanced rule at each tau, both models read alike (with
+    detect_faces, on the face the app's detector finds in each picture)."""
+    y_true, read_a = predictions(model_a, items, prior, taus, f"{desc} (A)", quiet, detect_faces)
+    _, read_b = predictions(model_b, items, prior, taus, f"{desc} (B)", quiet, detect_faces)
     return [{"rule": ra["rule"], "tau": ra["tau"], **compare(y_true, ra["y_pred"], rb["y_pred"])}
             for ra, rb in zip(read_a, read_b)]
 
@@ -81,7 +84,8 @@ def main(argv=None) -> dict[str, list[dict]]:
     print(f"A: {model_a.source}\nB: {model_b.source}\ntraining prior: "
           + ", ".join(f"{c} {v:.1%}" for c, v in prior.items()))
     split, items = measured_items(args)
-    out = {f"{args.dataset} {split}": compare_on(model_a, model_b, items, prior, args.taus, split, args.no_progress)}
+    name = f"{args.dataset} {split}" + (" through the detector" if args.detect_faces else "")
+    out = {name: compare_on(model_a, model_b, items, prior, args.taus, split, args.no_progress, args.detect_faces)}
     if args.also:
         also = list_split("folder", args.also, None)
         out[Path(args.also).name] = compare_on(model_a, model_b, also, prior, args.taus, args.also, args.no_progress)
