@@ -213,6 +213,26 @@ def ten_faces() -> Image.Image:
     return grid
 
 
+def loose_face_crops(side: int = 64) -> list[Image.Image]:
+    """24 grey face crops like a data set's, `side` pixels, with the face loosely framed: each of the four faces
+    in the shipped photos (two portraits, two faces in two_faces.jpg) in squares 1.2, 1.4 and 1.6 times the
+    detector's box about its centre, each also mirrored."""
+    from emotion.faces import cut, detect_faces
+    from emotion.model import face_pixels
+
+    crops = []
+    for photo in (PORTRAIT, SECOND_PORTRAIT, ROOT / "examples" / "two_faces.jpg"):
+        rgb = np.asarray(Image.open(photo).convert("RGB"))
+        for det in detect_faces(rgb)[:2]:
+            x0, y0, x1, y1 = det.box
+            cx, cy, s = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0)
+            for grow in (1.2, 1.4, 1.6):
+                h = s * grow / 2
+                grey = face_pixels(cut(rgb, tuple(int(round(v)) for v in (cx - h, cy - h, cx + h, cy + h))), side)
+                crops += [Image.fromarray(grey), Image.fromarray(np.ascontiguousarray(grey[:, ::-1]))]
+    return crops
+
+
 def tall_portrait() -> Image.Image:
     """The portrait cut to 384 x 512 (width x height): not square, so a width/height swap shows."""
     return portrait().crop((64, 0, 448, 512))

@@ -1,16 +1,22 @@
-"""The app frames a detected face the way the training faces were framed (eyes apart and placed alike)."""
+"""The app frames a detected face the way the training faces were framed (eyes apart and placed alike), and
+training can show its faces as the app frames them (`--app-framing`, train/framed.py)."""
+import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from emotion.faces import cut, detect_faces
 from emotion.framing import crop_box, measure_framing
-from emotion.model import Preprocess, create_net, load_model
+from emotion.model import CLASSES, Preprocess, create_net, load_model
+from emotion.pipeline import analyse
 from tests import fixtures as fx
+from train import train
 from train.export import save_model
+from train.framed import app_framed, show_framed
 
 PHOTOS = [fx.PORTRAIT, fx.SECOND_PORTRAIT, fx.ROOT / "examples" / "two_faces.jpg"]
 
@@ -98,3 +104,77 @@ def test_without_the_face_detector_models_load_and_training_takes_fer2013s_frami
     out = subprocess.run([sys.executable, "-c", code], cwd=fx.ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-2:] == ["ok", "0.385"]
+
+
+# ---------------------------------------------------------------- training faces framed as the app frames them
+APP_PREP = Preprocess(size=64, native_size=48, eye_distance=0.36, eye_line=0.385)
+
+
+def as_tensor(pictures) -> torch.Tensor:
+    return torch.from_numpy(np.stack([np.asarray(p.convert("L")) for p in pictures]))[:, None]
+
+
+def test_app_framed_training_faces_are_what_the_app_shows_the_model(tmp_path):
+    """Loosely framed face crops, framed for training (train/framed.py), are pixel for pixel what the app's
+    pipeline gives the model for the same picture, with the eyes where the framing puts them; a picture
+    without a face stays as it was."""
+    faces = fx.loose_face_crops()[:6]
+    blank = fx.class_image(3, size=64)
+    images = as_tensor(faces + [blank])
+    save_model(create_net(), tmp_path / "m", APP_PREP)
+    model = load_model(tmp_path / "m", fallback=False)
+    framed, found = app_framed(images, model.prep, progress=False)
+    assert found.tolist() == [True] * 6 + [False]
+    assert torch.equal(framed[6], images[6])
+    for i, face in enumerate(faces):
+        shown = analyse(np.asarray(face.convert("RGB")), model, with_heatmaps=False).faces[0]
+        assert np.array_equal(framed[i, 0].numpy(), model.prep.pixels(shown.crop))
+        assert not torch.equal(framed[i], images[i])  # the loose crop was framed again
+        distance, x, y = eyes_in(np.repeat(framed[i, 0].numpy()[..., None], 3, 2))
+        assert distance == pytest.approx(0.36, abs=0.04)
+        assert y == pytest.approx(0.385, abs=0.04) and x == pytest.approx(0.5, abs=0.04)
+
+
+def test_app_framing_is_kept_for_the_same_pictures_and_framing_only(tmp_path):
+    images = as_tensor(fx.loose_face_crops()[:2])
+    cache = tmp_path / "app_framed.pt"
+    framed, found = app_framed(images, APP_PREP, progress=False, cache=cache)
+    assert cache.exists() and found.tolist() == [True, True]
+    kept = torch.load(cache, weights_only=True)
+    torch.save({**kept, "framed": torch.zeros_like(framed)}, cache)  # a kept result is read, not made again
+    assert torch.equal(app_framed(images, APP_PREP, progress=False, cache=cache)[0], torch.zeros_like(framed))
+    other = Preprocess(size=64, native_size=48, eye_distance=0.36, eye_line=0.45)  # another framing: made again
+    again, _ = app_framed(images, other, progress=False, cache=cache)
+    assert not torch.equal(again, torch.zeros_like(framed)) and not torch.equal(again, framed)
+
+
+def test_training_shows_the_share_asked_as_the_app_frames_it(tmp_path, capsys):
+    """A run on 24 real face crops and 8 faceless pictures frames the 24 and records the share in its recipe;
+    a share outside [0, 1] is refused before anything is made."""
+    root = tmp_path / "data"
+    for split, pictures in (("train", fx.loose_face_crops()), ("val", fx.loose_face_crops()[:4])):
+        for k, p in enumerate(pictures):
+            (root / split / CLASSES[k % 2]).mkdir(parents=True, exist_ok=True)
+            p.save(root / split / CLASSES[k % 2] / f"face_{k}.png")
+    for k in range(8):
+        fx.class_image(k % 7, size=64).save(root / "train" / CLASSES[k % 2] / f"blank_{k}.png")
+    run = tmp_path / "run"
+    common = ["--dataset", "folder", "--data", str(root), "--run-dir", str(run), "--size", "64", "--epochs", "1",
+              "--batch-size", "8", "--threads", "2", "--no-progress"]
+    with pytest.raises(SystemExit, match="app-framing"):
+        train.main(common + ["--app-framing", "1.5"])
+    assert not run.exists()
+    train.main(common + ["--app-framing", "0.5"])
+    assert "the detector found 24 of 32 training faces; 50% of each batch" in capsys.readouterr().out
+    assert (run / "app_framed.pt").exists()
+    recipe = json.loads((run / "best" / "results.json").read_text())["training"]["recipe"]
+    assert recipe["app_framing"] == 0.5
+
+
+def test_the_share_asked_is_shown_framed_row_by_row():
+    batch, framed = torch.zeros(2000, 1, 4, 4, dtype=torch.uint8), torch.ones(2000, 1, 4, 4, dtype=torch.uint8)
+    for share in (0.0, 0.3, 1.0):
+        shown = show_framed(batch, framed, share, torch.Generator().manual_seed(0))
+        per_row = shown.flatten(1)
+        assert torch.equal(per_row.min(1).values, per_row.max(1).values)  # every row whole from one or the other
+        assert per_row[:, 0].float().mean().item() == pytest.approx(share, abs=0.03)

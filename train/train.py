@@ -42,6 +42,7 @@ from train import distributed
 from train.augment import augment, jpeg, mix, mixer, normalize
 from train.distill import Teacher, distill_loss, ensemble_logits, teacher_sources
 from train.export import load_results, save_model, write_card
+from train.framed import CACHE_FILE, app_framed, show_framed
 from train.metrics import scores
 
 VAL_SPLIT = {"fer2013": "public_test", "ferplus": "public_test", "rafdb": "test", "folder": "val"}
@@ -87,6 +88,9 @@ def parse_args(argv=None):
     p.add_argument("--fer2013-blend-only", nargs="+", default=None, choices=CLASSES, metavar="CLASS",
                    help="with --fer2013-blend: blend only the faces FER2013 files under these classes (e.g. angry); "
                    "the others keep their FER+ votes")
+    p.add_argument("--app-framing", type=float, default=0.0, help="share of training faces shown as the app "
+                   "frames them: found by its face detector and cut on the eyes as a photo's face is (train/framed.py; "
+                   "detected once, kept in the run folder)")
     p.add_argument("--teacher", nargs="+", default=None, help="distil from this model (a model folder or "
                    "local-dir:PATH; any side, see train/distill.py), or from several answering as one (their "
                    "logits averaged): the answers on each augmented batch are a second target")
@@ -248,6 +252,8 @@ def main(argv=None):
     if args.fer2013_blend and not (soft and 0 < args.fer2013_blend <= 1):
         raise SystemExit(f"--fer2013-blend is a share of each FER+ target, in (0, 1], and needs --dataset ferplus "
                          f"(not {args.fer2013_blend} with {args.dataset})")
+    if not 0 <= args.app_framing <= 1:
+        raise SystemExit(f"--app-framing is a share of the training faces, in [0, 1] (not {args.app_framing})")
     if args.fer2013_blend_only and not args.fer2013_blend:
         raise SystemExit("--fer2013-blend-only names the classes --fer2013-blend applies to: give --fer2013-blend too")
     run_dir = Path(args.run_dir or f"runs/{args.dataset}")
@@ -280,6 +286,15 @@ def main(argv=None):
                       native_size=native,
                       tta_flip=args.tta_flip, **framing)
     images, labels = train_set.images.to(device), train_set.labels.to(device)
+    framed = None
+    if args.app_framing:
+        if prep.eye_distance is None:
+            raise SystemExit("--app-framing needs the app's face detector to frame the training faces, and it found "
+                             "too few of them here (or is not installed)")
+        framed, found = app_framed(train_set.images, prep, world, not args.no_progress, run_dir / CACHE_FILE)
+        framed = framed.to(device)
+        say(f"app framing: the detector found {int(found.sum())} of {len(found)} training faces; "
+            f"{args.app_framing:.0%} of each batch is shown as the app frames them")
     targets = train_set.targets.to(device) if soft else F.one_hot(labels, len(CLASSES)).float()
     if args.fer2013_blend:
         only = [CLASSES.index(c) for c in args.fer2013_blend_only] if args.fer2013_blend_only else None
@@ -374,7 +389,10 @@ def main(argv=None):
             mine = idx if keep is None else idx[keep]
             # mixing pairs a face with one in another share: then every process augments the whole batch
             rows = keep if mixing is None else None
-            x, seen_whole = augment(jpeg(images[idx], args.jpeg_p, generator=draw_cpu, keep=rows), prep.mean,
+            batch = images[idx]
+            if framed is not None:  # (drawn only with --app-framing: other runs keep their draws)
+                batch = show_framed(batch, framed[idx], args.app_framing, draw)
+            x, seen_whole = augment(jpeg(batch, args.jpeg_p, generator=draw_cpu, keep=rows), prep.mean,
                                     prep.std, mouth_p=args.erase_mouth, generator=draw, keep=rows, with_whole=True)
             whole = targets[idx]
             if mixing is not None:
@@ -519,11 +537,11 @@ def _framing(train_set: D.Split, dataset: str, seed: int, n: int = 300) -> dict:
 def _training_facts(args, train_set, val_split, best, history) -> dict:
     """What the model card says about how the model was made."""
     keep = ("dataset", "labels", "size", "color", "epochs", "batch_size", "opt", "lr", "weight_decay", "warmup_epochs",
-            "label_smoothing", "fer2013_blend", "fer2013_blend_only", "balance", "mixup", "cutmix", "mix_prob", "erase_mouth", "jpeg_p",
+            "label_smoothing", "fer2013_blend", "fer2013_blend_only", "balance", "mixup", "cutmix", "mix_prob", "erase_mouth", "app_framing", "jpeg_p",
             "drop_rate", "drop_path", "pretrained", "init", "teacher", "kd_alpha", "kd_temp", "kd_whole_face", "tta_flip",
             "limit", "bf16", "rule", "seed")
     recipe = {k: getattr(args, k) for k in keep if (k not in ("kd_alpha", "kd_temp", "kd_whole_face") or args.teacher)
-              and (k not in ("fer2013_blend", "fer2013_blend_only") or getattr(args, k))}
+              and (k not in ("fer2013_blend", "fer2013_blend_only", "app_framing") or getattr(args, k))}
     return {"recipe": recipe, "train_images": len(train_set),
             "class_counts": dict(zip(CLASSES, train_set.class_counts())), "val_split": val_split,
             **({"started_from": args.started_from} if getattr(args, "started_from", None) else {}),
