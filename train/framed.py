@@ -21,13 +21,17 @@ from train import distributed
 CACHE_FILE = "app_framed.pt"
 
 
-def app_frame(picture: np.ndarray, prep: Preprocess) -> np.ndarray | None:
+def as_rgb(picture: torch.Tensor) -> np.ndarray:
+    """A training picture (C x H x W uint8, C = 1 or 3) as the H x W x 3 RGB array the app's detector reads."""
+    return np.ascontiguousarray(picture.permute(1, 2, 0).expand(-1, -1, 3).numpy())
+
+
+def app_frame(picture: torch.Tensor, prep: Preprocess) -> np.ndarray | None:
     """One training picture (C x H x W uint8, C = 1 or 3) as the app frames its largest face, in the same
     layout at `prep.size`; None when the detector finds no face."""
     from emotion.faces import cut, detect_faces  # the detector (yuface) only where this is asked for
 
-    rgb = np.ascontiguousarray(np.repeat(picture, 3, 0).transpose(1, 2, 0) if picture.shape[0] == 1
-                               else picture.transpose(1, 2, 0))
+    rgb = as_rgb(picture)
     found = detect_faces(rgb)
     if not found:
         return None
@@ -50,7 +54,7 @@ def app_framed(images: torch.Tensor, prep: Preprocess, world: distributed.World 
         if kept.get("key") == key:
             return kept["framed"], kept["found"]
     mine = world.share(len(images))
-    done = [app_frame(images[i].numpy(), prep)
+    done = [app_frame(images[i], prep)
             for i in tqdm(mine, desc="app framing", disable=not progress or not world.main)]
     done = [a for part in world.all_gather(done) for a in part]
     found = torch.tensor([a is not None for a in done], dtype=torch.bool)

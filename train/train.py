@@ -42,7 +42,7 @@ from train import distributed
 from train.augment import augment, jpeg, mix, mixer, normalize
 from train.distill import Teacher, distill_loss, ensemble_logits, teacher_sources
 from train.export import load_results, save_model, write_card
-from train.framed import CACHE_FILE, app_framed, show_framed
+from train.framed import CACHE_FILE, app_framed, as_rgb, show_framed
 from train.metrics import scores
 
 VAL_SPLIT = {"fer2013": "public_test", "ferplus": "public_test", "rafdb": "test", "folder": "val"}
@@ -517,7 +517,7 @@ def _framing(train_set: D.Split, dataset: str, seed: int, n: int = 300) -> dict:
     """
     g = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(train_set), generator=g)[:n]
-    crops = [train_set.images[i].permute(1, 2, 0).expand(-1, -1, 3).numpy() for i in pick.tolist()]
+    crops = [as_rgb(train_set.images[i]) for i in pick.tolist()]
     try:
         found = measure_framing(crops)
     except ImportError as e:
