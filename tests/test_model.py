@@ -323,7 +323,7 @@ def test_the_model_cards_timm_snippet_reads_faces_as_the_app_does(model):
     cfg = json.loads((M.DEFAULT_WEIGHTS / "config.json").read_text())
     cfg["preprocess"].update(grayscale=False, eye_distance=0.36, eye_line=0.37)
     code = re.search(r"```python\n(.*?)```", render_card({}, cfg), re.S).group(1)
-    assert "face_square(right_eye, left_eye)" in code and "COLOR_RGB2GRAY" not in code
-    scope = {"right_eye": det.landmarks[0], "left_eye": det.landmarks[1]}
+    assert "face_square(box, right_eye, left_eye)" in code and "COLOR_RGB2GRAY" not in code
+    scope = {"box": det.box, "right_eye": det.landmarks[0], "left_eye": det.landmarks[1]}
     exec(code.replace("hf-hub:OWNER/NAME", f"local-dir:{model.source}").replace("photo.jpg", str(fx.PORTRAIT)), scope)
     assert scope["x"].shape == (1, 3, model.prep.size, model.prep.size)

@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from timm.models._hub import save_config_for_hf
 
 from emotion.decision import DESCRIPTIONS, Decision
+from emotion.framing import MIN_SIDE_PER_BOX_WIDTH
 from emotion.model import CLASSES, CONFIG_FILE, WEIGHTS_FILE, Preprocess
 from train.distill import teacher_sources
 
@@ -98,14 +99,17 @@ def _usage(config: dict, size: int) -> list[str]:
     grey, native = pre.get("grayscale", True), pre.get("native_size")
     if pre.get("eye_distance"):
         framing = [
-            "def face_square(right_eye, left_eye):",
-            "    \"\"\"The square the model expects, from the two eye centres (x, y) of any landmark detector.\"\"\"",
-            "    (rx, ry), (lx, ly) = right_eye, left_eye",
-            f"    side = ((lx - rx) ** 2 + (ly - ry) ** 2) ** 0.5 / {pre['eye_distance']}",
+            "def face_square(box, right_eye, left_eye):",
+            "    \"\"\"The square the model expects, from a face detector's box (x0, y0, x1, y1) and the two eye "
+            "centres (x, y).\"\"\"",
+            "    (x0, _, x1, _), (rx, ry), (lx, ly) = box, right_eye, left_eye",
+            f"    side = max(((lx - rx) ** 2 + (ly - ry) ** 2) ** 0.5 / {pre['eye_distance']}, "
+            f"{MIN_SIDE_PER_BOX_WIDTH:g} * (x1 - x0))  # a turned head: by its box",
             f"    left, top = (rx + lx) / 2 - side / 2, (ry + ly) / 2 - {pre['eye_line']} * side",
-            "    return round(left), round(top), round(left + side), round(top + side)",
+            "    side, left, top = round(side), round(left), round(top)",
+            "    return left, top, left + side, top + side",
         ]
-        call = ["square = face_square(right_eye, left_eye)  # eye centres from YuNet, MTCNN, dlib..."]
+        call = ["square = face_square(box, right_eye, left_eye)  # box and eye centres from YuNet, MTCNN, dlib..."]
     else:
         framing = [
             "def face_square(x0, y0, x1, y1):",
