@@ -327,3 +327,34 @@ def test_the_model_cards_timm_snippet_reads_faces_as_the_app_does(model):
     scope = {"box": det.box, "right_eye": det.landmarks[0], "left_eye": det.landmarks[1]}
     exec(code.replace("hf-hub:OWNER/NAME", f"local-dir:{model.source}").replace("photo.jpg", str(fx.PORTRAIT)), scope)
     assert scope["x"].shape == (1, 3, model.prep.size, model.prep.size)
+
+
+@pytest.mark.parametrize("preprocess, args, want", [
+    # framed on the eyes (0.36 apart, 0.383 from the top): side 100.4 -> 100 first, then the corners; rounding
+    # the far corner on its own would give 189 - 88 = 101 px across
+    ({"eye_distance": 0.36, "eye_line": 0.383}, ((100, 100, 140, 150), (120.528, 150.0), (156.672, 150.0)),
+     (88, 112, 188, 212)),
+    # a turned head (eyes 36 px apart in a 100 px wide box): the square is 1.2 box widths, 120 px
+    ({"eye_distance": 0.36, "eye_line": 0.383}, ((100, 100, 200, 220), (130.3, 150.2), (166.3, 150.2)),
+     (88, 104, 208, 224)),
+    # framed by the box grown by 25% a side: 41 x 1.5 = 61.5 -> 62 across, from (-0.25, 9.25) -> (0, 9)
+    ({"eye_distance": None, "face_margin": 0.25}, ((10, 20, 51, 60),), (0, 9, 62, 71)),
+])
+def test_the_cards_face_square_is_the_apps_crop(preprocess, args, want):
+    """The card's face_square, run as a timm user runs it, gives the app's square (emotion.framing.crop_box)."""
+    import re
+
+    from emotion.faces import Detection
+    from emotion.framing import crop_box
+    from train.export import render_card
+
+    cfg = json.loads((M.DEFAULT_WEIGHTS / "config.json").read_text())
+    cfg["preprocess"].update(preprocess)
+    code = re.search(r"```python\n(.*?)```", render_card({}, cfg), re.S).group(1)
+    scope = {}
+    exec(re.search(r"^def face_square.*?\n\n", code, re.S | re.M).group(0), scope)
+    box, *eyes = args
+    assert (scope["face_square"](box, *eyes) if eyes else scope["face_square"](*box)) == want
+    det = Detection(box=box, score=1.0, landmarks=tuple(eyes))
+    assert crop_box(det, preprocess.get("face_margin", 0.25), (400, 400), preprocess["eye_distance"],
+                    preprocess.get("eye_line", 0.385)) == want

@@ -115,8 +115,9 @@ def _usage(config: dict, size: int) -> list[str]:
             "def face_square(x0, y0, x1, y1):",
             "    \"\"\"The square the model expects, from a face detector's box.\"\"\"",
             f"    side = max(x1 - x0, y1 - y0) * {1 + 2 * pre.get('face_margin', 0.25):g}",
-            "    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2",
-            "    return round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2)",
+            "    left, top = (x0 + x1 - side) / 2, (y0 + y1 - side) / 2",
+            "    side, left, top = round(side), round(left), round(top)",
+            "    return left, top, left + side, top + side",
         ]
         call = ["square = face_square(*box)  # box: x0, y0, x1, y1 from your face detector"]
     steps = [*call, "face = np.asarray(photo.crop(square))  # (the app repeats the edge where the square leaves "
