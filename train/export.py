@@ -106,8 +106,6 @@ def _usage(config: dict, size: int) -> list[str]:
             f"    side = max(((lx - rx) ** 2 + (ly - ry) ** 2) ** 0.5 / {pre['eye_distance']}, "
             f"{MIN_SIDE_PER_BOX_WIDTH:g} * (x1 - x0))  # a turned head: by its box",
             f"    left, top = (rx + lx) / 2 - side / 2, (ry + ly) / 2 - {pre['eye_line']} * side",
-            "    side, left, top = round(side), round(left), round(top)",
-            "    return left, top, left + side, top + side",
         ]
         call = ["square = face_square(box, right_eye, left_eye)  # box and eye centres from YuNet, MTCNN, dlib..."]
     else:
@@ -116,10 +114,11 @@ def _usage(config: dict, size: int) -> list[str]:
             "    \"\"\"The square the model expects, from a face detector's box.\"\"\"",
             f"    side = max(x1 - x0, y1 - y0) * {1 + 2 * pre.get('face_margin', 0.25):g}",
             "    left, top = (x0 + x1 - side) / 2, (y0 + y1 - side) / 2",
-            "    side, left, top = round(side), round(left), round(top)",
-            "    return left, top, left + side, top + side",
         ]
         call = ["square = face_square(*box)  # box: x0, y0, x1, y1 from your face detector"]
+    # the side is rounded before the corners, as emotion.framing.crop_box does, so the crop is square
+    framing += ["    side, left, top = round(side), round(left), round(top)",
+                "    return left, top, left + side, top + side"]
     steps = [*call, "face = np.asarray(photo.crop(square))  # (the app repeats the edge where the square leaves "
              "the photo)"]
     if grey:
