@@ -171,6 +171,20 @@ def test_training_shows_the_share_asked_as_the_app_frames_it(tmp_path, capsys):
     assert recipe["app_framing"] == 0.5
 
 
+def test_app_framing_without_faces_to_frame_is_refused_before_the_run_folder_is_made(tmp_path):
+    """Faceless pictures give the detector nothing to frame on: the run stops with a message, leaving nothing."""
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        for k in range(4):
+            (root / split / CLASSES[k % 2]).mkdir(parents=True, exist_ok=True)
+            fx.class_image(k % 7, size=64).save(root / split / CLASSES[k % 2] / f"blank_{k}.png")
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit, match="needs the app's face detector"):
+        train.main(["--dataset", "folder", "--data", str(root), "--run-dir", str(run), "--size", "64",
+                    "--epochs", "1", "--batch-size", "4", "--threads", "1", "--no-progress", "--app-framing", "0.5"])
+    assert not run.exists()
+
+
 def test_the_share_asked_is_shown_framed_row_by_row():
     batch, framed = torch.zeros(2000, 1, 4, 4, dtype=torch.uint8), torch.ones(2000, 1, 4, 4, dtype=torch.uint8)
     for share in (0.0, 0.3, 1.0):

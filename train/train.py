@@ -257,8 +257,6 @@ def main(argv=None):
     if args.fer2013_blend_only and not args.fer2013_blend:
         raise SystemExit("--fer2013-blend-only names the classes --fer2013-blend applies to: give --fer2013-blend too")
     run_dir = Path(args.run_dir or f"runs/{args.dataset}")
-    if world.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
     best_dir = run_dir / "best"
     if args.label_smoothing is None:
         args.label_smoothing = 0.0 if soft else 0.1
@@ -286,11 +284,13 @@ def main(argv=None):
                       native_size=native,
                       tta_flip=args.tta_flip, **framing)
     images, labels = train_set.images.to(device), train_set.labels.to(device)
+    if args.app_framing and prep.eye_distance is None:
+        raise SystemExit("--app-framing needs the app's face detector to frame the training faces, and it found "
+                         "too few of them here (or is not installed)")
+    if world.main:  # made once the run is sure to start, so a refused run leaves no folder behind
+        run_dir.mkdir(parents=True, exist_ok=True)
     framed = None
     if args.app_framing:
-        if prep.eye_distance is None:
-            raise SystemExit("--app-framing needs the app's face detector to frame the training faces, and it found "
-                             "too few of them here (or is not installed)")
         framed, found = app_framed(train_set.images, prep, world, not args.no_progress, run_dir / CACHE_FILE)
         framed = framed.to(device)
         say(f"app framing: the detector found {int(found.sum())} of {len(found)} training faces; "
