@@ -248,8 +248,8 @@ def render_card(results: dict, config: dict) -> str:
     ]
     decision = Decision.from_config(config)
     if decision.prior:
-        lines += [f"Decision rule: **{decision.rule}**, {decision.describe()}. The class prior the model was "
-                  "trained under (each class's share of the training targets, `config.json`'s `decision` block): "
+        lines += [f"Decision rule: **{decision.rule}**, {decision.describe()}. The class prior it divides "
+                  "out, each class's share of the training data (`config.json`'s `decision` block): "
                   + ", ".join(f"{c} {100 * v:.1f}%" for c, v in decision.prior.items())
                   + ". The weights file holds the network's own scores; the app folds the rule's shift, "
                   "minus tau x log(prior), into the classifier's bias when it loads the model.", ""]
