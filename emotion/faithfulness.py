@@ -79,7 +79,7 @@ from emotion.whatif import hide
 FRACTIONS = (0.1, 0.25, 0.5)  # shares of the pixels deleted, most highlighted first
 N_RANDOM = 1  # random maps per face: with one, the whole check costs what the old 10-map check did
 MARGIN = 1.0  # without a calibration: a "good" map's score is at least twice the face prior's and the other class's
-MARGIN_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)  # the margins a calibration chooses from
+MARGIN_GRID = (0.0, 0.25, 0.5, 0.625, 0.75, 0.875, 1.0, 1.25, 1.5, 2.0, 3.0)  # the margins a calibration chooses from
 MAX_FALSE_GOOD = 0.05  # the upper end of the 95% interval of the false-"good" rate a calibrated margin holds to
 UNTESTABLE = 0.05  # logit units: below this drop for every map and fraction, the test cannot tell maps apart
 LEVELS = ("good", "weak", "chance", "untestable", "empty")

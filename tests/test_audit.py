@@ -336,7 +336,9 @@ def test_verdicts_re_judged_at_other_margins():
     rows = [{"map": result(3.0, "good"), "inverted": result(1.1, "weak")},
             {"map": result(2.0, "weak"), "inverted": result(0.4, "chance")}]
     by = audit.faithfulness_figures(rows)["by_margin"]
-    assert {g: b["share_good"] for g, b in by.items()} == {"0": 1.0, "0.25": 1.0, "0.5": 1.0, "0.75": 0.5, "1": 0.5,
+    # (2.0 against 1.2: good below a margin of 2/3, so at 0.625 and not at 0.75; 3.0: good up to 1.5)
+    assert {g: b["share_good"] for g, b in by.items()} == {"0": 1.0, "0.25": 1.0, "0.5": 1.0, "0.625": 1.0,
+                                                            "0.75": 0.5, "0.875": 0.5, "1": 0.5, "1.25": 0.5,
                                                             "1.5": 0.0, "2": 0.0, "3": 0.0}
     assert all(b["false_good_rate"] == 0.0 and (b["false_good_k"], b["false_good_n"]) == (0, 2) for b in by.values())
     # none of 2 uninformative maps passed, but 2 faces cannot show a rate under 5%: no margin is calibrated

@@ -1,7 +1,7 @@
 """Make a model folder's face_prior.npz: each method's mean map at each layer over FER2013 training faces, and
 the margins its faithfulness verdicts are judged by.
 
-    python -m train.face_prior --weights weights --data ../shared/datasets/fer2013 [--n 256] [--calibration-n 300]
+    python -m train.face_prior --weights weights --data ../shared/datasets/fer2013 [--n 256] [--calibration-n 600]
 
 It is written beside the model's weights (weights/face_prior.npz for the shipped model), pushed to the Hub with
 them, and read by the app for that model only; a model without one is checked against a centre prior.
@@ -94,7 +94,7 @@ def main(argv=None) -> dict[str, np.ndarray]:
     p.add_argument("--n", type=int, default=256, help="faces, a seeded random sample of the split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--calibration-n", type=int, default=300,
+    p.add_argument("--calibration-n", type=int, default=600,
                    help="faces (others than the mean maps') to calibrate the verdict's margins on; 0: none")
     p.add_argument("--calibration-only", action="store_true", help="keep the file's mean maps, measure the margins")
     p.add_argument("--methods", nargs="+", default=None, help="calibrate these methods only (default: all)")
