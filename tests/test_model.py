@@ -1,5 +1,6 @@
 """Saving and loading the model: timm Hub format, safetensors only, clear messages when a folder is broken."""
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -293,18 +294,23 @@ def test_a_hub_model_is_named_with_its_revision(saved, tmp_path):
     assert got["api"] == got["loaded"] and got["status"].endswith("Model: " + name)
 
 
+def _card_code(results: dict, config: dict) -> str:
+    """The code the model card rendered from `results` and `config` gives timm users ("Use with timm alone")."""
+    from train.export import render_card
+
+    return re.search(r"## Use with timm alone.*?```python\n(.*?)```", render_card(results, config), re.S).group(1)
+
+
 def test_the_model_cards_timm_snippet_reads_faces_as_the_app_does(model):
     """The card's code for plain timm users (grey conversion, framing, resizing spelled out) gives the app's
     probabilities on the astronaut, who reads happy."""
-    import re
 
     from emotion.faces import detect_faces
     from emotion.pipeline import analyse
     from tests import fixtures as fx
-    from train.export import load_results, render_card
+    from train.export import load_results
 
-    card = render_card(load_results(model.source), json.loads((M.DEFAULT_WEIGHTS / "config.json").read_text()))
-    code = re.search(r"## Use with timm alone.*?```python\n(.*?)```", card, re.S).group(1)
+    code = _card_code(load_results(model.source), json.loads((M.DEFAULT_WEIGHTS / "config.json").read_text()))
     code = code.replace("hf-hub:OWNER/NAME", f"local-dir:{model.source}").replace("photo.jpg", str(fx.PORTRAIT))
     det = detect_faces(np.asarray(fx.portrait()))[0]
     scope = {"box": det.box, "right_eye": det.landmarks[0], "left_eye": det.landmarks[1]}
@@ -322,7 +328,7 @@ def test_the_model_cards_timm_snippet_reads_faces_as_the_app_does(model):
     # a colour model framed on the eyes gets its own steps, and they run too
     cfg = json.loads((M.DEFAULT_WEIGHTS / "config.json").read_text())
     cfg["preprocess"].update(grayscale=False, eye_distance=0.36, eye_line=0.37)
-    code = re.search(r"```python\n(.*?)```", render_card({}, cfg), re.S).group(1)
+    code = _card_code({}, cfg)
     assert "face_square(box, right_eye, left_eye)" in code and "COLOR_RGB2GRAY" not in code
     scope = {"box": det.box, "right_eye": det.landmarks[0], "left_eye": det.landmarks[1]}
     exec(code.replace("hf-hub:OWNER/NAME", f"local-dir:{model.source}").replace("photo.jpg", str(fx.PORTRAIT)), scope)
@@ -342,15 +348,12 @@ def test_the_model_cards_timm_snippet_reads_faces_as_the_app_does(model):
 ])
 def test_the_cards_face_square_is_the_apps_crop(preprocess, args, want):
     """The card's face_square, run as a timm user runs it, gives the app's square (emotion.framing.crop_box)."""
-    import re
-
     from emotion.faces import Detection
     from emotion.framing import crop_box
-    from train.export import render_card
 
     cfg = json.loads((M.DEFAULT_WEIGHTS / "config.json").read_text())
     cfg["preprocess"].update(preprocess)
-    code = re.search(r"```python\n(.*?)```", render_card({}, cfg), re.S).group(1)
+    code = _card_code({}, cfg)
     scope = {}
     exec(re.search(r"^def face_square.*?\n\n", code, re.S | re.M).group(0), scope)
     box, *eyes = args
