@@ -399,3 +399,35 @@ def test_erase_mouth_blanks_the_lower_face_of_the_share_asked():
     kept = (out[:, 0, 36:] != 0).all(-1).all(-1)
     assert (blanked | kept).all() and 16 <= int(blanked.sum()) <= 48  # about half of the 64
     assert not (augment(x, (0.5,) * 3, (0.25,) * 3, generator=torch.Generator().manual_seed(0), **still) == 0).any()
+
+
+def test_sharpen_overshoots_edges_of_the_share_asked_and_leaves_every_other_draw_alone():
+    """A face of two flat halves (dark, bright) has no value outside its two levels; the unsharp mask adds an
+    overshoot on both sides of the edge and leaves the flat parts as they were. Drawn after the erasing, it
+    keeps the erased boxes (and every other change) where they fall without it."""
+    from train.augment import augment
+
+    x = torch.full((64, 1, 50, 50), 60, dtype=torch.uint8)
+    x[..., 25:] = 190
+    still = dict(rotate=0.0, scale=(1.0, 1.0), shift=0.0, jitter=0.0, erase_p=0.5, quality_p=0.0, yaw=0.0,
+                 squeeze=0.0)
+
+    def run(p):
+        return augment(x, (0.5,) * 3, (0.25,) * 3, sharpen_p=p, generator=torch.Generator().manual_seed(0), **still)
+
+    plain, sharp, half = run(0.0), run(1.0), run(0.5)
+    erased = plain == 0
+    assert erased.any() and (sharp[erased] == 0).all() and (half[erased] == 0).all()  # same boxes
+    keep = ~erased
+    flat = torch.zeros_like(keep)
+    flat[..., :18] = flat[..., 32:] = True  # beyond the 5-tap blur's reach of the edge (columns 24-25)
+    assert torch.allclose(sharp[keep & flat], plain[keep & flat], atol=1e-5)
+    clear = keep[:, 0, :, 20:30].all(-1)
+    assert clear.any(-1).all()
+    row = clear.float().argmax(-1)  # one row per face that no box touches there
+    across = torch.stack([sharp[i, 0, row[i]] for i in range(64)])
+    levels = torch.stack([plain[i, 0, row[i]] for i in range(64)])
+    assert (across.max(-1).values > levels.max(-1).values + 1e-3).all()  # overshoot above the bright half
+    assert (across.min(-1).values < levels.min(-1).values - 1e-3).all()  # and below the dark one
+    changed = ~torch.isclose(half, plain, atol=1e-5).flatten(1).all(1)
+    assert 16 <= int(changed.sum()) <= 48  # about half of the 64

@@ -82,6 +82,8 @@ def parse_args(argv=None):
     p.add_argument("--mix-prob", type=float, default=1.0, help="share of batches mixed when --mixup or --cutmix")
     p.add_argument("--erase-mouth", type=float, default=0.0, help="share of training faces whose mouth and chin "
                    "are blanked (brows and eyes must then carry the expression)")
+    p.add_argument("--sharpen", type=float, default=0.0, help="share of training faces given an unsharp mask "
+                   "(crisp, as studio photographs are; FER2013's faces are soft)")
     p.add_argument("--fer2013-blend", type=float, default=0.0, help="ferplus: the share of each training "
                    "target given to FER2013's own label of the face (0: the FER+ votes alone). FER+'s taggers "
                    "read many faces FER2013 files as angry, fearful or sad as neutral; this keeps some of that")
@@ -393,7 +395,7 @@ def main(argv=None):
             if framed is not None:  # (drawn only with --app-framing: other runs keep their draws)
                 batch = show_framed(batch, framed[idx], args.app_framing, draw)
             x, seen_whole = augment(jpeg(batch, args.jpeg_p, generator=draw_cpu, keep=rows), prep.mean,
-                                    prep.std, mouth_p=args.erase_mouth, generator=draw, keep=rows, with_whole=True)
+                                    prep.std, mouth_p=args.erase_mouth, sharpen_p=args.sharpen, generator=draw, keep=rows, with_whole=True)
             whole = targets[idx]
             if mixing is not None:
                 if args.kd_whole_face:  # the same pairs and lambda as x's (drawn from the seed)
@@ -537,11 +539,12 @@ def _framing(train_set: D.Split, dataset: str, seed: int, n: int = 300) -> dict:
 def _training_facts(args, train_set, val_split, best, history) -> dict:
     """What the model card says about how the model was made."""
     keep = ("dataset", "labels", "size", "color", "epochs", "batch_size", "opt", "lr", "weight_decay", "warmup_epochs",
-            "label_smoothing", "fer2013_blend", "fer2013_blend_only", "balance", "mixup", "cutmix", "mix_prob", "erase_mouth", "app_framing", "jpeg_p",
+            "label_smoothing", "fer2013_blend", "fer2013_blend_only", "balance", "mixup", "cutmix", "mix_prob", "erase_mouth",
+            "sharpen", "app_framing", "jpeg_p",
             "drop_rate", "drop_path", "pretrained", "init", "teacher", "kd_alpha", "kd_temp", "kd_whole_face", "tta_flip",
             "limit", "bf16", "rule", "seed")
     recipe = {k: getattr(args, k) for k in keep if (k not in ("kd_alpha", "kd_temp", "kd_whole_face") or args.teacher)
-              and (k not in ("fer2013_blend", "fer2013_blend_only", "app_framing") or getattr(args, k))}
+              and (k not in ("fer2013_blend", "fer2013_blend_only", "app_framing", "sharpen") or getattr(args, k, None))}
     return {"recipe": recipe, "train_images": len(train_set),
             "class_counts": dict(zip(CLASSES, train_set.class_counts())), "val_split": val_split,
             **({"started_from": args.started_from} if getattr(args, "started_from", None) else {}),
