@@ -544,7 +544,7 @@ def _training_facts(args, train_set, val_split, best, history) -> dict:
             "drop_rate", "drop_path", "pretrained", "init", "teacher", "kd_alpha", "kd_temp", "kd_whole_face", "tta_flip",
             "limit", "bf16", "rule", "seed")
     recipe = {k: getattr(args, k) for k in keep if (k not in ("kd_alpha", "kd_temp", "kd_whole_face") or args.teacher)
-              and (k not in ("fer2013_blend", "fer2013_blend_only", "app_framing", "sharpen") or getattr(args, k, None))}
+              and (k not in ("fer2013_blend", "fer2013_blend_only", "app_framing", "sharpen") or getattr(args, k))}
     return {"recipe": recipe, "train_images": len(train_set),
             "class_counts": dict(zip(CLASSES, train_set.class_counts())), "val_split": val_split,
             **({"started_from": args.started_from} if getattr(args, "started_from", None) else {}),
