@@ -10,7 +10,9 @@ rule is applied exactly as `emotion.faces.detect_faces` applies the app's: YuNet
 lowest level (once per level, shared by the rules that have it), then `keep_faces`. YuNet cuts on
 unrounded scores but reports whole percent, so asking lower and filtering the reported scores would not
 measure the same rule.
-Rules: a plain confidence threshold, and the app's (MIN_CONFIDENCE, else one close-up down to a lower one).
+Rules: a plain confidence threshold; MIN_CONFIDENCE, else one close-up down to a lower one; and the app's,
+which looks at a picture with no sure face once more in a border (emotion.faces.BORDER_SHARE) before the
+close-up, at three thresholds for the bordered picture.
 Prints, per rule, the share of face pictures with no face kept and of face-free pictures with one.
 """
 from __future__ import annotations
@@ -64,13 +66,17 @@ def main(argv=None) -> dict:
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
-    from emotion.faces import CLOSE_UP_CONFIDENCE, MIN_CONFIDENCE, find_candidates, keep_faces
+    from emotion.faces import (BORDER_CONFIDENCE, BORDER_SHARE, CLOSE_UP_CONFIDENCE, MIN_CONFIDENCE,
+                               find_candidates, keep_faces)
     from emotion.images import load_image
     from train.data import list_split
 
-    rules = {f"threshold {t}": (t, t) for t in (0.6, 0.5, 0.4, 0.3)}
-    rules.update({f"{MIN_CONFIDENCE}, close-up {t}": (MIN_CONFIDENCE, t) for t in (0.5, 0.4, 0.3)})
-    app_rule = f"{MIN_CONFIDENCE}, close-up {CLOSE_UP_CONFIDENCE}"
+    # (sure threshold, close-up threshold, bordered picture's threshold or None)
+    rules = {f"threshold {t}": (t, t, None) for t in (0.6, 0.5, 0.4, 0.3)}
+    rules.update({f"{MIN_CONFIDENCE}, close-up {t}": (MIN_CONFIDENCE, t, None) for t in (0.5, 0.4, 0.3)})
+    rules.update({f"{MIN_CONFIDENCE}, bordered {b}, close-up {CLOSE_UP_CONFIDENCE}": (MIN_CONFIDENCE, CLOSE_UP_CONFIDENCE, b)
+                  for b in (0.8, BORDER_CONFIDENCE, 0.6)})
+    app_rule = f"{MIN_CONFIDENCE}, bordered {BORDER_CONFIDENCE}, close-up {CLOSE_UP_CONFIDENCE}"
 
     sources = [s for s, *_ in list_split(args.dataset, args.data, args.split, args.labels)][:args.limit]
     sets = {f"{args.dataset} {args.split} faces ({len(sources)})": (sources, True)}
@@ -80,21 +86,28 @@ def main(argv=None) -> dict:
         kept = {r: 0 for r in rules}
         for pic in tqdm(pictures, desc=name, leave=False, disable=None):
             rgb = load_image(pic).rgb if faces else pic  # (face-free pictures are read already)
-            found = {}  # YuNet's boxes at each floor a rule asks at, as detect_faces asks
-            for r, (conf, close_up) in rules.items():
+            found = {}  # YuNet's boxes at each (floor, border) a rule asks at, as detect_faces asks
+            for r, (conf, close_up, bordered) in rules.items():
                 floor = min(conf, close_up)
-                if floor not in found:
-                    found[floor] = find_candidates(rgb, floor)
-                kept[r] += bool(keep_faces(found[floor], rgb.shape, conf, close_up))
+                if (floor, 0.0) not in found:
+                    found[floor, 0.0] = find_candidates(rgb, floor)
+                faces_kept = []
+                if bordered is not None and not any(f.score >= conf for f in found[floor, 0.0]):
+                    if (bordered, BORDER_SHARE) not in found:
+                        found[bordered, BORDER_SHARE] = find_candidates(rgb, bordered, border=BORDER_SHARE)
+                    faces_kept = keep_faces(found[bordered, BORDER_SHARE], rgb.shape, bordered, bordered)
+                kept[r] += bool(faces_kept or keep_faces(found[floor, 0.0], rgb.shape, conf, close_up))
         rates[name] = {r: round(100 * (1 - k / len(pictures) if faces else k / len(pictures)), 2)
                        for r, k in kept.items()}
 
-    short = {r: r.replace("threshold ", "").replace(", close-up ", " / ") for r in rules}
+    short = {r: r.replace("threshold ", "").replace(", close-up ", " / ").replace(", bordered ", " / b")
+             for r in rules}
     print(f"share of pictures: missed (faces) or with a face found (face-free), by rule: threshold, or "
-          f"{MIN_CONFIDENCE} / a close-up's threshold; the app's rule is {short[app_rule]}")
-    print(f"{'':36s}" + "".join(f"{short[r]:>11s}" for r in rules))
+          f"{MIN_CONFIDENCE} / a close-up's threshold, or {MIN_CONFIDENCE} / b the bordered picture's threshold / "
+          f"the close-up's; the app's rule is {short[app_rule]}")
+    print(f"{'':36s}" + "".join(f"{short[r]:>17s}" for r in rules))
     for name, row in rates.items():
-        print(f"{name:36s}" + "".join(f"{row[r]:10.1f}%" for r in rules))
+        print(f"{name:36s}" + "".join(f"{row[r]:16.1f}%" for r in rules))
     out = {"rules": {r: list(v) for r, v in rules.items()}, "app_rule": app_rule, "percent": rates}
     if args.json:
         with open(args.json, "w") as f:
