@@ -1,6 +1,7 @@
 """The documentation site (mkdocs.yml, docs/) builds with `mkdocs build --strict`: a link to a missing page or
 heading, or a page left out of the nav, fails the build, and so this test. The README is not part of the site,
 so its links into the repository are checked here."""
+import json
 import os
 import re
 import shutil
@@ -53,3 +54,24 @@ def test_the_readmes_links_and_picture_are_there():
     missing = [t for t in local if t and not (ROOT / t).is_file()]
     assert not missing, f"the README links to files that are not there: {missing}"
     assert (ROOT / "docs" / "assets" / "result.jpg").stat().st_size < 150_000  # small enough for a README
+
+
+def test_the_headline_figures_are_the_model_cards_own():
+    """The FER+ PrivateTest rows of the README and of docs/model.md give what weights/results.json holds (the
+    figures `train.evaluate --card` wrote): accuracy, its 95% interval and mean-class accuracy to a tenth of a
+    point, and how many faces the detector did not find."""
+    ev = json.loads((ROOT / "weights" / "results.json").read_text())["evaluations"]
+    pages = {name: (ROOT / name).read_text().splitlines() for name in ("README.md", "docs/model.md")}
+    rows = (("ferplus private_test", "balanced", "FER crops as they are", "**"),
+            ("ferplus private_test (faces detected)", "balanced", "face detector and crop", "**"),
+            ("ferplus private_test", "prior", "by the training prior", ""))
+    for key, rule, words, bold in rows:
+        m = ev[key]
+        r = m["readings"][rule]
+        lo, hi = r["accuracy_ci95"]
+        figures = f"| {bold}{r['accuracy']:.1%}{bold} | {lo:.1%} to {hi:.1%} | "
+        for name, lines in pages.items():
+            line = next(ln for ln in lines if ln.startswith("|") and words in ln)
+            assert figures in line and f"{r['mean_class_accuracy']:.1%}" in line.rsplit("|", 2)[1], (name, line)
+            if "detected" in key:
+                assert f"({m['no_face']} not found, counted wrong)" in line, (name, line)
