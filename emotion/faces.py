@@ -8,6 +8,7 @@ are scaled into [MIN_SIDE, DETECT_SIDE] for detection and the boxes scaled back.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # yuface carries its own OpenMP runtime; keep it from spinning against torch's threads for the 2 cores.
@@ -58,11 +59,9 @@ def detect_faces(rgb: np.ndarray, min_confidence: float = MIN_CONFIDENCE, detect
     is analysed (emotion/priority.py)."""
     LIVE_FIRST.wait_turn()
     found = find_candidates(rgb, min(min_confidence, close_up_confidence), detect_side)
-    if border_confidence is not None and not any(f.score >= min_confidence for f in found):
-        bordered = find_candidates(rgb, border_confidence, detect_side, border=BORDER_SHARE)
-        if bordered:
-            return keep_faces(bordered, rgb.shape, border_confidence, border_confidence)
-    return keep_faces(found, rgb.shape, min_confidence, close_up_confidence)
+    bordered = None if border_confidence is None else (
+        lambda: find_candidates(rgb, border_confidence, detect_side, border=BORDER_SHARE))
+    return keep_faces(found, rgb.shape, min_confidence, close_up_confidence, bordered)
 
 
 def find_candidates(rgb: np.ndarray, floor: float, detect_side: int = DETECT_SIDE,
@@ -98,10 +97,15 @@ def find_candidates(rgb: np.ndarray, floor: float, detect_side: int = DETECT_SID
 
 
 def keep_faces(found: list[Detection], shape: tuple[int, ...], min_confidence: float = MIN_CONFIDENCE,
-               close_up_confidence: float = CLOSE_UP_CONFIDENCE) -> list[Detection]:
-    """The candidates that reach `min_confidence`, largest first; if none does, the most confident one that
-    fills the picture (CLOSE_UP_SHARE of its shorter side) and reaches `close_up_confidence`."""
+               close_up_confidence: float = CLOSE_UP_CONFIDENCE,
+               bordered: Callable[[], list[Detection]] | None = None) -> list[Detection]:
+    """The candidates that reach `min_confidence`, largest first; if none does, every box `bordered` gives (asked
+    only then: YuNet's boxes in the bordered picture, each at the threshold it was asked at); if it gives none or
+    is None, the most confident candidate that fills the picture (CLOSE_UP_SHARE of its shorter side) and
+    reaches `close_up_confidence`."""
     faces = [f for f in found if f.score >= min_confidence]
+    if not faces and bordered is not None:
+        faces = bordered()
     if not faces:
         close_ups = [f for f in found if f.score >= close_up_confidence and f.size >= CLOSE_UP_SHARE * min(shape[:2])]
         faces = sorted(close_ups, key=lambda f: -f.score)[:1]

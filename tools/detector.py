@@ -87,16 +87,15 @@ def main(argv=None) -> dict:
         for pic in tqdm(pictures, desc=name, leave=False, disable=None):
             rgb = load_image(pic).rgb if faces else pic  # (face-free pictures are read already)
             found = {}  # YuNet's boxes at each (floor, border) a rule asks at, as detect_faces asks
+
+            def ask(floor: float, border: float = 0.0, rgb=rgb, found=found) -> list:
+                if (floor, border) not in found:
+                    found[floor, border] = find_candidates(rgb, floor, border=border)
+                return found[floor, border]
+
             for r, (conf, close_up, bordered) in rules.items():
-                floor = min(conf, close_up)
-                if (floor, 0.0) not in found:
-                    found[floor, 0.0] = find_candidates(rgb, floor)
-                faces_kept = []
-                if bordered is not None and not any(f.score >= conf for f in found[floor, 0.0]):
-                    if (bordered, BORDER_SHARE) not in found:
-                        found[bordered, BORDER_SHARE] = find_candidates(rgb, bordered, border=BORDER_SHARE)
-                    faces_kept = keep_faces(found[bordered, BORDER_SHARE], rgb.shape, bordered, bordered)
-                kept[r] += bool(faces_kept or keep_faces(found[floor, 0.0], rgb.shape, conf, close_up))
+                in_border = None if bordered is None else (lambda b=bordered: ask(b, BORDER_SHARE))
+                kept[r] += bool(keep_faces(ask(min(conf, close_up)), rgb.shape, conf, close_up, in_border))
         rates[name] = {r: round(100 * (1 - k / len(pictures) if faces else k / len(pictures)), 2)
                        for r, k in kept.items()}
 
