@@ -39,6 +39,14 @@ BORDER_CONFIDENCE = 0.7
 MAX_FACES = 20  # the largest faces are kept; the app says when there were more
 
 
+def rule() -> dict:
+    """The settings that decide which faces `detect_faces` keeps, as now set: what a result made with the
+    detector (such as training faces framed by it, train/framed.py) records, to be made again when they change."""
+    return {"detect_side": DETECT_SIDE, "min_side": MIN_SIDE, "min_confidence": MIN_CONFIDENCE,
+            "close_up": [CLOSE_UP_CONFIDENCE, CLOSE_UP_SHARE], "border": [BORDER_SHARE, BORDER_CONFIDENCE],
+            "max_faces": MAX_FACES}
+
+
 @dataclass(frozen=True)
 class Detection:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the image's pixels (x1, y1 exclusive)

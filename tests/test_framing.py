@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from emotion import faces
 from emotion.faces import cut, detect_faces
 from emotion.framing import crop_box, measure_framing
 from emotion.model import CLASSES, Preprocess, create_net, load_model
@@ -135,7 +136,7 @@ def test_app_framed_training_faces_are_what_the_app_shows_the_model(tmp_path):
         assert y == pytest.approx(0.385, abs=0.04) and x == pytest.approx(0.5, abs=0.04)
 
 
-def test_app_framing_is_kept_for_the_same_pictures_and_framing_only(tmp_path):
+def test_app_framing_is_kept_for_the_same_pictures_framing_and_detector_rule_only(tmp_path, monkeypatch):
     images = as_tensor(fx.loose_face_crops()[:2])
     cache = tmp_path / "app_framed.pt"
     framed, found = app_framed(images, APP_PREP, progress=False, cache=cache)
@@ -146,6 +147,10 @@ def test_app_framing_is_kept_for_the_same_pictures_and_framing_only(tmp_path):
     other = Preprocess(size=64, native_size=48, eye_distance=0.36, eye_line=0.45)  # another framing: made again
     again, _ = app_framed(images, other, progress=False, cache=cache)
     assert not torch.equal(again, torch.zeros_like(framed)) and not torch.equal(again, framed)
+    kept = torch.load(cache, weights_only=True)
+    torch.save({**kept, "framed": torch.zeros_like(framed)}, cache)
+    monkeypatch.setattr(faces, "BORDER_CONFIDENCE", 0.8)  # the detector's rule changed: made again
+    assert torch.equal(app_framed(images, other, progress=False, cache=cache)[0], again)
 
 
 def test_training_shows_the_share_asked_as_the_app_frames_it(tmp_path, capsys):
