@@ -3,7 +3,8 @@
 Which square to cut for a face (framed as the training faces were) is emotion/framing.py's.
 
 yuface wants BGR uint8, slows down sharply above ~960 px and misses faces under ~48 px, so frames
-are scaled into [MIN_SIDE, DETECT_SIDE] for detection and the boxes scaled back.
+are scaled into [MIN_SIDE, DETECT_SIDE] for detection and the boxes scaled back. yuface is imported only
+where a picture is searched, so a machine without its wheel can still read the rule (`rule`) and cut crops.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-import yuface  # noqa: E402
 
 from emotion.priority import LIVE_FIRST  # noqa: E402
 
@@ -79,6 +79,8 @@ def find_candidates(rgb: np.ndarray, floor: float, detect_side: int = DETECT_SID
     level its rule uses, and anything measuring that rule must ask at the same level. `border` > 0 sets the
     picture in a frame of its mean colour, that share of its longer side wide, before YuNet looks; boxes are
     then clipped to the picture and landmarks may lie outside it."""
+    import yuface  # here: where its wheel is missing (a GPU machine), the rest of this module still imports
+
     h, w = rgb.shape[:2]
     if min(h, w) < 8:
         return []

@@ -197,3 +197,32 @@ def test_the_share_asked_is_shown_framed_row_by_row():
         per_row = shown.flatten(1)
         assert torch.equal(per_row.min(1).values, per_row.max(1).values)  # every row whole from one or the other
         assert per_row[:, 0].float().mean().item() == pytest.approx(share, abs=0.03)
+
+
+def test_kept_app_framing_is_read_where_the_detector_is_not_installed(tmp_path):
+    """A GPU machine may have no yuface wheel: a run there reads the app-framed faces made here (the cache
+    checks the detector's rule without the detector), and only framing anew needs the detector."""
+    images = as_tensor(fx.loose_face_crops()[:2])
+    cache = tmp_path / "app_framed.pt"
+    framed, _ = app_framed(images, APP_PREP, progress=False, cache=cache)
+    torch.save(images, tmp_path / "images.pt")
+    script = f"""
+import sys
+from pathlib import Path
+import torch
+sys.modules["yuface"] = None  # as if its wheel were missing
+from emotion.model import Preprocess
+from train.framed import app_framed
+images = torch.load({str(tmp_path / "images.pt")!r})
+prep = Preprocess(size=64, native_size=48, eye_distance=0.36, eye_line=0.385)
+framed, found = app_framed(images, prep, progress=False, cache=Path({str(cache)!r}))
+torch.save(framed, {str(tmp_path / "read.pt")!r})
+try:
+    app_framed(images, Preprocess(size=64, native_size=48, eye_distance=0.36, eye_line=0.45), progress=False)
+except ImportError:
+    print("framing anew needs the detector")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=fx.ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "framing anew needs the detector"
+    assert torch.equal(torch.load(tmp_path / "read.pt"), framed)
