@@ -6,6 +6,8 @@ FER+ would not label with one of our classes (not a face, contempt) or a tie.
 """
 import csv
 import json
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +15,7 @@ import torch
 from emotion.model import CLASSES
 from tests import fixtures as fx
 from train import data as D
-from train import evaluate, train
+from train import evaluate, pack, train
 
 VOTE_COLUMNS = CLASSES + D.FERPLUS_EXTRA
 # fer2013new.csv's column order, in our names
@@ -232,3 +234,29 @@ def test_fer2013_blend_only_blends_the_faces_filed_under_those_classes(tmp_path)
         train.main(["--dataset", "ferplus", "--data", str(root), "--labels", str(table), "--run-dir", str(refused),
                     "--epochs", "1", "--size", "32", "--threads", "1", "--no-progress", "--fer2013-blend-only", "angry"])
     assert not refused.exists()
+
+
+def test_the_gpu_run_is_packed_its_training_and_publictest_faces_only(tmp_path):
+    """train.pack puts the training and PublicTest pictures and their table rows in .data/ for
+    train/release_gpu.sh; unpacked as that script does, FER+ lists the same faces with the labels the fixture
+    was built with, and PrivateTest (pictures and votes) stays behind. A picture the table names but the folder
+    lacks stops it with a message."""
+    root, table = make_folder_table(tmp_path / "fer")
+    out = tmp_path / ".data"
+    done = pack.main(["--data", str(root), "--labels", str(table), "--out", str(out)])
+    assert done["pictures"] == {"Training": 3 * len(CLASSES), "PublicTest": 2 * len(CLASSES)}
+    with zipfile.ZipFile(out / "fer2013-trainval.zip") as z:
+        names = sorted(z.namelist())
+        z.extractall(tmp_path / "unpacked")
+    assert names == sorted(f"fer2013/{'train' if usage == 'Training' else 'test'}/{name}/{usage}_{c * 100 + i}.jpg"
+                           for c, name in enumerate(CLASSES) for _, usage, n in SPLITS[:2] for i in range(n))
+    with (out / "ferplus_labels.csv").open(newline="") as f:
+        assert {r["usage"] for r in csv.DictReader(f)} == {"Training", "PublicTest"}
+    unpacked = tmp_path / "unpacked" / "fer2013"
+    public = D.list_split("ferplus", unpacked, "public_test", out / "ferplus_labels.csv")
+    assert [label for _, label in public] == [(c + 1) % len(CLASSES) for c, _ in expected("public_test")]
+    assert all(Path(source).is_file() for source, _ in public)
+    assert len(D.list_split("ferplus", unpacked, "train", out / "ferplus_labels.csv")) == len(expected("train"))
+    (root / "test" / "angry" / "PublicTest_0.jpg").unlink()
+    with pytest.raises(SystemExit, match="1 pictures the table names are not under"):
+        pack.main(["--data", str(root), "--labels", str(table), "--out", str(tmp_path / "again")])

@@ -3,9 +3,13 @@
 # Measured on an H200 (2026-11-28): ~6,300 img/s, 4-5 s an epoch after a first one of ~20 s (cuDNN's search);
 # --fit-schedule sizes the cosine schedule to MINUTES after the warm-up epochs (at most EPOCHS).
 #
-# On the GPU machine, from the repository root, with FER2013's folder layout zipped and the FER+ vote table:
-#   mkdir -p .data && cp PATH/fer2013-trainval.zip PATH/ferplus_labels.csv .data/
+# First, where the data is, pack what the run reads into .data/ (training and PublicTest pictures and their
+# FER+ votes, about 56 MiB; PrivateTest stays behind):
+#   python -m train.pack --data FER2013_FOLDER --labels ferplus_labels.csv --out .data
+# Then on the GPU machine, from the repository root with .data/ beside the code (weights/ is not read):
 #   MINUTES=7 OUT=/tmp/out bash train/release_gpu.sh
+# Stage 3's levers that need nothing more carried, with layer4 dilated (its grid 4 x 4 at 64 px), go in EXTRA:
+#   EXTRA="--output-stride 16 --erase-mouth 0.4 --fer2013-blend 0.5 --fer2013-blend-only angry" MINUTES=12 ...
 # OUT/weights then holds the best epoch's weights as safetensors pieces of at most 15 MB (train/shards.py),
 # with its config, card and results, and OUT/train.log the run. Back on the machine that ships the model:
 #   python -m train.shards join OUT/weights weights     # the old model's face prior and audit are removed
