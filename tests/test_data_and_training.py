@@ -307,6 +307,26 @@ def test_init_starts_from_a_model_folder_matching_classes_by_name(tmp_path):
         train.main([*common, "--run-dir", str(tmp_path / "d"), "--init", str(b)])
 
 
+def test_a_dilated_start_model_stays_dilated_unless_asked_otherwise(tmp_path):
+    """--init from a model trained with --output-stride 16 builds the same dilated network (its layer4 a grid of
+    input / 16 cells, as config.json's model_args and the recipe say) without the flag being given again, where
+    the plain network would take the same weights silently; --output-stride 32 still asks for the plain one."""
+    root = fx.make_fer2013_folders(tmp_path / "fer", per_class=4)
+    common = ["--dataset", "fer2013", "--data", str(root), "--train-split", "train", "--size", "32",
+              "--epochs", "1", "--batch-size", "8", "--threads", "2", "--no-progress"]
+    train.main([*common, "--run-dir", str(tmp_path / "dilated"), "--output-stride", "16"])
+    start = tmp_path / "dilated" / "best"
+    for run, extra, stride in (("again", [], 16), ("plain", ["--output-stride", "32"], 32)):
+        train.main([*common, "--run-dir", str(tmp_path / run), "--init", str(start), *extra])
+        best = tmp_path / run / "best"
+        assert json.loads((best / "config.json").read_text())["model_args"].get("output_stride", 32) == stride
+        recipe = json.loads((best / "results.json").read_text())["training"]["recipe"]
+        assert recipe.get("output_stride", 32) == stride
+        m = load_model(best, fallback=False, engine="torch")
+        with torch.no_grad():
+            assert m.net.forward_features(torch.zeros(1, 3, 32, 32)).shape[-1] == 32 // stride
+
+
 def test_a_resume_keeps_the_start_models_normalisation_without_it(tmp_path):
     """A run started with --init keeps the start model's normalisation in its checkpoint: resumed after the
     start model is gone, it finishes with that normalisation and that model's training facts."""

@@ -8,8 +8,9 @@
 #   python -m train.pack --data FER2013_FOLDER --labels ferplus_labels.csv --out .data
 # Then on the GPU machine, from the repository root with .data/ beside the code (weights/ is not read):
 #   MINUTES=7 OUT=/tmp/out bash train/release_gpu.sh
-# Stage 3's levers that need nothing more carried, with layer4 dilated (its grid 4 x 4 at 64 px), go in EXTRA:
-#   EXTRA="--output-stride 16 --erase-mouth 0.4 --fer2013-blend 0.5 --fer2013-blend-only angry" MINUTES=12 ...
+# Flags go in EXTRA, e.g. layer4 dilated (its grid 4 x 4 at 64 px): EXTRA="--output-stride 16" MINUTES=12 ...
+# Stage 3's posed-face recipe (teacher, app framing, anger blend) then runs on the CPU from the result: see
+# docs/training.md, "The release run on a GPU".
 # OUT/weights then holds the best epoch's weights as safetensors pieces of at most 15 MB (train/shards.py),
 # with its config, card and results, and OUT/train.log the run. Back on the machine that ships the model:
 #   python -m train.shards join OUT/weights weights     # the old model's face prior and audit are removed

@@ -105,10 +105,10 @@ def parse_args(argv=None):
                    "teacher and student in the distillation term")
     p.add_argument("--drop-rate", type=float, default=0.3, help="dropout before the classifier")
     p.add_argument("--drop-path", type=float, default=0.05, help="stochastic depth")
-    p.add_argument("--output-stride", type=int, choices=[8, 16, 32], default=32,
+    p.add_argument("--output-stride", type=int, choices=[8, 16, 32], default=None,
                    help="the network's output stride: 16 or 8 dilate layer4 (and layer3 for 8) instead of striding "
                    "them, so their heatmaps are grids of input/16 or input/8 cells (same weights; slower); "
-                   "written to config.json's model_args")
+                   "written to config.json's model_args (default: the --init model's, else 32)")
     p.add_argument("--pretrained", action="store_true", help="start from timm's ImageNet weights (needs internet)")
     p.add_argument("--init", default=None, help="start from this model's weights (a model folder, local-dir:PATH or "
                    "hf-hub:owner/name), e.g. to fine-tune the shipped model on another data set or to finish a "
@@ -281,6 +281,8 @@ def main(argv=None):
         start = _init_model(args.init)
         mean, std = start.prep.mean, start.prep.std
         args.started_from = load_results(start.source).get("training")  # for the model card
+    if args.output_stride is None:  # a dilated model fine-tuned stays dilated unless asked otherwise
+        args.output_stride = start.net.feature_info[-1]["reduction"] if start is not None else 32
     framing = world.broadcast(_framing(train_set, args.dataset, args.seed) if world.main else None)
     prep = Preprocess(size=args.size, mean=mean, std=std, grayscale=gray,
                       native_size=native,
@@ -540,11 +542,12 @@ def _training_facts(args, train_set, val_split, best, history) -> dict:
     """What the model card says about how the model was made."""
     keep = ("dataset", "labels", "size", "color", "epochs", "batch_size", "opt", "lr", "weight_decay", "warmup_epochs",
             "label_smoothing", "fer2013_blend", "fer2013_blend_only", "balance", "mixup", "cutmix", "mix_prob", "erase_mouth",
-            "sharpen", "app_framing", "jpeg_p",
+            "sharpen", "app_framing", "jpeg_p", "output_stride",
             "drop_rate", "drop_path", "pretrained", "init", "teacher", "kd_alpha", "kd_temp", "kd_whole_face", "tta_flip",
             "limit", "bf16", "rule", "seed")
     recipe = {k: getattr(args, k) for k in keep if (k not in ("kd_alpha", "kd_temp", "kd_whole_face") or args.teacher)
-              and (k not in ("fer2013_blend", "fer2013_blend_only", "app_framing", "sharpen") or getattr(args, k))}
+              and (k not in ("fer2013_blend", "fer2013_blend_only", "app_framing", "sharpen") or getattr(args, k))
+              and (k != "output_stride" or getattr(args, k) != 32)}
     return {"recipe": recipe, "train_images": len(train_set),
             "class_counts": dict(zip(CLASSES, train_set.class_counts())), "val_split": val_split,
             **({"started_from": args.started_from} if getattr(args, "started_from", None) else {}),
