@@ -49,9 +49,9 @@ def app_framed(images: torch.Tensor, prep: Preprocess, world: distributed.World 
     from emotion.faces import rule
 
     world = world or distributed.World()
-    key = {"detector": rule(), "n": len(images), "shape": list(images.shape[1:]), "size": prep.size, "grayscale": prep.grayscale,
+    key = {"n": len(images), "shape": list(images.shape[1:]), "size": prep.size, "grayscale": prep.grayscale,
            "native_size": prep.native_size, "eye_distance": prep.eye_distance, "eye_line": prep.eye_line,
-           "face_margin": prep.face_margin}
+           "face_margin": prep.face_margin, "detector": rule()}
     if cache is not None and cache.exists():
         kept = torch.load(cache, weights_only=True)
         if kept.get("key") == key:
