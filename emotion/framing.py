@@ -17,6 +17,27 @@ FER_FRAMING = (0.362, 0.385)
 
 # Below this eye distance for its box width, a face is turned (the eyes come closer): frame it by its box.
 MIN_SIDE_PER_BOX_WIDTH = 1.2
+# A face whose square would cover at least this share of the picture is a picture already cropped to the face
+# (a data set's crop, a cropped upload): its own centre square is read as it was framed, without the rows
+# repeated past its edges and the landmarks' jitter on a few dozen pixels. Through the app's detector that
+# read 83.0% of FER+ PublicTest against 82.0% framed on the eyes, and 80.2% of CK+48 against 77.6%
+# (`python -m train.evaluate --detect-faces`); photos, whose faces leave room around them, are framed as before.
+CLOSE_UP_COVER = 0.7
+
+
+def centre_square(x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int]:
+    """The largest square centred in a box."""
+    side = min(x1 - x0, y1 - y0)
+    left, top = x0 + (x1 - x0 - side) // 2, y0 + (y1 - y0 - side) // 2
+    return left, top, left + side, top + side
+
+
+def covered(square: tuple[int, int, int, int], shape: tuple[int, ...]) -> float:
+    """The share of a picture of `shape` (H, W, ...) that a square (x0, y0, x1, y1) covers."""
+    h, w = shape[:2]
+    x0, y0, x1, y1 = square
+    inside = max(0, min(x1, w) - max(x0, 0)) * max(0, min(y1, h) - max(y0, 0))
+    return inside / (h * w) if h * w else 0.0
 
 
 def crop_box(det, margin: float, shape: tuple[int, ...], eye_distance: float | None = None,
@@ -28,7 +49,8 @@ def crop_box(det, margin: float, shape: tuple[int, ...], eye_distance: float | N
     data), the square is framed on the eyes as the training faces were: side = eye distance / `eye_distance`
     (at least MIN_SIDE_PER_BOX_WIDTH box widths, for turned heads), centred across on the eyes' midpoint,
     which sits `eye_line` of the side from the top. Without it (or without landmarks), the square is the
-    detector's box grown by `margin` of its size on each side.
+    detector's box grown by `margin` of its size on each side. A square that would cover CLOSE_UP_COVER of the
+    picture gives way to the picture's own centre square (the picture is the face's crop already).
     """
     x0, y0, x1, y1 = det.box
     if eye_distance and len(det.landmarks) >= 2:
@@ -39,7 +61,10 @@ def crop_box(det, margin: float, shape: tuple[int, ...], eye_distance: float | N
         side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
         left, top = (x0 + x1 - side) / 2, (y0 + y1 - side) / 2
     side, left, top = int(round(side)), int(round(left)), int(round(top))
-    return left, top, left + side, top + side
+    square = left, top, left + side, top + side
+    if covered(square, shape) >= CLOSE_UP_COVER:
+        return centre_square(0, 0, shape[1], shape[0])
+    return square
 
 
 def measure_framing(crops: list[np.ndarray]) -> tuple[float, float, int] | None:

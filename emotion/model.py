@@ -23,7 +23,7 @@ import torch
 
 from emotion.decision import Decision
 from emotion.engine import OnnxNet, resolve_engine, torch_gradcam
-from emotion.framing import FER_FRAMING, crop_box
+from emotion.framing import FER_FRAMING, centre_square, crop_box
 from emotion.precision import DTYPES
 from emotion.priority import LIVE_FIRST, LiveFirst
 
@@ -116,13 +116,6 @@ class Preprocess:
         mean = torch.tensor(self.mean).view(1, 3, 1, 1) * 255.0
         std = torch.tensor(self.std).view(1, 3, 1, 1) * 255.0
         return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
-
-
-def centre_square(x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int]:
-    """The largest square centred in a box."""
-    side = min(x1 - x0, y1 - y0)
-    left, top = x0 + (x1 - x0 - side) // 2, y0 + (y1 - y0 - side) // 2
-    return left, top, left + side, top + side
 
 
 def face_pixels(rgb: np.ndarray, size: int, grayscale: bool = True, native_size: int | None = None) -> np.ndarray:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from emotion import faces
+from emotion import faces, framing
 from emotion.faces import cut, detect_faces
 from emotion.framing import crop_box, measure_framing
 from emotion.model import CLASSES, Preprocess, create_net, load_model
@@ -66,6 +66,26 @@ def test_turned_faces_are_framed_by_their_box():
     assert (x0 + x1) / 2 == pytest.approx(155, abs=1) and 140 - y0 == pytest.approx(0.37 * (y1 - y0), abs=1)
 
 
+def test_a_picture_the_eyes_square_would_fill_is_read_as_it_is():
+    """Eyes 36 px apart at framing 0.36 ask for a 100 px square. In a 90 x 90 crop it covers all of it: the
+    picture's own square is read (a 90 x 110 crop: its centre square); in an 800 px photo the eyes frame the
+    face; in a 119 px crop the square covers 100 / 119 squared = 71% (read as it is), in a 125 px one 64%."""
+    from emotion.faces import Detection
+
+    def face(cx, cy):
+        return Detection((cx - 40, cy - 40, cx + 40, cy + 50), 0.9,
+                         ((cx - 18.0, cy - 10.0), (cx + 18.0, cy - 10.0), (cx, cy + 10), (cx - 12, cy + 25), (cx + 12, cy + 25)))
+
+    def square(det, shape):
+        return crop_box(det, 0.25, shape, eye_distance=0.36, eye_line=0.4)
+
+    assert square(face(45, 50), (90, 90, 3)) == (0, 0, 90, 90)
+    assert square(face(45, 60), (110, 90, 3)) == (0, 10, 90, 100)
+    assert square(face(400, 300), (600, 800, 3)) == (350, 250, 450, 350)  # eyes' midpoint 40% from the top
+    assert square(face(60, 60), (119, 119, 3)) == (0, 0, 119, 119)
+    assert square(face(62, 62), (125, 125, 3)) == (12, 12, 112, 112)
+
+
 def test_measure_framing_recovers_how_a_set_of_crops_was_framed():
     # crops cut from real photos with the eyes 0.30 of the side apart at 0.40 from the top, at three sizes
     prep = Preprocess(eye_distance=0.30, eye_line=0.40)
@@ -116,10 +136,11 @@ def as_tensor(pictures) -> torch.Tensor:
 
 
 def test_app_framed_training_faces_are_what_the_app_shows_the_model(tmp_path):
-    """Loosely framed face crops, framed for training (train/framed.py), are pixel for pixel what the app's
-    pipeline gives the model for the same picture, with the eyes where the framing puts them; a picture
-    without a face stays as it was."""
-    faces = fx.loose_face_crops()[:6]
+    """Face crops, framed for training (train/framed.py), are pixel for pixel what the app's pipeline gives the
+    model for the same picture: the loose ones (1.4 and 1.6 times the detector's box) framed on the eyes, with
+    the eyes where the framing puts them; the tight ones (1.2 times), which the eyes' square would overflow,
+    as they are (CLOSE_UP_COVER). A picture without a face stays as it was."""
+    faces = fx.loose_face_crops()[:6]  # one portrait's face at 1.2, 1.4 and 1.6 times its box, each mirrored
     blank = fx.class_image(3, size=64)
     images = as_tensor(faces + [blank])
     save_model(create_net(), tmp_path / "m", APP_PREP)
@@ -130,6 +151,10 @@ def test_app_framed_training_faces_are_what_the_app_shows_the_model(tmp_path):
     for i, face in enumerate(faces):
         shown = analyse(np.asarray(face.convert("RGB")), model, with_heatmaps=False).faces[0]
         assert np.array_equal(framed[i, 0].numpy(), model.prep.pixels(shown.crop))
+        if i < 2:  # tight: the picture itself is the face's square
+            assert shown.crop_box == (0, 0, 64, 64)
+            assert np.array_equal(framed[i, 0].numpy(), model.prep.pixels(np.asarray(face.convert("RGB"))))
+            continue
         assert not torch.equal(framed[i], images[i])  # the loose crop was framed again
         distance, x, y = eyes_in(np.repeat(framed[i, 0].numpy()[..., None], 3, 2))
         assert distance == pytest.approx(0.36, abs=0.04)
@@ -137,7 +162,7 @@ def test_app_framed_training_faces_are_what_the_app_shows_the_model(tmp_path):
 
 
 def test_app_framing_is_kept_for_the_same_pictures_framing_and_detector_rule_only(tmp_path, monkeypatch):
-    images = as_tensor(fx.loose_face_crops()[:2])
+    images = as_tensor(fx.loose_face_crops()[2:4])  # loose enough to be framed on the eyes
     cache = tmp_path / "app_framed.pt"
     framed, found = app_framed(images, APP_PREP, progress=False, cache=cache)
     assert cache.exists() and found.tolist() == [True, True]
@@ -150,6 +175,9 @@ def test_app_framing_is_kept_for_the_same_pictures_framing_and_detector_rule_onl
     kept = torch.load(cache, weights_only=True)
     torch.save({**kept, "framed": torch.zeros_like(framed)}, cache)
     monkeypatch.setattr(faces, "BORDER_CONFIDENCE", 0.8)  # the detector's rule changed: made again
+    assert torch.equal(app_framed(images, other, progress=False, cache=cache)[0], again)
+    torch.save({**torch.load(cache, weights_only=True), "framed": torch.zeros_like(framed)}, cache)
+    monkeypatch.setattr(framing, "CLOSE_UP_COVER", 0.9)  # when a picture is read as it is changed: made again
     assert torch.equal(app_framed(images, other, progress=False, cache=cache)[0], again)
 
 

@@ -87,7 +87,8 @@ def _framing_text(config: dict, size: int) -> str:
     if pre.get("eye_distance"):
         return (f"Input: one face crop, a square framed on the face detector's eye landmarks as the training faces "
                 f"were (eyes {pre['eye_distance']:.3f} of the side apart, their midpoint {pre['eye_line']:.3f} of "
-                f"the side from the top), resized to {size}x{size}.")
+                f"the side from the top), resized to {size}x{size}; a picture that square would mostly cover (a "
+                f"crop of the face already) is read as it is, its centre square.")
     return (f"Input: one face crop, as found by the app's face detector (the box grown by "
             f"{pre['face_margin']:.0%} on each side), resized to {size}x{size}.")
 

@@ -6,7 +6,8 @@ fills what leaves the picture by repeating the edge, and `Preprocess.pixels` res
 every training picture down that same path, so a share of each batch can show the model the face exactly as
 the app will show it a photo's. Where the detector finds no face, the picture stays as the data set framed it.
 The result is kept in the run folder (`app_framed.pt`), so a resumed run does not detect again; it is made again
-when the pictures, the framing or the detector's rule (`emotion.faces.rule`) differ from those it was made with.
+when the pictures, the framing (`emotion.framing`) or the detector's rule (`emotion.faces.rule`) differ from those
+it was made with.
 """
 from __future__ import annotations
 
@@ -46,12 +47,13 @@ def app_framed(images: torch.Tensor, prep: Preprocess, world: distributed.World 
     the picture itself where no face was found, and which were found. Under torchrun each process frames its
     block of the pictures and all get every one. `cache`: a file that keeps the result for these pictures, this
     framing and this detector rule (read when it matches, written by the first process otherwise)."""
+    from emotion import framing
     from emotion.faces import rule
 
     world = world or distributed.World()
     key = {"n": len(images), "shape": list(images.shape[1:]), "size": prep.size, "grayscale": prep.grayscale,
            "native_size": prep.native_size, "eye_distance": prep.eye_distance, "eye_line": prep.eye_line,
-           "face_margin": prep.face_margin, "detector": rule()}
+           "face_margin": prep.face_margin, "close_up_cover": framing.CLOSE_UP_COVER, "detector": rule()}
     if cache is not None and cache.exists():
         kept = torch.load(cache, weights_only=True)
         if kept.get("key") == key:
