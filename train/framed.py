@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from emotion import framing
 from emotion.model import Preprocess
 from train import distributed
 
@@ -47,8 +48,7 @@ def app_framed(images: torch.Tensor, prep: Preprocess, world: distributed.World 
     the picture itself where no face was found, and which were found. Under torchrun each process frames its
     block of the pictures and all get every one. `cache`: a file that keeps the result for these pictures, this
     framing and this detector rule (read when it matches, written by the first process otherwise)."""
-    from emotion import framing
-    from emotion.faces import rule
+    from emotion.faces import rule  # without the detector itself (yuface): see emotion/faces.py
 
     world = world or distributed.World()
     key = {"n": len(images), "shape": list(images.shape[1:]), "size": prep.size, "grayscale": prep.grayscale,
